@@ -1,0 +1,40 @@
+# Bazaar developer commands. Each target installs and starts what it needs on a fresh machine.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/bazaar/target
+
+.PHONY: help run up test down logs lint fmt topics kafka postgres
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+run: ## Start everything (PostgreSQL, Kafka, services, gateway) and print where to go; Ctrl-C stops it
+	@scripts/run.sh
+
+up: ## Like run, but return once ready and leave it running ('make down' stops it)
+	@scripts/run.sh --detach
+
+test: ## Start what the tests need, run fmt/clippy/every test, stop what was started
+	@scripts/test.sh
+
+down: ## Stop everything run/up/test started
+	@scripts/down.sh
+
+logs: ## Show where each process logs, with the last lines of each
+	@scripts/logs.sh
+
+lint: ## cargo fmt --check and clippy -D warnings
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	cargo fmt --all
+
+topics: ## Apply infra/kafka/topics.toml to the running broker
+	cargo run -q -p bazaar-cli -- topics apply
+
+kafka: ## Start only the Kafka broker
+	@infra/kafka/kafkactl.sh start
+
+postgres: ## Start only PostgreSQL (with roles and databases)
+	@infra/postgres/pgctl.sh start

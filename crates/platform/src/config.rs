@@ -1,0 +1,212 @@
+//! Layered configuration: built-in defaults, then an optional TOML file, then environment
+//! variables (`BAZAAR__SECTION__KEY`), the last one winning.
+
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Environment variable naming an optional configuration file.
+pub const CONFIG_FILE_ENV: &str = "BAZAAR_CONFIG_FILE";
+/// Prefix of every configuration environment variable; nesting uses `__`.
+pub const ENV_PREFIX: &str = "BAZAAR";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path} does not exist")]
+    MissingFile { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+}
+
+/// Loads `T` from `defaults`, then `file` (or the file named by `BAZAAR_CONFIG_FILE`), then the
+/// environment.
+pub fn load<T>(defaults: &T, file: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: Serialize + DeserializeOwned,
+{
+    let from_env = std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from);
+    let file = file.map(Path::to_path_buf).or(from_env);
+    let mut builder = config::Config::builder().add_source(config::Config::try_from(defaults)?);
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError::MissingFile { path });
+        }
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true),
+    );
+    Ok(builder.build()?.try_deserialize()?)
+}
+
+/// Settings every service has. A service embeds this with `#[serde(flatten)]` next to its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceSettings {
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub kafka: KafkaSettings,
+    pub log: LogSettings,
+}
+
+impl ServiceSettings {
+    /// Local-development defaults for the service `name`, matching what `make run` provisions.
+    pub fn local_defaults(name: &str, port: u16) -> Self {
+        let role = format!("bazaar_{name}");
+        Self {
+            http: HttpSettings {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            database: DatabaseSettings {
+                url: format!("postgres://{role}:{role}@127.0.0.1:5432/{role}").into(),
+                max_connections: 10,
+                acquire_timeout_ms: 5_000,
+            },
+            kafka: KafkaSettings::local_defaults(name),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpSettings {
+    pub host: String,
+    /// 0 asks the OS for a free port (tests do this).
+    pub port: u16,
+}
+
+impl HttpSettings {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseSettings {
+    #[serde(serialize_with = "serialize_secret")]
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+impl DatabaseSettings {
+    pub fn url(&self) -> &str {
+        self.url.expose_secret()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    /// Prepended to every topic name; tests use it to isolate themselves on a shared broker.
+    pub topic_prefix: String,
+    /// The consumer group id of this service.
+    pub group_id: String,
+    /// Replication factor for topics this process creates; production runs 3.
+    pub replication_factor: i32,
+}
+
+impl KafkaSettings {
+    pub fn local_defaults(name: &str) -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            topic_prefix: String::new(),
+            group_id: format!("bazaar-{name}"),
+            replication_factor: 1,
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{}", self.topic_prefix, name)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogSettings {
+    /// An `EnvFilter` directive such as `info` or `info,sqlx=warn`; `RUST_LOG` overrides it.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            filter: "info,sqlx=warn,rdkafka=warn".into(),
+            format: LogFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Defaults are serialized into the first configuration layer, so the secret has to be written
+/// out there; `Debug` still redacts it.
+fn serialize_secret<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret.expose_secret())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Sample {
+        #[serde(flatten)]
+        service: ServiceSettings,
+        greeting: String,
+    }
+
+    fn defaults() -> Sample {
+        Sample {
+            service: ServiceSettings::local_defaults("sample", 9000),
+            greeting: "hello".into(),
+        }
+    }
+
+    #[test]
+    fn defaults_survive_a_load_without_file_or_environment() {
+        let loaded = load(&defaults(), None).expect("defaults load");
+        assert_eq!(loaded.service.http.port, 9000);
+        assert_eq!(loaded.greeting, "hello");
+        assert_eq!(
+            loaded.service.database.url(),
+            "postgres://bazaar_sample:bazaar_sample@127.0.0.1:5432/bazaar_sample"
+        );
+        assert_eq!(loaded.service.kafka.group_id, "bazaar-sample");
+    }
+
+    #[test]
+    fn a_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("bazaar-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("sample.toml");
+        std::fs::write(&path, "greeting = \"hi\"\n[http]\nport = 9100\n").expect("write");
+        let loaded = load(&defaults(), Some(&path)).expect("file load");
+        assert_eq!(loaded.service.http.port, 9100);
+        assert_eq!(loaded.service.http.host, "127.0.0.1");
+        assert_eq!(loaded.greeting, "hi");
+    }
+
+    #[test]
+    fn a_missing_file_is_a_clear_error() {
+        let err = load(&defaults(), Some(Path::new("/nonexistent/bazaar.toml")))
+            .expect_err("missing file must fail");
+        assert!(err.to_string().contains("/nonexistent/bazaar.toml"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_redacts_the_database_url() {
+        let printed = format!("{:?}", defaults());
+        assert!(!printed.contains("bazaar_sample:bazaar_sample@"), "{printed}");
+    }
+}

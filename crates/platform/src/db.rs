@@ -1,0 +1,38 @@
+//! The service's own PostgreSQL database: one pool, migrations applied at start.
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::config::DatabaseSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database url: {0}")]
+    InvalidUrl(#[source] sqlx::Error),
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError> {
+    settings.url().parse().map_err(DbError::InvalidUrl)
+}
+
+/// Connects (failing fast if the database is unreachable) and applies pending migrations.
+pub async fn connect_and_migrate(
+    settings: &DatabaseSettings,
+    migrator: &Migrator,
+) -> Result<PgPool, DbError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .connect_with(connect_options(settings)?)
+        .await
+        .map_err(DbError::Connect)?;
+    migrator.run(&pool).await?;
+    Ok(pool)
+}

@@ -1,0 +1,299 @@
+//! HTTP plumbing shared by every service: one error shape, health endpoints and the server.
+//!
+//! Every error answer, from any service or the gateway, is
+//! `{"error": {"code": "...", "message": "...", "fields": {...}?}}`. Internal causes are logged
+//! with the request's span and never shown to clients.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpResponse, ResponseError, web};
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde_json::json;
+use tracing_actix_web::TracingLogger;
+
+use crate::config::HttpSettings;
+
+/// The one error type every handler ends in. Handler-specific `thiserror` enums convert into it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    fields: BTreeMap<String, String>,
+    cause: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            fields: BTreeMap::new(),
+            cause: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 422 with one message per invalid field.
+    pub fn validation(fields: BTreeMap<String, String>) -> Self {
+        Self {
+            fields,
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "the request has invalid fields",
+            )
+        }
+    }
+
+    /// A failure that is our fault. The cause is logged; the client sees a generic message.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Self {
+            cause: Some(cause.into()),
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "an internal error occurred",
+            )
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)?;
+        if let Some(cause) = &self.cause {
+            write!(f, " (cause: {cause:#})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::internal(error)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Some(cause) = &self.cause {
+            tracing::error!(error = %format!("{cause:#}"), code = self.code, "request failed");
+        }
+        HttpResponse::build(self.status).json(ErrorBody::from(self))
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    fields: &'a BTreeMap<String, String>,
+}
+
+impl<'a> From<&'a ApiError> for ErrorBody<'a> {
+    fn from(error: &'a ApiError) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: error.code,
+                message: &error.message,
+                fields: &error.fields,
+            },
+        }
+    }
+}
+
+/// A named dependency check for `/readyz`, such as "database" or "kafka".
+#[derive(Clone)]
+pub struct ReadinessCheck {
+    name: &'static str,
+    probe: Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
+}
+
+impl fmt::Debug for ReadinessCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadinessCheck")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReadinessCheck {
+    pub fn new<F>(name: &'static str, probe: F) -> Self
+    where
+        F: Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static,
+    {
+        Self {
+            name,
+            probe: Arc::new(probe),
+        }
+    }
+
+    /// Ready when a trivial query succeeds on the pool.
+    pub fn database(pool: sqlx::PgPool) -> Self {
+        Self::new("database", move || {
+            let pool = pool.clone();
+            Box::pin(async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(drop)
+                    .map_err(|error| error.to_string())
+            })
+        })
+    }
+}
+
+/// How long one readiness probe may take before it counts as failed.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    checks: Vec<ReadinessCheck>,
+}
+
+impl Readiness {
+    pub fn with(mut self, check: ReadinessCheck) -> Self {
+        self.checks.push(check);
+        self
+    }
+
+    async fn evaluate(&self) -> (bool, BTreeMap<&'static str, String>) {
+        let outcomes = futures::future::join_all(self.checks.iter().map(|check| async {
+            let outcome = match tokio::time::timeout(PROBE_TIMEOUT, (check.probe)()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+            };
+            (check.name, outcome)
+        }))
+        .await;
+        let ready = outcomes.iter().all(|(_, outcome)| outcome.is_ok());
+        let report = outcomes
+            .into_iter()
+            .map(|(name, outcome)| match outcome {
+                Ok(()) => (name, "ok".to_owned()),
+                Err(error) => {
+                    tracing::warn!(check = name, %error, "readiness check failed");
+                    (name, "unavailable".to_owned())
+                }
+            })
+            .collect();
+        (ready, report)
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "alive"}))
+}
+
+async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
+    let (ready, checks) = readiness.evaluate().await;
+    let (mut response, status) = if ready {
+        (HttpResponse::Ok(), "ready")
+    } else {
+        (HttpResponse::ServiceUnavailable(), "not_ready")
+    };
+    response.json(json!({"status": status, "checks": checks}))
+}
+
+async fn unknown_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("no such route"))
+}
+
+/// Malformed JSON bodies answer in the shared error shape instead of actix's plain text.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(256 * 1024)
+        .error_handler(|error, _request| {
+            let message = error.to_string();
+            let api_error = match error {
+                actix_web::error::JsonPayloadError::ContentType => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "expected Content-Type: application/json",
+                ),
+                actix_web::error::JsonPayloadError::Overflow { .. }
+                | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    message,
+                ),
+                actix_web::error::JsonPayloadError::Deserialize(_) => {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
+                }
+                _ => ApiError::bad_request(message),
+            };
+            api_error.into()
+        })
+}
+
+pub fn bind(settings: &HttpSettings) -> std::io::Result<TcpListener> {
+    TcpListener::bind(settings.address())
+}
+
+/// Starts an actix-web server on `listener` with request tracing, the shared error handling,
+/// `/healthz`, `/readyz`, and whatever routes `configure` adds.
+pub fn serve<F>(listener: TcpListener, readiness: Readiness, configure: F) -> std::io::Result<Server>
+where
+    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
+    let readiness = web::Data::new(readiness);
+    let server = actix_web::HttpServer::new(move || {
+        App::new()
+            .wrap(TracingLogger::default())
+            .app_data(json_config())
+            .app_data(readiness.clone())
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .configure(configure.clone())
+            .default_service(web::to(unknown_route))
+    })
+    .shutdown_timeout(10)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

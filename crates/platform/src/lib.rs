@@ -1,0 +1,12 @@
+//! The plumbing every Bazaar process shares, written once.
+//!
+//! A service's `main.rs` goes config → telemetry → database → HTTP app, and each step lives here:
+//! [`config::load`], [`telemetry::init`], [`db::connect_and_migrate`] and [`app::Application`].
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# PostgreSQL for local development and tests, from Debian's packages.
+# One database and one role per service; a role can open only its own database.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+RUN_DIR="${BAZAAR_RUN_DIR:-$REPO_ROOT/.run}"
+STARTED_MARKER="$RUN_DIR/pids/postgres.started-by-bazaar"
+PG_HOST="${BAZAAR_PG_HOST:-127.0.0.1}"
+PG_PORT="${BAZAAR_PG_PORT:-5432}"
+# Every service database; the schema registry keeps its schemas in one too.
+DATABASES=(auth product order inventory payment notification shipping registry)
+
+usage() {
+  cat <<USAGE
+Usage: infra/postgres/pgctl.sh COMMAND
+
+Commands:
+  install        apt-get install postgresql if it is missing
+  start          install, start the cluster if it is down, provision roles and databases
+  provision      create (or update) one role and one database per service; idempotent
+  drop-test-dbs  drop the per-test databases (bazaar_test_*) left by earlier test runs
+  stop           stop the cluster, only if 'start' started it
+  status         print whether PostgreSQL accepts connections
+  psql [ARGS]    psql as the postgres superuser
+
+Environment: BAZAAR_RUN_DIR (default .run), BAZAAR_PG_HOST (127.0.0.1), BAZAAR_PG_PORT (5432).
+Local credentials: role bazaar_<service>, password bazaar_<service>, database bazaar_<service>;
+tests use role bazaar_admin (CREATEDB) to make a fresh database per test.
+USAGE
+}
+
+log() { printf '[postgres] %s\n' "$*"; }
+die() { printf '[postgres] error: %s\n' "$*" >&2; exit 1; }
+
+as_postgres() { runuser -u postgres -- "$@"; }
+superuser_psql() { as_postgres psql -X -q -v ON_ERROR_STOP=1 -p "$PG_PORT" "$@"; }
+
+cluster() {
+  # First cluster of the newest installed version: "VERSION NAME".
+  pg_lsclusters --no-header 2>/dev/null | sort -k1,1nr | awk 'NR==1 {print $1, $2}'
+}
+
+install() {
+  if command -v pg_lsclusters >/dev/null 2>&1 && [ -n "$(cluster)" ]; then
+    return 0
+  fi
+  [ "$(id -u)" = 0 ] || die "PostgreSQL is not installed; run as root so apt-get can install it"
+  log "installing PostgreSQL from Debian's packages (once per machine)..."
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  [ -n "$(cluster)" ] || die "postgresql installed but no cluster exists (pg_lsclusters is empty)"
+}
+
+is_ready() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; }
+
+wait_ready() {
+  local deadline=$((SECONDS + ${1:-60}))
+  until is_ready; do
+    [ "$SECONDS" -lt "$deadline" ] || die "PostgreSQL did not accept connections on $PG_HOST:$PG_PORT within ${1:-60}s"
+    sleep 0.2
+  done
+}
+
+start() {
+  install
+  mkdir -p "$RUN_DIR/pids"
+  if is_ready; then
+    log "already running on $PG_HOST:$PG_PORT; reusing it"
+  else
+    read -r version name <<<"$(cluster)"
+    log "starting cluster $version/$name..."
+    pg_ctlcluster "$version" "$name" start
+    touch "$STARTED_MARKER"
+    wait_ready 60
+    log "ready on $PG_HOST:$PG_PORT"
+  fi
+  provision
+}
+
+provision() {
+  local sql="" db role
+  sql+="SELECT 'CREATE ROLE bazaar_admin LOGIN CREATEDB' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bazaar_admin')\\gexec
+ALTER ROLE bazaar_admin WITH LOGIN CREATEDB PASSWORD 'bazaar_admin';
+"
+  for db in "${DATABASES[@]}"; do
+    role="bazaar_$db"
+    sql+="SELECT 'CREATE ROLE $role LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role')\\gexec
+ALTER ROLE $role WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD '$role';
+SELECT 'CREATE DATABASE $role OWNER $role' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$role')\\gexec
+REVOKE ALL ON DATABASE $role FROM PUBLIC;
+GRANT ALL ON DATABASE $role TO $role;
+"
+  done
+  superuser_psql -d postgres <<<"$sql"
+  log "roles and databases provisioned: ${DATABASES[*]}"
+}
+
+drop_test_dbs() {
+  local names
+  names=$(superuser_psql -d postgres -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'bazaar\\_test\\_%'")
+  if [ -z "$names" ]; then return 0; fi
+  log "dropping $(wc -l <<<"$names") test database(s) from earlier runs"
+  while read -r name; do
+    superuser_psql -d postgres -c "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)"
+  done <<<"$names"
+}
+
+stop() {
+  if [ ! -f "$STARTED_MARKER" ]; then
+    log "not started by Bazaar; leaving it running"
+    return 0
+  fi
+  read -r version name <<<"$(cluster)"
+  log "stopping cluster $version/$name..."
+  pg_ctlcluster "$version" "$name" stop -m fast || true
+  rm -f "$STARTED_MARKER"
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  provision) provision ;;
+  drop-test-dbs) drop_test_dbs ;;
+  stop) stop ;;
+  status) if is_ready; then echo "postgres: accepting connections on $PG_HOST:$PG_PORT"; else echo "postgres: not running"; exit 1; fi ;;
+  psql) shift; superuser_psql "$@" ;;
+  -h|--help|help) usage ;;
+  *) usage >&2; exit 2 ;;
+esac

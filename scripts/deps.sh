@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what building and running Bazaar needs on a fresh Debian machine; skips what is there.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
+  echo "Usage: scripts/deps.sh   (install build and runtime packages that are missing)"
+  exit 0
+fi
+
+# cmake + libcurl headers: rdkafka's cmake build of librdkafka. kcat: reading topics by hand.
+# openjdk + maven: the Kafka broker, assembled from Maven Central.
+packages=(cmake libcurl4-openssl-dev pkg-config g++ make curl kcat postgresql openjdk-17-jre-headless maven)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || die "missing packages (${missing[*]}); run as root or install them"
+  say "installing ${missing[*]} (once per machine)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"

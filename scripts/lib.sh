@@ -1,0 +1,55 @@
+# Shared by the scripts in this folder: paths, the service list, and process helpers.
+# shellcheck shell=bash
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export BAZAAR_RUN_DIR="${BAZAAR_RUN_DIR:-$REPO_ROOT/.run}"
+LOG_DIR="$BAZAAR_RUN_DIR/logs"
+PID_DIR="$BAZAAR_RUN_DIR/pids"
+# Outside the checkout, so every clone on this machine (and CI) reuses one build cache.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bazaar/target}"
+BIN_DIR="$CARGO_TARGET_DIR/debug"
+
+# Service name and port, in start order. The gateway comes last.
+SERVICES=(auth:8081 product:8082 order:8083 inventory:8084 payment:8085 notification:8086 shipping:8087)
+GATEWAY_PORT=8080
+
+mkdir -p "$LOG_DIR" "$PID_DIR"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+binary_of() {
+  case "$1" in
+    gateway) echo "$BIN_DIR/gateway" ;;
+    *) echo "$BIN_DIR/$1-service" ;;
+  esac
+}
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# stop_pid NAME: SIGTERM the process in $PID_DIR/NAME.pid, wait up to 20 s, then SIGKILL.
+stop_pid() {
+  local name="$1" file="$PID_DIR/$1.pid" pid deadline
+  [ -f "$file" ] || return 0
+  pid="$(cat "$file")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + 20))
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      printf '%s did not stop within 20 s; killing it\n' "$name" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    printf 'stopped %s (pid %s)\n' "$name" "$pid"
+  fi
+  rm -f "$file"
+}
+
+# wait_http URL SECONDS: poll until URL answers 2xx.
+wait_http() {
+  local url="$1" deadline=$((SECONDS + $2))
+  until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}

@@ -1,0 +1,4 @@
+use actix_web::web;
+
+/// The auth service's own routes (health endpoints come from `platform`).
+pub fn routes(_config: &mut web::ServiceConfig) {}

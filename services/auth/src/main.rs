@@ -1,0 +1,18 @@
+use clap::Parser;
+use auth_service::config::{Config, SERVICE};
+
+/// Bazaar auth service: Users and passwords; issues JWTs and publishes UserRegistered.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    config: platform::cli::ConfigArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.config.as_deref())?;
+    platform::telemetry::init(SERVICE, &config.service.log);
+    auth_service::startup::build(config).await?.run_until_stopped().await
+}

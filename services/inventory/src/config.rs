@@ -1,0 +1,25 @@
+use std::path::Path;
+
+use platform::config::{ConfigError, ServiceSettings};
+use serde::{Deserialize, Serialize};
+
+pub const SERVICE: &str = "inventory";
+pub const DEFAULT_PORT: u16 = 8084;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub service: ServiceSettings,
+}
+
+impl Config {
+    pub fn defaults() -> Self {
+        Self {
+            service: ServiceSettings::local_defaults(SERVICE, DEFAULT_PORT),
+        }
+    }
+
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        platform::config::load(&Self::defaults(), file)
+    }
+}

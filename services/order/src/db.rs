@@ -1,0 +1,3 @@
+use sqlx::migrate::Migrator;
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

@@ -1,0 +1,8 @@
+//! Bazaar payment service. Charges and refunds through a payment gateway; keeps transaction records.
+
+pub mod config;
+pub mod consumers;
+pub mod db;
+pub mod domain;
+pub mod http;
+pub mod startup;

@@ -1,0 +1,2 @@
+//! Kafka consumers of the shipping service: which events it reacts to. Each handler runs inside the
+//! messaging runtime's idempotent consumer, in one database transaction with its effects.

@@ -1,0 +1,4 @@
+//! Shipments: carrier choice, pick-up dates and tracking.
+//!
+//! Saga rules live here as plain functions from (state, event) to (new state, events to emit),
+//! with no Kafka or database, so they can be tested as the business rules they are.

@@ -1,0 +1,106 @@
+//! docker-compose.yml cannot run here (no Docker engine), so check its shape: every workspace
+//! service is deployed with its configuration, and Kafka is a replicated three-broker cluster.
+
+use std::path::{Path, PathBuf};
+
+use serde_norway::Value;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn compose() -> Value {
+    let text = std::fs::read_to_string(repo_root().join("docker-compose.yml")).expect("docker-compose.yml");
+    serde_norway::from_str(&text).expect("docker-compose.yml is valid YAML")
+}
+
+/// Binaries of the workspace's services, read from their Cargo.toml files.
+fn workspace_services() -> Vec<String> {
+    let manifest: toml::Table = std::fs::read_to_string(repo_root().join("Cargo.toml"))
+        .expect("workspace manifest")
+        .parse()
+        .expect("valid TOML");
+    manifest["workspace"]["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|member| member.as_str())
+        .filter(|member| member.starts_with("services/"))
+        .map(|member| member.trim_start_matches("services/").to_owned())
+        .collect()
+}
+
+fn environment(service: &Value) -> Vec<(String, String)> {
+    match &service["environment"] {
+        Value::Mapping(map) => map
+            .iter()
+            .map(|(key, value)| {
+                let value = match value {
+                    Value::String(text) => text.clone(),
+                    other => serde_norway::to_string(other).unwrap_or_default().trim().to_owned(),
+                };
+                (key.as_str().unwrap_or_default().to_owned(), value)
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn every_workspace_service_is_deployed_with_its_configuration() {
+    let compose = compose();
+    let services = &compose["services"];
+    let found = workspace_services();
+    assert!(found.len() >= 8, "expected at least 8 services, found {found:?}");
+    for name in found {
+        let service = &services[name.as_str()];
+        assert!(service.is_mapping(), "docker-compose.yml has no service {name:?}");
+        assert!(
+            service["build"]["dockerfile"].as_str().is_some(),
+            "{name}: must be built from a Dockerfile in the repo"
+        );
+        let env = environment(service);
+        let has = |key: &str| env.iter().any(|(k, v)| k == key && !v.is_empty());
+        if name == "gateway" {
+            assert!(has("BAZAAR__HTTP__HOST"), "{name}: listens on all interfaces in a container");
+            for upstream in ["AUTH", "PRODUCT", "ORDER", "INVENTORY", "PAYMENT", "NOTIFICATION", "SHIPPING"] {
+                assert!(has(&format!("BAZAAR__UPSTREAMS__{upstream}")), "{name}: upstream {upstream}");
+            }
+        } else {
+            for key in [
+                "BAZAAR__HTTP__HOST",
+                "BAZAAR__DATABASE__URL",
+                "BAZAAR__KAFKA__BOOTSTRAP_SERVERS",
+                "BAZAAR__KAFKA__REPLICATION_FACTOR",
+            ] {
+                assert!(has(key), "{name}: missing {key}");
+            }
+            let url = env.iter().find(|(k, _)| k == "BAZAAR__DATABASE__URL").map(|(_, v)| v.clone());
+            assert!(
+                url.is_some_and(|url| url.ends_with(&format!("/bazaar_{name}"))),
+                "{name}: must use its own database"
+            );
+        }
+    }
+}
+
+#[test]
+fn kafka_is_three_brokers_with_replication_factor_three() {
+    let compose = compose();
+    let Value::Mapping(services) = &compose["services"] else {
+        panic!("services must be a mapping");
+    };
+    let brokers: Vec<&Value> = services
+        .values()
+        .filter(|service| service["image"].as_str().is_some_and(|image| image.starts_with("apache/kafka")))
+        .collect();
+    assert_eq!(brokers.len(), 3, "three apache/kafka brokers");
+    for broker in brokers {
+        let env = environment(broker);
+        let get = |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        assert_eq!(get("KAFKA_PROCESS_ROLES"), Some("broker,controller"));
+        assert_eq!(get("KAFKA_DEFAULT_REPLICATION_FACTOR"), Some("3"));
+        assert_eq!(get("KAFKA_MIN_INSYNC_REPLICAS"), Some("2"));
+        assert_eq!(get("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"), Some("3"));
+    }
+}
