@@ -29,6 +29,7 @@ cleanup() {
   echo
   say "stopping Bazaar"
   "$REPO_ROOT/scripts/down.sh"
+  exit 0
 }
 $detach || trap cleanup INT TERM EXIT
 

@@ -21,10 +21,20 @@ struct Cli {
 #[derive(Debug, Args)]
 struct KafkaArgs {
     /// Kafka bootstrap servers.
-    #[arg(long, global = true, env = "BAZAAR__KAFKA__BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        global = true,
+        env = "BAZAAR__KAFKA__BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
     bootstrap_servers: String,
     /// Prefix put in front of every topic name.
-    #[arg(long, global = true, env = "BAZAAR__KAFKA__TOPIC_PREFIX", default_value = "")]
+    #[arg(
+        long,
+        global = true,
+        env = "BAZAAR__KAFKA__TOPIC_PREFIX",
+        default_value = ""
+    )]
     topic_prefix: String,
 }
 
@@ -61,11 +71,15 @@ async fn main() -> anyhow::Result<()> {
     settings.bootstrap_servers = cli.kafka.bootstrap_servers;
     settings.topic_prefix = cli.kafka.topic_prefix;
     match cli.command {
-        Command::Topics(TopicsCommand::Apply { file, replication_factor }) => {
+        Command::Topics(TopicsCommand::Apply {
+            file,
+            replication_factor,
+        }) => {
             settings.replication_factor = replication_factor;
             let catalog = match file {
                 Some(path) => {
-                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
                     TopicCatalog::parse(&text).with_context(|| format!("in {}", path.display()))?
                 }
                 None => TopicCatalog::bundled()?,
@@ -96,7 +110,10 @@ async fn main() -> anyhow::Result<()> {
             loop {
                 match messaging::client::ping(&settings, Duration::from_secs(2)).await {
                     Ok(brokers) if brokers > 0 => {
-                        println!("kafka: {brokers} broker(s) at {}", settings.bootstrap_servers);
+                        println!(
+                            "kafka: {brokers} broker(s) at {}",
+                            settings.bootstrap_servers
+                        );
                         return Ok(());
                     }
                     outcome if Instant::now() >= deadline => {

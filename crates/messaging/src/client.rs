@@ -34,7 +34,9 @@ pub fn base_config(settings: &KafkaSettings) -> ClientConfig {
     config
 }
 
-pub fn admin_client(settings: &KafkaSettings) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
+pub fn admin_client(
+    settings: &KafkaSettings,
+) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
     Ok(base_config(settings).create()?)
 }
 

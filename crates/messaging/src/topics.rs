@@ -4,12 +4,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use platform::config::KafkaSettings;
+use rdkafka::admin::AdminClient;
 use rdkafka::admin::{
     AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::admin::AdminClient;
 use serde::Deserialize;
 
 use crate::client::{KafkaError, admin_client};
@@ -102,7 +102,10 @@ impl TopicCatalog {
                 None
             };
             if let Some(problem) = problem {
-                return Err(KafkaError::Catalog(format!("topic {:?}: {problem}", topic.name)));
+                return Err(KafkaError::Catalog(format!(
+                    "topic {:?}: {problem}",
+                    topic.name
+                )));
             }
         }
         Ok(())
@@ -139,13 +142,18 @@ pub struct ApplyReport {
 
 impl ApplyReport {
     pub fn changed_anything(&self) -> bool {
-        !(self.created.is_empty() && self.partitions_added.is_empty() && self.configs_updated.is_empty())
+        !(self.created.is_empty()
+            && self.partitions_added.is_empty()
+            && self.configs_updated.is_empty())
     }
 }
 
 /// Makes the cluster match the catalog: creates missing topics, grows partition counts and sets
 /// configs. Every topic name gets `settings.topic_prefix` in front.
-pub async fn apply(catalog: &TopicCatalog, settings: &KafkaSettings) -> Result<ApplyReport, KafkaError> {
+pub async fn apply(
+    catalog: &TopicCatalog,
+    settings: &KafkaSettings,
+) -> Result<ApplyReport, KafkaError> {
     let admin = admin_client(settings)?;
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
     let wanted: Vec<(String, TopicSpec)> = catalog
@@ -156,16 +164,23 @@ pub async fn apply(catalog: &TopicCatalog, settings: &KafkaSettings) -> Result<A
     let existing = existing_partition_counts(settings).await?;
     let mut report = ApplyReport::default();
 
-    let missing: Vec<&(String, TopicSpec)> =
-        wanted.iter().filter(|(name, _)| !existing.contains_key(name)).collect();
+    let missing: Vec<&(String, TopicSpec)> = wanted
+        .iter()
+        .filter(|(name, _)| !existing.contains_key(name))
+        .collect();
     if !missing.is_empty() {
-        let configs: Vec<BTreeMap<&str, String>> = missing.iter().map(|(_, spec)| spec.configs()).collect();
+        let configs: Vec<BTreeMap<&str, String>> =
+            missing.iter().map(|(_, spec)| spec.configs()).collect();
         let new_topics: Vec<NewTopic<'_>> = missing
             .iter()
             .zip(&configs)
             .map(|((name, spec), config)| {
                 config.iter().fold(
-                    NewTopic::new(name, spec.partitions, TopicReplication::Fixed(settings.replication_factor)),
+                    NewTopic::new(
+                        name,
+                        spec.partitions,
+                        TopicReplication::Fixed(settings.replication_factor),
+                    ),
                     |topic, (key, value)| topic.set(key, value),
                 )
             })
@@ -175,13 +190,20 @@ pub async fn apply(catalog: &TopicCatalog, settings: &KafkaSettings) -> Result<A
                 Ok(name) => report.created.push(name),
                 // Another process created it between our look and our create.
                 Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => report.unchanged.push(name),
-                Err((topic, code)) => return Err(KafkaError::Admin { topic, code: code.to_string() }),
+                Err((topic, code)) => {
+                    return Err(KafkaError::Admin {
+                        topic,
+                        code: code.to_string(),
+                    });
+                }
             }
         }
     }
 
-    let present: Vec<&(String, TopicSpec)> =
-        wanted.iter().filter(|(name, _)| existing.contains_key(name)).collect();
+    let present: Vec<&(String, TopicSpec)> = wanted
+        .iter()
+        .filter(|(name, _)| existing.contains_key(name))
+        .collect();
     for (name, spec) in &present {
         let current = existing[name];
         if current > spec.partitions {
@@ -200,32 +222,44 @@ pub async fn apply(catalog: &TopicCatalog, settings: &KafkaSettings) -> Result<A
         for outcome in admin.create_partitions(&to_grow, &options).await? {
             match outcome {
                 Ok(name) => report.partitions_added.push(name),
-                Err((topic, code)) => return Err(KafkaError::Admin { topic, code: code.to_string() }),
+                Err((topic, code)) => {
+                    return Err(KafkaError::Admin {
+                        topic,
+                        code: code.to_string(),
+                    });
+                }
             }
         }
     }
 
     let drifted = configs_that_differ(&admin, &present, &options).await?;
     if !drifted.is_empty() {
-        let configs: Vec<BTreeMap<&str, String>> = drifted.iter().map(|(_, spec)| spec.configs()).collect();
+        let configs: Vec<BTreeMap<&str, String>> =
+            drifted.iter().map(|(_, spec)| spec.configs()).collect();
         let alterations: Vec<AlterConfig<'_>> = drifted
             .iter()
             .zip(&configs)
             .map(|((name, _), config)| {
-                config.iter().fold(AlterConfig::new(ResourceSpecifier::Topic(name)), |alter, (key, value)| {
-                    alter.set(key, value)
-                })
+                config.iter().fold(
+                    AlterConfig::new(ResourceSpecifier::Topic(name)),
+                    |alter, (key, value)| alter.set(key, value),
+                )
             })
             .collect();
         for outcome in admin.alter_configs(&alterations, &options).await? {
             match outcome {
                 Ok(_) => {}
                 Err((resource, code)) => {
-                    return Err(KafkaError::Admin { topic: format!("{resource:?}"), code: code.to_string() });
+                    return Err(KafkaError::Admin {
+                        topic: format!("{resource:?}"),
+                        code: code.to_string(),
+                    });
                 }
             }
         }
-        report.configs_updated.extend(drifted.iter().map(|(name, _)| name.clone()));
+        report
+            .configs_updated
+            .extend(drifted.iter().map(|(name, _)| name.clone()));
     }
 
     for (name, _) in &present {
@@ -236,7 +270,9 @@ pub async fn apply(catalog: &TopicCatalog, settings: &KafkaSettings) -> Result<A
     Ok(report)
 }
 
-async fn existing_partition_counts(settings: &KafkaSettings) -> Result<HashMap<String, i32>, KafkaError> {
+async fn existing_partition_counts(
+    settings: &KafkaSettings,
+) -> Result<HashMap<String, i32>, KafkaError> {
     let config = crate::client::base_config(settings);
     tokio::task::spawn_blocking(move || {
         let consumer: rdkafka::consumer::BaseConsumer = config.create()?;
@@ -244,7 +280,12 @@ async fn existing_partition_counts(settings: &KafkaSettings) -> Result<HashMap<S
         Ok(metadata
             .topics()
             .iter()
-            .map(|topic| (topic.name().to_owned(), i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX)))
+            .map(|topic| {
+                (
+                    topic.name().to_owned(),
+                    i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX),
+                )
+            })
             .collect())
     })
     .await?
@@ -258,18 +299,22 @@ async fn configs_that_differ<'a>(
     if present.is_empty() {
         return Ok(Vec::new());
     }
-    let resources: Vec<ResourceSpecifier<'_>> =
-        present.iter().map(|(name, _)| ResourceSpecifier::Topic(name)).collect();
+    let resources: Vec<ResourceSpecifier<'_>> = present
+        .iter()
+        .map(|(name, _)| ResourceSpecifier::Topic(name))
+        .collect();
     let described = admin.describe_configs(&resources, options).await?;
     let mut drifted = Vec::new();
     for (entry, outcome) in present.iter().zip(described) {
         let (name, spec) = entry;
-        let resource = outcome.map_err(|code| KafkaError::Admin { topic: name.clone(), code: code.to_string() })?;
+        let resource = outcome.map_err(|code| KafkaError::Admin {
+            topic: name.clone(),
+            code: code.to_string(),
+        })?;
         let actual = resource.entry_map();
-        let differs = spec
-            .configs()
-            .iter()
-            .any(|(key, value)| actual.get(key).and_then(|entry| entry.value.as_deref()) != Some(value.as_str()));
+        let differs = spec.configs().iter().any(|(key, value)| {
+            actual.get(key).and_then(|entry| entry.value.as_deref()) != Some(value.as_str())
+        });
         if differs {
             drifted.push(*entry);
         }

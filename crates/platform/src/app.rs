@@ -27,7 +27,9 @@ pub struct ApplicationBuilder {
 
 impl std::fmt::Debug for ApplicationBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApplicationBuilder").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("ApplicationBuilder")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -43,7 +45,10 @@ impl ApplicationBuilder {
     }
 
     /// Adds routes. Handlers can take `web::Data<PgPool>`.
-    pub fn routes(mut self, configure: impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static) -> Self {
+    pub fn routes(
+        mut self,
+        configure: impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static,
+    ) -> Self {
         self.routes.push(Box::new(configure));
         self
     }
@@ -53,14 +58,25 @@ impl ApplicationBuilder {
         let migrator = self.migrator.context("a service needs its migrations")?;
         let pool = crate::db::connect_and_migrate(&self.settings.database, migrator)
             .await
-            .with_context(|| format!("{}: database {}", self.name, describe_database(&self.settings)))?;
-        let listener = crate::http::bind(&self.settings.http)
-            .with_context(|| format!("{}: cannot listen on {}", self.name, self.settings.http.address()))?;
+            .with_context(|| {
+                format!(
+                    "{}: database {}",
+                    self.name,
+                    describe_database(&self.settings)
+                )
+            })?;
+        let listener = crate::http::bind(&self.settings.http).with_context(|| {
+            format!(
+                "{}: cannot listen on {}",
+                self.name,
+                self.settings.http.address()
+            )
+        })?;
         let port = listener.local_addr()?.port();
-        let readiness = self
-            .readiness
-            .into_iter()
-            .fold(Readiness::default().with(ReadinessCheck::database(pool.clone())), Readiness::with);
+        let readiness = self.readiness.into_iter().fold(
+            Readiness::default().with(ReadinessCheck::database(pool.clone())),
+            Readiness::with,
+        );
         let routes = std::sync::Arc::new(self.routes);
         let pool_data = web::Data::new(pool.clone());
         let server = crate::http::serve(listener, readiness, move |config| {

@@ -201,12 +201,18 @@ mod tests {
     fn a_missing_file_is_a_clear_error() {
         let err = load(&defaults(), Some(Path::new("/nonexistent/bazaar.toml")))
             .expect_err("missing file must fail");
-        assert!(err.to_string().contains("/nonexistent/bazaar.toml"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/bazaar.toml"),
+            "{err}"
+        );
     }
 
     #[test]
     fn debug_output_redacts_the_database_url() {
         let printed = format!("{:?}", defaults());
-        assert!(!printed.contains("bazaar_sample:bazaar_sample@"), "{printed}");
+        assert!(
+            !printed.contains("bazaar_sample:bazaar_sample@"),
+            "{printed}"
+        );
     }
 }

@@ -92,7 +92,13 @@ impl ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)?;
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )?;
         if let Some(cause) = &self.cause {
             write!(f, " (cause: {cause:#})")?;
         }
@@ -257,11 +263,9 @@ pub fn json_config() -> web::JsonConfig {
                     "expected Content-Type: application/json",
                 ),
                 actix_web::error::JsonPayloadError::Overflow { .. }
-                | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    message,
-                ),
+                | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+                }
                 actix_web::error::JsonPayloadError::Deserialize(_) => {
                     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
                 }
@@ -277,7 +281,11 @@ pub fn bind(settings: &HttpSettings) -> std::io::Result<TcpListener> {
 
 /// Starts an actix-web server on `listener` with request tracing, the shared error handling,
 /// `/healthz`, `/readyz`, and whatever routes `configure` adds.
-pub fn serve<F>(listener: TcpListener, readiness: Readiness, configure: F) -> std::io::Result<Server>
+pub fn serve<F>(
+    listener: TcpListener,
+    readiness: Readiness,
+    configure: F,
+) -> std::io::Result<Server>
 where
     F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
 {

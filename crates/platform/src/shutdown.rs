@@ -17,7 +17,9 @@ pub async fn run_until_stopped(
     shutdown.cancel();
     let mut first_error = served.err().map(anyhow::Error::from);
     while let Some(joined) = workers.join_next().await {
-        let outcome = joined.map_err(anyhow::Error::from).and_then(|result| result);
+        let outcome = joined
+            .map_err(anyhow::Error::from)
+            .and_then(|result| result);
         if let Err(error) = outcome {
             tracing::error!(error = %format!("{error:#}"), "background worker failed");
             first_error.get_or_insert(error);

@@ -1,5 +1,5 @@
-use clap::Parser;
 use auth_service::config::{Config, SERVICE};
+use clap::Parser;
 
 /// Bazaar auth service: Users and passwords; issues JWTs and publishes UserRegistered.
 #[derive(Debug, Parser)]
@@ -14,5 +14,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.config.as_deref())?;
     platform::telemetry::init(SERVICE, &config.service.log);
-    auth_service::startup::build(config).await?.run_until_stopped().await
+    auth_service::startup::build(config)
+        .await?
+        .run_until_stopped()
+        .await
 }

@@ -42,15 +42,24 @@ pub async fn forward(
         url.push('?');
         url.push_str(request.query_string());
     }
-    let method = reqwest::Method::from_bytes(request.method().as_str().as_bytes())
-        .map_err(|_| ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "unsupported method"))?;
+    let method =
+        reqwest::Method::from_bytes(request.method().as_str().as_bytes()).map_err(|_| {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "unsupported method",
+            )
+        })?;
     let mut outgoing = upstream.client.request(method, &url).body(body);
     for (name, value) in request.headers() {
         if is_forwardable(name.as_str()) {
             outgoing = outgoing.header(name.as_str(), value.as_bytes());
         }
     }
-    let answer = outgoing.send().await.map_err(|error| upstream_failure(upstream.name, &error))?;
+    let answer = outgoing
+        .send()
+        .await
+        .map_err(|error| upstream_failure(upstream.name, &error))?;
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);
     for (name, value) in answer.headers() {
@@ -58,16 +67,27 @@ pub async fn forward(
             response.insert_header((name.as_str(), value.as_bytes()));
         }
     }
-    let bytes = answer.bytes().await.map_err(|error| upstream_failure(upstream.name, &error))?;
+    let bytes = answer
+        .bytes()
+        .await
+        .map_err(|error| upstream_failure(upstream.name, &error))?;
     Ok(response.body(bytes))
 }
 
 fn upstream_failure(name: &str, error: &reqwest::Error) -> ApiError {
     tracing::warn!(upstream = name, error = %error, "upstream call failed");
     if error.is_timeout() {
-        ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("the {name} service did not answer in time"))
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("the {name} service did not answer in time"),
+        )
     } else {
-        ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", format!("the {name} service is unavailable"))
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            format!("the {name} service is unavailable"),
+        )
     }
 }
 

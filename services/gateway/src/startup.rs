@@ -23,7 +23,9 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("port", &self.port).finish_non_exhaustive()
+        f.debug_struct("Gateway")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,10 +58,16 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
 }
 
 async fn storefront() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(STOREFRONT)
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(STOREFRONT)
 }
 
-async fn products(routes: web::Data<Routes>, request: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn products(
+    routes: web::Data<Routes>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let path = request.path().trim_start_matches("/api");
     proxy::forward(&routes.product, path, &request, body).await
 }
@@ -70,7 +78,11 @@ fn upstream_alive(name: &'static str, base_url: String, client: reqwest::Client)
         let url = format!("{base_url}/healthz");
         let client = client.clone();
         Box::pin(async move {
-            let answer = client.get(&url).send().await.map_err(|error| error.to_string())?;
+            let answer = client
+                .get(&url)
+                .send()
+                .await
+                .map_err(|error| error.to_string())?;
             if answer.status().is_success() {
                 Ok(())
             } else {

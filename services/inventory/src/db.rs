@@ -23,8 +23,10 @@ pub async fn set_on_hand(
 }
 
 pub async fn stock_level(pool: &PgPool, sku: &str) -> Result<Option<StockLevel>, sqlx::Error> {
-    sqlx::query_as::<Postgres, StockLevel>("SELECT sku, on_hand, reserved FROM stock WHERE sku = $1")
-        .bind(sku)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as::<Postgres, StockLevel>(
+        "SELECT sku, on_hand, reserved FROM stock WHERE sku = $1",
+    )
+    .bind(sku)
+    .fetch_optional(pool)
+    .await
 }

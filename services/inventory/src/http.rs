@@ -9,7 +9,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config.route("/stock/{sku}", web::get().to(get_stock));
 }
 
-async fn get_stock(pool: web::Data<PgPool>, sku: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_stock(
+    pool: web::Data<PgPool>,
+    sku: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let level = db::stock_level(&pool, &sku)
         .await?
         .ok_or_else(|| ApiError::not_found("no stock record for this SKU"))?;

@@ -30,11 +30,23 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.config.as_deref())?;
     platform::telemetry::init(SERVICE, &config.service.log);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => inventory_service::startup::build(config).await?.run_until_stopped().await,
+        Command::Serve => {
+            inventory_service::startup::build(config)
+                .await?
+                .run_until_stopped()
+                .await
+        }
         Command::SeedDemo { file } => {
-            let pool = platform::db::connect_and_migrate(&config.service.database, &inventory_service::db::MIGRATOR).await?;
+            let pool = platform::db::connect_and_migrate(
+                &config.service.database,
+                &inventory_service::db::MIGRATOR,
+            )
+            .await?;
             let count = inventory_service::seed::seed_demo_stock(&pool, &file).await?;
-            println!("inventory: {count} demo SKUs stocked from {}", file.display());
+            println!(
+                "inventory: {count} demo SKUs stocked from {}",
+                file.display()
+            );
             Ok(())
         }
     }

@@ -14,5 +14,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.config.as_deref())?;
     platform::telemetry::init(SERVICE, &config.service.log);
-    payment_service::startup::build(config).await?.run_until_stopped().await
+    payment_service::startup::build(config)
+        .await?
+        .run_until_stopped()
+        .await
 }

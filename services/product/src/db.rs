@@ -83,7 +83,10 @@ pub async fn find_product(pool: &PgPool, id: Uuid) -> Result<Option<ProductRow>,
     .await
 }
 
-pub async fn variants_of(pool: &PgPool, product_ids: &[Uuid]) -> Result<Vec<VariantRow>, sqlx::Error> {
+pub async fn variants_of(
+    pool: &PgPool,
+    product_ids: &[Uuid],
+) -> Result<Vec<VariantRow>, sqlx::Error> {
     sqlx::query_as::<Postgres, VariantRow>(
         "SELECT sku, product_id, name, attributes, price_minor, currency
            FROM variants WHERE product_id = ANY($1) ORDER BY product_id, position",

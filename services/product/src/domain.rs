@@ -119,7 +119,9 @@ mod tests {
     fn a_negative_price_is_rejected() {
         assert_eq!(
             draft("TEE-M", -1).validate(),
-            Err(CatalogError::NegativePrice { sku: "TEE-M".into() })
+            Err(CatalogError::NegativePrice {
+                sku: "TEE-M".into()
+            })
         );
     }
 

@@ -30,11 +30,23 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.config.as_deref())?;
     platform::telemetry::init(SERVICE, &config.service.log);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => product_service::startup::build(config).await?.run_until_stopped().await,
+        Command::Serve => {
+            product_service::startup::build(config)
+                .await?
+                .run_until_stopped()
+                .await
+        }
         Command::SeedDemo { file } => {
-            let pool = platform::db::connect_and_migrate(&config.service.database, &product_service::db::MIGRATOR).await?;
+            let pool = platform::db::connect_and_migrate(
+                &config.service.database,
+                &product_service::db::MIGRATOR,
+            )
+            .await?;
             let count = product_service::seed::seed_demo_catalog(&pool, &file).await?;
-            println!("product: {count} demo products loaded from {}", file.display());
+            println!(
+                "product: {count} demo products loaded from {}",
+                file.display()
+            );
             Ok(())
         }
     }

@@ -15,12 +15,15 @@ struct DemoCatalog {
 
 /// Upserts every product of the file; running it again changes nothing. Returns how many.
 pub async fn seed_demo_catalog(pool: &PgPool, file: &Path) -> anyhow::Result<usize> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let catalog: DemoCatalog =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
     let mut tx = pool.begin().await?;
     for product in &catalog.products {
-        product.validate().with_context(|| format!("in {}", file.display()))?;
+        product
+            .validate()
+            .with_context(|| format!("in {}", file.display()))?;
         crate::db::upsert_product(&mut tx, product).await?;
     }
     tx.commit().await?;

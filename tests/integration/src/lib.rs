@@ -30,9 +30,13 @@ pub async fn fresh_database(label: &str) -> anyhow::Result<DatabaseSettings> {
     let admin_url = admin_database_url();
     let name = format!("bazaar_test_{label}_{}", unique_tag());
     let mut admin = PgConnection::connect(&admin_url).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut admin).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut admin)
+        .await?;
     admin.close().await?;
-    let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(base, _)| base);
     Ok(DatabaseSettings {
         url: format!("{base}/{name}").into(),
         max_connections: 5,
@@ -62,7 +66,10 @@ where
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            started.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

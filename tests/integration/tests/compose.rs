@@ -10,7 +10,8 @@ fn repo_root() -> PathBuf {
 }
 
 fn compose() -> Value {
-    let text = std::fs::read_to_string(repo_root().join("docker-compose.yml")).expect("docker-compose.yml");
+    let text = std::fs::read_to_string(repo_root().join("docker-compose.yml"))
+        .expect("docker-compose.yml");
     serde_norway::from_str(&text).expect("docker-compose.yml is valid YAML")
 }
 
@@ -37,7 +38,10 @@ fn environment(service: &Value) -> Vec<(String, String)> {
             .map(|(key, value)| {
                 let value = match value {
                     Value::String(text) => text.clone(),
-                    other => serde_norway::to_string(other).unwrap_or_default().trim().to_owned(),
+                    other => serde_norway::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned(),
                 };
                 (key.as_str().unwrap_or_default().to_owned(), value)
             })
@@ -51,10 +55,16 @@ fn every_workspace_service_is_deployed_with_its_configuration() {
     let compose = compose();
     let services = &compose["services"];
     let found = workspace_services();
-    assert!(found.len() >= 8, "expected at least 8 services, found {found:?}");
+    assert!(
+        found.len() >= 8,
+        "expected at least 8 services, found {found:?}"
+    );
     for name in found {
         let service = &services[name.as_str()];
-        assert!(service.is_mapping(), "docker-compose.yml has no service {name:?}");
+        assert!(
+            service.is_mapping(),
+            "docker-compose.yml has no service {name:?}"
+        );
         assert!(
             service["build"]["dockerfile"].as_str().is_some(),
             "{name}: must be built from a Dockerfile in the repo"
@@ -62,9 +72,23 @@ fn every_workspace_service_is_deployed_with_its_configuration() {
         let env = environment(service);
         let has = |key: &str| env.iter().any(|(k, v)| k == key && !v.is_empty());
         if name == "gateway" {
-            assert!(has("BAZAAR__HTTP__HOST"), "{name}: listens on all interfaces in a container");
-            for upstream in ["AUTH", "PRODUCT", "ORDER", "INVENTORY", "PAYMENT", "NOTIFICATION", "SHIPPING"] {
-                assert!(has(&format!("BAZAAR__UPSTREAMS__{upstream}")), "{name}: upstream {upstream}");
+            assert!(
+                has("BAZAAR__HTTP__HOST"),
+                "{name}: listens on all interfaces in a container"
+            );
+            for upstream in [
+                "AUTH",
+                "PRODUCT",
+                "ORDER",
+                "INVENTORY",
+                "PAYMENT",
+                "NOTIFICATION",
+                "SHIPPING",
+            ] {
+                assert!(
+                    has(&format!("BAZAAR__UPSTREAMS__{upstream}")),
+                    "{name}: upstream {upstream}"
+                );
             }
         } else {
             for key in [
@@ -75,7 +99,10 @@ fn every_workspace_service_is_deployed_with_its_configuration() {
             ] {
                 assert!(has(key), "{name}: missing {key}");
             }
-            let url = env.iter().find(|(k, _)| k == "BAZAAR__DATABASE__URL").map(|(_, v)| v.clone());
+            let url = env
+                .iter()
+                .find(|(k, _)| k == "BAZAAR__DATABASE__URL")
+                .map(|(_, v)| v.clone());
             assert!(
                 url.is_some_and(|url| url.ends_with(&format!("/bazaar_{name}"))),
                 "{name}: must use its own database"
@@ -92,7 +119,11 @@ fn kafka_is_three_brokers_with_replication_factor_three() {
     };
     let brokers: Vec<&Value> = services
         .values()
-        .filter(|service| service["image"].as_str().is_some_and(|image| image.starts_with("apache/kafka")))
+        .filter(|service| {
+            service["image"]
+                .as_str()
+                .is_some_and(|image| image.starts_with("apache/kafka"))
+        })
         .collect();
     assert_eq!(brokers.len(), 3, "three apache/kafka brokers");
     for broker in brokers {

@@ -4,18 +4,34 @@ use bazaar_integration_tests::admin_database_url;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
-const SERVICES: [&str; 7] = ["auth", "product", "order", "inventory", "payment", "notification", "shipping"];
+const SERVICES: [&str; 7] = [
+    "auth",
+    "product",
+    "order",
+    "inventory",
+    "payment",
+    "notification",
+    "shipping",
+];
 
 fn host_part() -> String {
     let admin = admin_database_url();
-    let after_at = admin.rsplit_once('@').map_or("127.0.0.1:5432/postgres", |(_, rest)| rest).to_owned();
-    after_at.split_once('/').map_or(after_at.clone(), |(host, _)| host.to_owned())
+    let after_at = admin
+        .rsplit_once('@')
+        .map_or("127.0.0.1:5432/postgres", |(_, rest)| rest)
+        .to_owned();
+    after_at
+        .split_once('/')
+        .map_or(after_at.clone(), |(host, _)| host.to_owned())
 }
 
 /// The local development credentials that `infra/postgres/pgctl.sh` provisions.
 fn url(role_of: &str, database_of: &str) -> String {
     let role = format!("bazaar_{role_of}");
-    format!("postgres://{role}:{role}@{}/bazaar_{database_of}", host_part())
+    format!(
+        "postgres://{role}:{role}@{}/bazaar_{database_of}",
+        host_part()
+    )
 }
 
 #[tokio::test]
@@ -40,9 +56,16 @@ async fn no_service_can_open_another_services_database() {
                 .await
                 .err()
                 .unwrap_or_else(|| panic!("{intruder} opened the {owner} database"));
-            let code = error.as_database_error().and_then(|db| db.code()).map(|code| code.into_owned());
+            let code = error
+                .as_database_error()
+                .and_then(|db| db.code())
+                .map(|code| code.into_owned());
             // 42501: insufficient_privilege ("permission denied for database").
-            assert_eq!(code.as_deref(), Some("42501"), "{intruder} -> {owner}: {error}");
+            assert_eq!(
+                code.as_deref(),
+                Some("42501"),
+                "{intruder} -> {owner}: {error}"
+            );
         }
     }
 }

@@ -15,12 +15,23 @@ async fn applying_the_topic_catalog_twice_changes_nothing_the_second_time() {
     let catalog = TopicCatalog::bundled().expect("bundled catalog");
     let declared = catalog.all_topics().len();
 
-    let first = messaging::topics::apply(&catalog, &kafka).await.expect("first apply");
-    assert_eq!(first.created.len(), declared, "first apply creates every topic: {first:?}");
+    let first = messaging::topics::apply(&catalog, &kafka)
+        .await
+        .expect("first apply");
+    assert_eq!(
+        first.created.len(),
+        declared,
+        "first apply creates every topic: {first:?}"
+    );
     assert!(first.created.contains(&kafka.topic("order-events.dlq")));
 
-    let second = messaging::topics::apply(&catalog, &kafka).await.expect("second apply");
-    assert!(!second.changed_anything(), "second apply must be a no-op: {second:?}");
+    let second = messaging::topics::apply(&catalog, &kafka)
+        .await
+        .expect("second apply");
+    assert!(
+        !second.changed_anything(),
+        "second apply must be a no-op: {second:?}"
+    );
     assert_eq!(second.unchanged.len(), declared);
 }
 
@@ -28,7 +39,9 @@ async fn applying_the_topic_catalog_twice_changes_nothing_the_second_time() {
 async fn a_consumer_group_reads_what_was_produced_and_commits_its_offsets() {
     let kafka = isolated_kafka("roundtrip");
     let catalog = TopicCatalog::bundled().expect("bundled catalog");
-    messaging::topics::apply(&catalog, &kafka).await.expect("apply topics");
+    messaging::topics::apply(&catalog, &kafka)
+        .await
+        .expect("apply topics");
     let topic = kafka.topic("order-events");
 
     let producer: FutureProducer = messaging::client::base_config(&kafka)
@@ -41,7 +54,10 @@ async fn a_consumer_group_reads_what_was_produced_and_commits_its_offsets() {
         let key = format!("order-{}", i % 7);
         let payload = format!("event-{i}");
         producer
-            .send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(10))
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(&payload),
+                Duration::from_secs(10),
+            )
             .await
             .expect("broker acknowledged the message");
     }
@@ -62,7 +78,8 @@ async fn a_consumer_group_reads_what_was_produced_and_commits_its_offsets() {
                 .expect("a message within 30 s")
                 .expect("stream open")
                 .expect("no consume error");
-            received.push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
+            received
+                .push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
         }
     }
     received.sort();
@@ -70,27 +87,33 @@ async fn a_consumer_group_reads_what_was_produced_and_commits_its_offsets() {
     expected.sort();
     assert_eq!(received, expected);
 
-    consumer.commit_consumer_state(CommitMode::Async).expect("commit");
+    consumer
+        .commit_consumer_state(CommitMode::Async)
+        .expect("commit");
     let consumer = std::sync::Arc::new(consumer);
-    let committed_total = eventually("committed offsets to reach the produced count", Duration::from_secs(20), || {
-        let consumer = consumer.clone();
-        async move {
-            // `committed` blocks on a broker round trip: keep it off the tokio workers.
-            let total = tokio::task::spawn_blocking(move || {
-                consumer.committed(Duration::from_secs(5)).map(|list| {
-                    list.elements()
-                        .iter()
-                        .filter_map(|element| element.offset().to_raw())
-                        .filter(|offset| *offset >= 0)
-                        .sum::<i64>()
+    let committed_total = eventually(
+        "committed offsets to reach the produced count",
+        Duration::from_secs(20),
+        || {
+            let consumer = consumer.clone();
+            async move {
+                // `committed` blocks on a broker round trip: keep it off the tokio workers.
+                let total = tokio::task::spawn_blocking(move || {
+                    consumer.committed(Duration::from_secs(5)).map(|list| {
+                        list.elements()
+                            .iter()
+                            .filter_map(|element| element.offset().to_raw())
+                            .filter(|offset| *offset >= 0)
+                            .sum::<i64>()
+                    })
                 })
-            })
-            .await
-            .ok()?
-            .ok()?;
-            (total == i64::try_from(sent).ok()?).then_some(total)
-        }
-    })
+                .await
+                .ok()?
+                .ok()?;
+                (total == i64::try_from(sent).ok()?).then_some(total)
+            }
+        },
+    )
     .await;
     assert_eq!(committed_total, 30);
 }
