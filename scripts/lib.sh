@@ -9,8 +9,9 @@ PID_DIR="$BAZAAR_RUN_DIR/pids"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bazaar/target}"
 BIN_DIR="$CARGO_TARGET_DIR/debug"
 
-# Service name and port, in start order. The gateway comes last.
-SERVICES=(auth:8081 product:8082 order:8083 inventory:8084 payment:8085 notification:8086 shipping:8087)
+# Service name and port, in start order. The schema registry comes first (serializers in the
+# other services look schemas up there); the gateway comes last.
+SERVICES=(registry:8088 auth:8081 product:8082 order:8083 inventory:8084 payment:8085 notification:8086 shipping:8087)
 GATEWAY_PORT=8080
 
 mkdir -p "$LOG_DIR" "$PID_DIR"
@@ -21,6 +22,7 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 binary_of() {
   case "$1" in
     gateway) echo "$BIN_DIR/gateway" ;;
+    registry) echo "$BIN_DIR/schema-registry" ;;
     *) echo "$BIN_DIR/$1-service" ;;
   esac
 }

@@ -1,5 +1,8 @@
 //! docker-compose.yml cannot run here (no Docker engine), so check its shape: every workspace
 //! service is deployed with its configuration, and Kafka is a replicated three-broker cluster.
+//!
+//! The one exception is the schema registry: production runs Confluent's own image in its place
+//! (Kafka-backed, the reference implementation), and ours serves local runs and tests.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +17,9 @@ fn compose() -> Value {
         .expect("docker-compose.yml");
     serde_norway::from_str(&text).expect("docker-compose.yml is valid YAML")
 }
+
+/// The workspace service that docker-compose.yml deploys as Confluent's image instead.
+const SCHEMA_REGISTRY: &str = "schema-registry";
 
 /// Binaries of the workspace's services, read from their Cargo.toml files.
 fn workspace_services() -> Vec<String> {
@@ -65,6 +71,16 @@ fn every_workspace_service_is_deployed_with_its_configuration() {
             service.is_mapping(),
             "docker-compose.yml has no service {name:?}"
         );
+        if name == SCHEMA_REGISTRY {
+            assert!(
+                service["image"]
+                    .as_str()
+                    .is_some_and(|image| image.starts_with("confluentinc/cp-schema-registry:")),
+                "{name}: must be Confluent's image, got {:?}",
+                service["image"]
+            );
+            continue;
+        }
         assert!(
             service["build"]["dockerfile"].as_str().is_some(),
             "{name}: must be built from a Dockerfile in the repo"

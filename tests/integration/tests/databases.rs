@@ -4,7 +4,7 @@ use bazaar_integration_tests::admin_database_url;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
-const SERVICES: [&str; 7] = [
+const SERVICES: [&str; 8] = [
     "auth",
     "product",
     "order",
@@ -12,6 +12,7 @@ const SERVICES: [&str; 7] = [
     "payment",
     "notification",
     "shipping",
+    "registry",
 ];
 
 fn host_part() -> String {
