@@ -49,7 +49,11 @@ impl TopicSchema {
         }
         let text = format!(
             "[{}]",
-            members.iter().map(|(_, text)| text.trim()).collect::<Vec<_>>().join(",")
+            members
+                .iter()
+                .map(|(_, text)| text.trim())
+                .collect::<Vec<_>>()
+                .join(",")
         );
         let union = Schema::parse_str(&text)?;
         let branches = members
@@ -112,9 +116,11 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, CodecError> {
         .ok_or_else(|| CodecError::UnknownEventType(event.type_name().to_owned()))?;
     let record = event.to_record()?.resolve(record_schema)?;
     let branch = u32::try_from(index).map_err(|_| CodecError::NotAUnionOfRecords)?;
-    Ok(apache_avro::writer::datum::GenericDatumWriter::builder(&schema.union)
-        .build()?
-        .write_value_to_vec(Value::Union(branch, Box::new(record)))?)
+    Ok(
+        apache_avro::writer::datum::GenericDatumWriter::builder(&schema.union)
+            .build()?
+            .write_value_to_vec(Value::Union(branch, Box::new(record)))?,
+    )
 }
 
 /// Decodes a datum written with `writer` (a union of event records, possibly an older or newer
@@ -194,7 +200,10 @@ mod tests {
                 shipping_address: "1 Main St".into(),
             }
             .into(),
-            OrderPaid { order_id: "o1".into() }.into(),
+            OrderPaid {
+                order_id: "o1".into(),
+            }
+            .into(),
             OrderRejected {
                 order_id: "o1".into(),
                 reason: "out_of_stock".into(),
@@ -222,13 +231,19 @@ mod tests {
                 available: 1,
             }
             .into(),
-            StockCommitted { order_id: "o1".into() }.into(),
+            StockCommitted {
+                order_id: "o1".into(),
+            }
+            .into(),
             StockReleased {
                 order_id: "o1".into(),
                 reason: "order_cancelled".into(),
             }
             .into(),
-            ReservationExpired { order_id: "o1".into() }.into(),
+            ReservationExpired {
+                order_id: "o1".into(),
+            }
+            .into(),
             StockLevelChanged {
                 sku: "TEE-M".into(),
                 on_hand: 5,
@@ -296,10 +311,16 @@ mod tests {
     #[test]
     fn records_with_the_same_shape_are_told_apart_by_name() {
         // OrderPaid and the order-id-only inventory events share a shape.
-        let paid: Event = OrderPaid { order_id: "o9".into() }.into();
+        let paid: Event = OrderPaid {
+            order_id: "o9".into(),
+        }
+        .into();
         let datum = encode(&paid).expect("encode");
         let schema = topic_schema("order-events").expect("schema");
-        assert_eq!(decode(&schema.union, &datum).expect("decode").type_name(), "OrderPaid");
+        assert_eq!(
+            decode(&schema.union, &datum).expect("decode").type_name(),
+            "OrderPaid"
+        );
     }
 
     fn write(writer: &Schema, record: Value) -> Vec<u8> {
@@ -321,7 +342,13 @@ mod tests {
         ]);
         let datum = write(&writer, record);
         let event = decode(&writer, &datum).expect("decode");
-        assert_eq!(event, OrderPaid { order_id: "o7".into() }.into());
+        assert_eq!(
+            event,
+            OrderPaid {
+                order_id: "o7".into()
+            }
+            .into()
+        );
     }
 
     #[test]

@@ -34,7 +34,11 @@ pub struct EventMetadata {
 
 impl EventMetadata {
     /// Metadata for an event that starts a flow (caused by a request, not by another event).
-    pub fn originating(event_type: &str, correlation_id: impl Into<String>, trace: Option<&TraceParent>) -> Self {
+    pub fn originating(
+        event_type: &str,
+        correlation_id: impl Into<String>,
+        trace: Option<&TraceParent>,
+    ) -> Self {
         Self {
             event_id: Uuid::now_v7(),
             event_type: event_type.to_owned(),
@@ -64,7 +68,8 @@ impl EventMetadata {
             (headers::EVENT_TYPE, self.event_type.clone()),
             (
                 headers::OCCURRED_AT,
-                self.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                self.occurred_at
+                    .to_rfc3339_opts(SecondsFormat::Micros, true),
             ),
             (headers::CORRELATION_ID, self.correlation_id.clone()),
             (headers::TRACEPARENT, self.traceparent.to_string()),
@@ -76,7 +81,9 @@ impl EventMetadata {
     }
 
     /// Reads metadata from received headers; `lookup` returns a header's value by name.
-    pub fn from_headers<'a>(lookup: impl Fn(&str) -> Option<&'a str>) -> Result<Self, MetadataError> {
+    pub fn from_headers<'a>(
+        lookup: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<Self, MetadataError> {
         let required = |name: &'static str| lookup(name).ok_or(MetadataError::Missing(name));
         let parse_uuid = |name: &'static str, text: &str| {
             Uuid::parse_str(text).map_err(|_| MetadataError::Invalid(name, text.to_owned()))
@@ -225,7 +232,10 @@ mod tests {
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-zzf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
-            assert!(bad.parse::<TraceParent>().is_err(), "{bad:?} must be rejected");
+            assert!(
+                bad.parse::<TraceParent>().is_err(),
+                "{bad:?} must be rejected"
+            );
         }
     }
 

@@ -28,8 +28,6 @@ pub fn base_config(settings: &KafkaSettings) -> ClientConfig {
     config
         .set("bootstrap.servers", &settings.bootstrap_servers)
         .set("client.id", &settings.group_id)
-        // Same partition for the same key as Java producers and Kafka's own tools.
-        .set("partitioner", "murmur2_random")
         .set("socket.keepalive.enable", "true");
     config
 }

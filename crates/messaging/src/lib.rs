@@ -1,7 +1,24 @@
-//! Kafka as Bazaar services use it.
+//! The messaging runtime every Bazaar service uses, written once:
+//!
+//! - [`client`]: librdkafka settings; [`topics`]: the topic catalog and its idempotent apply.
+//! - [`outbox`]: events written in the caller's transaction; [`relay`]: publishes them.
+//! - [`consumer`]: the idempotent consumer (inbox, retries, offsets stored after commit).
+//! - [`dead_letter`]: poison messages, parked keys and redrive.
+//! - [`registry`]: the schema registry client.
 
 pub mod client;
+pub mod consumer;
+pub mod dead_letter;
+pub mod migrations;
+pub mod outbox;
+pub mod registry;
+pub mod relay;
+pub mod service;
 pub mod topics;
 
 pub use client::{KafkaError, kafka_readiness};
+pub use consumer::{
+    ConsumerSettings, EventHandler, HandlerError, IdempotentConsumer, ReceivedEvent,
+};
+pub use relay::{Relay, RelaySettings};
 pub use topics::{ApplyReport, TopicCatalog, TopicSpec};

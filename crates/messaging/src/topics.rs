@@ -332,7 +332,6 @@ mod tests {
         let names: Vec<String> = catalog.all_topics().into_iter().map(|t| t.name).collect();
         assert!(names.contains(&"order-events".to_owned()));
         assert!(names.contains(&"order-events.dlq".to_owned()));
-        assert!(!names.contains(&"stock-levels.dlq".to_owned()));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub struct ApplicationBuilder {
     name: &'static str,
     settings: ServiceSettings,
     migrator: Option<&'static Migrator>,
+    shared_migrators: Vec<Migrator>,
     readiness: Vec<ReadinessCheck>,
     routes: Vec<Routes>,
 }
@@ -36,6 +37,14 @@ impl std::fmt::Debug for ApplicationBuilder {
 impl ApplicationBuilder {
     pub fn migrations(mut self, migrator: &'static Migrator) -> Self {
         self.migrator = Some(migrator);
+        self
+    }
+
+    /// Migrations of a shared crate (e.g. the messaging runtime's tables). They must record
+    /// themselves in their own table (`Migrator::dangerous_set_table_name`), apart from the
+    /// service's.
+    pub fn shared_migrations(mut self, migrator: Migrator) -> Self {
+        self.shared_migrators.push(migrator);
         self
     }
 
@@ -65,6 +74,12 @@ impl ApplicationBuilder {
                     describe_database(&self.settings)
                 )
             })?;
+        for shared in &self.shared_migrators {
+            shared
+                .run(&pool)
+                .await
+                .with_context(|| format!("{}: shared migrations", self.name))?;
+        }
         let listener = crate::http::bind(&self.settings.http).with_context(|| {
             format!(
                 "{}: cannot listen on {}",
@@ -87,6 +102,7 @@ impl ApplicationBuilder {
         })?;
         tracing::info!(service = self.name, port, "listening");
         Ok(Application {
+            settings: self.settings,
             name: self.name,
             port,
             pool,
@@ -113,6 +129,7 @@ fn describe_database(settings: &ServiceSettings) -> String {
 
 /// A running service.
 pub struct Application {
+    settings: ServiceSettings,
     name: &'static str,
     port: u16,
     pool: PgPool,
@@ -136,6 +153,7 @@ impl Application {
             name,
             settings,
             migrator: None,
+            shared_migrators: Vec::new(),
             readiness: Vec::new(),
             routes: Vec::new(),
         }
@@ -143,6 +161,10 @@ impl Application {
 
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    pub fn settings(&self) -> &ServiceSettings {
+        &self.settings
     }
 
     /// The bound port; differs from the configured one when that was 0.

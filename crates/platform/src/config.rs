@@ -109,6 +109,8 @@ pub struct KafkaSettings {
     pub group_id: String,
     /// Replication factor for topics this process creates; production runs 3.
     pub replication_factor: i32,
+    /// Base URL of the Confluent-compatible schema registry.
+    pub schema_registry_url: String,
 }
 
 impl KafkaSettings {
@@ -118,6 +120,7 @@ impl KafkaSettings {
             topic_prefix: String::new(),
             group_id: format!("bazaar-{name}"),
             replication_factor: 1,
+            schema_registry_url: "http://127.0.0.1:8088".into(),
         }
     }
 
@@ -136,7 +139,7 @@ pub struct LogSettings {
 impl Default for LogSettings {
     fn default() -> Self {
         Self {
-            filter: "info,sqlx=warn,rdkafka=warn".into(),
+            filter: "info,sqlx=warn,rdkafka=warn,apache_avro=error".into(),
             format: LogFormat::Json,
         }
     }

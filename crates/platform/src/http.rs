@@ -246,6 +246,12 @@ async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
     response.json(json!({"status": status, "checks": checks}))
 }
 
+async fn prometheus_metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::render())
+}
+
 async fn unknown_route() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("no such route"))
 }
@@ -290,6 +296,7 @@ where
     F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
 {
     let readiness = web::Data::new(readiness);
+    crate::metrics::handle();
     let server = actix_web::HttpServer::new(move || {
         App::new()
             .wrap(TracingLogger::default())
@@ -297,6 +304,7 @@ where
             .app_data(readiness.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(prometheus_metrics))
             .configure(configure.clone())
             .default_service(web::to(unknown_route))
     })

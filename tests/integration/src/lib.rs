@@ -19,6 +19,25 @@ pub fn bootstrap_servers() -> String {
     std::env::var("BAZAAR__KAFKA__BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// The registry `make test` starts; subjects carry the test's topic prefix, so tests share it.
+pub fn schema_registry_url() -> String {
+    std::env::var("BAZAAR__KAFKA__SCHEMA_REGISTRY_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8088".into())
+}
+
+/// Logs to the test output when `RUST_LOG` is set (e.g. `RUST_LOG=messaging=debug`).
+pub fn init_test_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        platform::telemetry::init(
+            "test",
+            &platform::config::LogSettings {
+                filter: "info".into(),
+                format: platform::config::LogFormat::Pretty,
+            },
+        );
+    }
+}
+
 /// A short unique tag for one test's resources.
 pub fn unique_tag() -> String {
     Uuid::now_v7().simple().to_string()
@@ -52,6 +71,7 @@ pub fn isolated_kafka(service: &str) -> KafkaSettings {
         topic_prefix: format!("test-{tag}."),
         group_id: format!("test-{tag}-{service}"),
         replication_factor: 1,
+        schema_registry_url: schema_registry_url(),
     }
 }
 

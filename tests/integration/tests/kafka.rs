@@ -44,11 +44,10 @@ async fn a_consumer_group_reads_what_was_produced_and_commits_its_offsets() {
         .expect("apply topics");
     let topic = kafka.topic("order-events");
 
-    let producer: FutureProducer = messaging::client::base_config(&kafka)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "1")
-        .create()
-        .expect("producer");
+    let producer: FutureProducer =
+        messaging::relay::producer_config(&kafka, Duration::from_millis(1))
+            .create()
+            .expect("producer");
     let sent = 30;
     for i in 0..sent {
         let key = format!("order-{}", i % 7);

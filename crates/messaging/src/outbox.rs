@@ -1,0 +1,123 @@
+//! The transactional outbox: events are written in the caller's database transaction, so they
+//! exist if and only if the state change that caused them committed. The [relay](crate::relay)
+//! publishes them.
+
+use events::{Event, EventMetadata};
+use sqlx::PgConnection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("cannot encode {event_type}: {source}")]
+    Encode {
+        event_type: &'static str,
+        #[source]
+        source: events::CodecError,
+    },
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Appends `event` to the outbox within the caller's transaction.
+///
+/// ```ignore
+/// let mut tx = pool.begin().await?;
+/// // ...change state...
+/// outbox::append(&mut tx, &event, &EventMetadata::originating("OrderCreated", &order_id, None)).await?;
+/// tx.commit().await?;
+/// ```
+pub async fn append(
+    tx: &mut PgConnection,
+    event: &Event,
+    metadata: &EventMetadata,
+) -> Result<(), OutboxError> {
+    let payload = events::encode(event).map_err(|source| OutboxError::Encode {
+        event_type: event.type_name(),
+        source,
+    })?;
+    insert(
+        tx,
+        &OutboxRecord {
+            event_id: metadata.event_id,
+            topic: event.topic().to_owned(),
+            key: event.key(),
+            event_type: event.type_name().to_owned(),
+            format: PayloadFormat::Avro,
+            payload,
+            headers: metadata
+                .to_headers()
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+        },
+    )
+    .await
+}
+
+/// Appends an event emitted while handling `cause`: same correlation id and trace, and `cause`
+/// as its causation.
+pub async fn append_caused_by(
+    tx: &mut PgConnection,
+    event: &Event,
+    cause: &EventMetadata,
+) -> Result<(), OutboxError> {
+    append(
+        tx,
+        event,
+        &EventMetadata::caused_by(event.type_name(), cause),
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadFormat {
+    /// A datum of the topic's union schema; the relay adds the Confluent header.
+    Avro,
+    /// Sent as it is.
+    Raw,
+}
+
+impl PayloadFormat {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Avro => "avro",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct OutboxRecord {
+    pub event_id: uuid::Uuid,
+    /// Logical topic, without the deployment prefix.
+    pub topic: String,
+    pub key: String,
+    pub event_type: String,
+    pub format: PayloadFormat,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Writes a prepared record; dead-lettering uses it to forward original bytes untouched.
+pub async fn insert(tx: &mut PgConnection, record: &OutboxRecord) -> Result<(), OutboxError> {
+    let headers: Vec<[&str; 2]> = record
+        .headers
+        .iter()
+        .map(|(name, value)| [name.as_str(), value.as_str()])
+        .collect();
+    sqlx::query(
+        "INSERT INTO messaging_outbox
+            (event_id, topic, message_key, event_type, payload_format, payload, headers)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(record.event_id)
+    .bind(&record.topic)
+    .bind(&record.key)
+    .bind(&record.event_type)
+    .bind(record.format.as_str())
+    .bind(&record.payload)
+    .bind(sqlx::types::Json(headers))
+    .execute(tx)
+    .await?;
+    Ok(())
+}

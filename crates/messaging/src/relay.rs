@@ -1,0 +1,371 @@
+//! The outbox relay: publishes outbox rows to Kafka in commit order per key, and marks a row
+//! published only after Kafka acknowledged it.
+//!
+//! - One relay is active per service database (a session advisory lock); others stand by, so
+//!   rows are never published by two producers racing each other.
+//! - It wakes on the outbox's NOTIFY and polls as a fallback, so a lost notification delays a
+//!   row by at most one poll interval.
+//! - Pending rows are selected by `published_at IS NULL`, never by "id greater than the last one
+//!   seen": a transaction that took a lower id but committed later is still picked up.
+//! - No database connection is held while waiting for Kafka.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use platform::config::KafkaSettings;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::outbox::PayloadFormat;
+use crate::registry::SchemaRegistryClient;
+
+/// Any value works: each service has its own database, and advisory locks are per database.
+const RELAY_LOCK_KEY: i64 = 0x6261_7a61_6172; // "bazaar"
+const NOTIFY_CHANNEL: &str = "messaging_outbox";
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Rows published per round trip.
+    pub batch_size: i64,
+    /// How long to wait for a NOTIFY before looking anyway.
+    pub poll_interval: Duration,
+    /// How long published rows are kept (for audits and `bazaar` tools) before being purged.
+    pub retention: Duration,
+    pub purge_interval: Duration,
+    /// Time a producer may wait to batch messages. Each hop pays it, so it is kept small.
+    pub linger: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            purge_interval: Duration::from_secs(60),
+            linger: Duration::from_millis(1),
+        }
+    }
+}
+
+/// Whether a publish round marks its rows. `No` exists for fault-injection tests: it behaves as
+/// a relay that crashed after Kafka acknowledged the rows but before it could mark them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkPublished {
+    Yes,
+    No,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("schema registry: {0}")]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error("outbox row {id} has an unknown topic or schema: {message}")]
+    Schema { id: i64, message: String },
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct PendingRow {
+    id: i64,
+    topic: String,
+    message_key: String,
+    payload_format: String,
+    payload: Vec<u8>,
+    headers: sqlx::types::Json<Vec<(String, String)>>,
+    created_at: DateTime<Utc>,
+}
+
+/// Publishes one database's outbox.
+pub struct Relay {
+    pool: PgPool,
+    kafka: KafkaSettings,
+    settings: RelaySettings,
+    registry: SchemaRegistryClient,
+    producer: FutureProducer,
+    schema_ids: HashMap<String, u32>,
+    service: &'static str,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+/// librdkafka settings of the relay's producer.
+pub fn producer_config(kafka: &KafkaSettings, linger: Duration) -> rdkafka::ClientConfig {
+    let mut config = crate::client::base_config(kafka);
+    config
+        // Same partition for the same key as Java producers and Kafka's own tools.
+        .set("partitioner", "murmur2_random")
+        // librdkafka defaults to false, unlike the Java client. Idempotence implies acks=all
+        // and keeps per-partition order across retries.
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // Never give up on a message: a failed message would let a later one of the same key
+        // overtake it when the row is retried. An outage stalls the relay instead.
+        .set("message.timeout.ms", "0")
+        .set("linger.ms", linger.as_millis().to_string())
+        .set("compression.type", "lz4");
+    config
+}
+
+impl Relay {
+    pub fn new(
+        service: &'static str,
+        pool: PgPool,
+        kafka: KafkaSettings,
+        settings: RelaySettings,
+    ) -> Result<Self, RelayError> {
+        let producer = producer_config(&kafka, settings.linger).create()?;
+        let registry = SchemaRegistryClient::new(&kafka.schema_registry_url);
+        Ok(Self {
+            pool,
+            kafka,
+            settings,
+            registry,
+            producer,
+            schema_ids: HashMap::new(),
+            service,
+        })
+    }
+
+    /// Runs until `shutdown`: waits to become the active relay, then publishes as rows appear.
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut lock = loop {
+            match self.acquire_lock().await {
+                Ok(Some(connection)) => break connection,
+                Ok(None) => tracing::debug!("another relay is active; standing by"),
+                Err(error) => tracing::warn!(%error, "cannot take the relay lock; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
+        tracing::info!(service = self.service, "outbox relay active");
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        let mut last_purge = Instant::now();
+        let mut backoff = Backoff::default();
+
+        while !shutdown.is_cancelled() {
+            // Cancelling mid-round is safe: unmarked rows are published again later, and the
+            // inbox of each consumer drops the duplicates.
+            let round = tokio::select! {
+                () = shutdown.cancelled() => break,
+                round = self.publish_pending(MarkPublished::Yes) => round,
+            };
+            match round {
+                Ok(published) => {
+                    backoff.reset();
+                    if published as i64 == self.settings.batch_size {
+                        continue;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "publishing the outbox failed; retrying");
+                    metrics::counter!("outbox_publish_errors_total").increment(1);
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff.next()) => {}
+                    }
+                    continue;
+                }
+            }
+            if last_purge.elapsed() >= self.settings.purge_interval {
+                last_purge = Instant::now();
+                if let Err(error) = self.purge().await {
+                    tracing::warn!(%error, "purging published outbox rows failed");
+                }
+                // The lock lives as long as its session; a dead session means another relay
+                // may be active now, so this one must step down.
+                if sqlx::query("SELECT 1").execute(&mut lock).await.is_err() {
+                    anyhow::bail!("lost the relay lock's database session");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                notification = listener.try_recv() => {
+                    if let Err(error) = notification {
+                        tracing::warn!(%error, "outbox listener failed; polling until it reconnects");
+                        tokio::time::sleep(self.settings.poll_interval).await;
+                    }
+                }
+                () = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+
+        let producer = self.producer.clone();
+        if let Err(error) =
+            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await?
+        {
+            tracing::warn!(%error, "producer not flushed; unacknowledged rows stay pending");
+        }
+        lock.close().await?;
+        tracing::info!(service = self.service, "outbox relay stopped");
+        Ok(())
+    }
+
+    async fn acquire_lock(&self) -> Result<Option<PgConnection>, sqlx::Error> {
+        let mut connection = self.pool.acquire().await?.detach();
+        let (acquired,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LOCK_KEY)
+            .fetch_one(&mut connection)
+            .await?;
+        Ok(acquired.then_some(connection))
+    }
+
+    /// Publishes up to one batch of pending rows and returns how many were acknowledged.
+    pub async fn publish_pending(&mut self, mark: MarkPublished) -> Result<usize, RelayError> {
+        let rows: Vec<PendingRow> = sqlx::query_as(
+            "SELECT id, topic, message_key, payload_format, payload, headers, created_at
+               FROM messaging_outbox
+              WHERE published_at IS NULL
+              ORDER BY id
+              LIMIT $1",
+        )
+        .bind(self.settings.batch_size)
+        .fetch_all(&self.pool)
+        .await?;
+        self.record_backlog().await;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let payload = match row.payload_format.as_str() {
+                f if f == PayloadFormat::Avro.as_str() => {
+                    let id = self.schema_id(row).await?;
+                    events::wire::frame(id, &row.payload)
+                }
+                _ => row.payload.clone(),
+            };
+            let headers =
+                row.headers
+                    .0
+                    .iter()
+                    .fold(OwnedHeaders::new(), |headers, (name, value)| {
+                        headers.insert(Header {
+                            key: name,
+                            value: Some(value.as_bytes()),
+                        })
+                    });
+            let topic = self.kafka.topic(&row.topic);
+            let record = FutureRecord::to(&topic)
+                .key(&row.message_key)
+                .payload(&payload)
+                .headers(headers);
+            // Enqueued in id order, so each partition receives its rows in commit order.
+            let delivery = self
+                .producer
+                .send_result(record)
+                .map_err(|(error, _)| RelayError::Kafka(error))?;
+            deliveries.push((row.id, row.created_at, delivery));
+        }
+
+        let mut acknowledged = Vec::with_capacity(deliveries.len());
+        let mut failure = None;
+        for (id, created_at, delivery) in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {
+                    acknowledged.push(id);
+                    let age = (Utc::now() - created_at).to_std().unwrap_or_default();
+                    metrics::histogram!("outbox_publish_latency_seconds").record(age.as_secs_f64());
+                }
+                Ok(Err((error, _))) => {
+                    failure.get_or_insert(RelayError::Kafka(error));
+                }
+                Err(_) => {
+                    failure.get_or_insert(RelayError::Kafka(rdkafka::error::KafkaError::Canceled));
+                }
+            }
+        }
+        if mark == MarkPublished::Yes && !acknowledged.is_empty() {
+            sqlx::query(
+                "UPDATE messaging_outbox SET published_at = clock_timestamp() WHERE id = ANY($1)",
+            )
+            .bind(&acknowledged)
+            .execute(&self.pool)
+            .await?;
+        }
+        metrics::counter!("outbox_published_total").increment(acknowledged.len() as u64);
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(acknowledged.len()),
+        }
+    }
+
+    async fn schema_id(&mut self, row: &PendingRow) -> Result<u32, RelayError> {
+        if let Some(id) = self.schema_ids.get(&row.topic) {
+            return Ok(*id);
+        }
+        let schema = events::topic_schema(&row.topic).map_err(|error| RelayError::Schema {
+            id: row.id,
+            message: error.to_string(),
+        })?;
+        let subject = format!("{}-value", self.kafka.topic(&row.topic));
+        let id = self.registry.register(&subject, &schema.text).await?;
+        self.schema_ids.insert(row.topic.clone(), id);
+        Ok(id)
+    }
+
+    async fn record_backlog(&self) {
+        let backlog: Result<(i64, Option<f64>), sqlx::Error> = sqlx::query_as(
+            "SELECT count(*), EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8
+               FROM messaging_outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await;
+        if let Ok((count, oldest)) = backlog {
+            metrics::gauge!("outbox_backlog").set(count as f64);
+            metrics::gauge!("outbox_oldest_unpublished_age_seconds").set(oldest.unwrap_or(0.0));
+        }
+    }
+
+    /// Deletes rows published longer ago than the retention period.
+    pub async fn purge(&self) -> Result<u64, sqlx::Error> {
+        let retention_secs = self.settings.retention.as_secs_f64();
+        let deleted = sqlx::query(
+            "DELETE FROM messaging_outbox
+              WHERE published_at < clock_timestamp() - make_interval(secs => $1)",
+        )
+        .bind(retention_secs)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if deleted > 0 {
+            tracing::info!(deleted, "purged published outbox rows");
+        }
+        Ok(deleted)
+    }
+}
+
+/// Exponential backoff from 100 ms to 10 s.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    pub(crate) fn next(&mut self) -> Duration {
+        let delay = Duration::from_millis(100u64.saturating_mul(1 << self.attempt.min(7)));
+        self.attempt = self.attempt.saturating_add(1);
+        delay.min(Duration::from_secs(10))
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}

@@ -1,0 +1,25 @@
+//! The shape of a service that publishes events: the platform application plus the runtime's
+//! tables, a Kafka readiness check and the outbox relay.
+
+use platform::app::{Application, ApplicationBuilder};
+use platform::config::ServiceSettings;
+
+use crate::relay::{Relay, RelaySettings};
+
+/// Starts a service: `configure` adds its migrations and routes; the messaging runtime adds
+/// its own tables, the Kafka readiness check and the relay. Consumers are spawned by the caller
+/// with [`Application::spawn_worker`].
+pub async fn start(
+    name: &'static str,
+    settings: ServiceSettings,
+    configure: impl FnOnce(ApplicationBuilder) -> ApplicationBuilder,
+) -> anyhow::Result<Application> {
+    let kafka = settings.kafka.clone();
+    let builder = Application::builder(name, settings)
+        .shared_migrations(crate::migrations::migrator())
+        .readiness(crate::client::kafka_readiness(kafka.clone()));
+    let mut app = configure(builder).start().await?;
+    let relay = Relay::new(name, app.pool().clone(), kafka, RelaySettings::default())?;
+    app.spawn_worker(|shutdown| relay.run(shutdown));
+    Ok(app)
+}

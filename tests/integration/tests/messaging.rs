@@ -1,0 +1,578 @@
+//! The messaging runtime against the real broker, registry and database: exactly-once effects,
+//! per-key order, dead letters with parking and redrive, resumption from stored offsets.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bazaar_integration_tests::{eventually, fresh_database, isolated_kafka};
+use events::{Event, EventMetadata, OrderCancelled, StockLevelChanged};
+use futures::StreamExt;
+use messaging::consumer::ConsumerSettings;
+use messaging::relay::MarkPublished;
+use messaging::{
+    EventHandler, HandlerError, IdempotentConsumer, ReceivedEvent, Relay, RelaySettings,
+};
+use platform::config::KafkaSettings;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+/// A database with the runtime's tables and an `effects` table the test handler writes to,
+/// plus topics of its own.
+struct Fixture {
+    pool: PgPool,
+    kafka: KafkaSettings,
+}
+
+impl Fixture {
+    async fn new(label: &str) -> Self {
+        bazaar_integration_tests::init_test_logging();
+        let database = fresh_database(label).await.expect("database");
+        let pool = platform::db::connect_and_migrate(&database, &messaging::migrations::migrator())
+            .await
+            .expect("messaging migrations");
+        sqlx::query(
+            "CREATE TABLE effects (seq BIGSERIAL PRIMARY KEY, event_id UUID NOT NULL, key TEXT NOT NULL, value BIGINT NOT NULL)",
+        )
+        .execute(&pool)
+        .await
+        .expect("effects table");
+        sqlx::query("CREATE TABLE fixed (fixed BOOLEAN NOT NULL)")
+            .execute(&pool)
+            .await
+            .expect("fixed table");
+        let kafka = isolated_kafka(label);
+        messaging::topics::apply(
+            &messaging::TopicCatalog::bundled().expect("catalog"),
+            &kafka,
+        )
+        .await
+        .expect("topics");
+        Self { pool, kafka }
+    }
+
+    async fn append(&self, events: &[Event]) {
+        let mut tx = self.pool.begin().await.expect("begin");
+        for event in events {
+            let metadata = EventMetadata::originating(event.type_name(), event.key(), None);
+            messaging::outbox::append(&mut tx, event, &metadata)
+                .await
+                .expect("append");
+        }
+        tx.commit().await.expect("commit");
+    }
+
+    fn relay(&self) -> Relay {
+        Relay::new(
+            "test",
+            self.pool.clone(),
+            self.kafka.clone(),
+            RelaySettings::default(),
+        )
+        .expect("relay")
+    }
+
+    fn start_relay(
+        &self,
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(self.relay().run(shutdown.clone()));
+        (shutdown, task)
+    }
+
+    fn start_consumer(
+        &self,
+        topics: &[&str],
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let shutdown = CancellationToken::new();
+        let consumer = IdempotentConsumer::new(
+            "test",
+            self.pool.clone(),
+            self.kafka.clone(),
+            ConsumerSettings::for_topics(topics),
+            RecordingHandler,
+        );
+        let task = tokio::spawn(consumer.run(shutdown.clone()));
+        (shutdown, task)
+    }
+
+    async fn effect_count(&self) -> i64 {
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM effects")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count");
+        count
+    }
+
+    async fn wait_for_effects(&self, expected: i64, deadline: Duration) {
+        eventually(&format!("{expected} effects"), deadline, || async {
+            (self.effect_count().await >= expected).then_some(())
+        })
+        .await;
+    }
+
+    async fn effects_of(&self, key: &str) -> Vec<i64> {
+        sqlx::query_as::<sqlx::Postgres, (i64,)>(
+            "SELECT value FROM effects WHERE key = $1 ORDER BY seq",
+        )
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await
+        .expect("effects")
+        .into_iter()
+        .map(|(value,)| value)
+        .collect()
+    }
+}
+
+/// Records each event's value as an effect. An `OrderCancelled` with reason `poison` is
+/// rejected until the `fixed` table has a row, like a bug fixed by a deploy.
+struct RecordingHandler;
+
+impl EventHandler for RecordingHandler {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        received: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let value = match &received.event {
+            Event::StockLevelChanged(level) => level.on_hand,
+            Event::OrderCancelled(cancelled) => {
+                let fixed: Option<(bool,)> = sqlx::query_as("SELECT fixed FROM fixed LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if cancelled.reason == "poison" && fixed.is_none() {
+                    return Err(HandlerError::Rejected(anyhow::anyhow!(
+                        "cannot cancel with reason poison"
+                    )));
+                }
+                cancelled
+                    .reason
+                    .trim_start_matches("step-")
+                    .parse()
+                    .unwrap_or(-1)
+            }
+            _ => return Ok(()),
+        };
+        sqlx::query("INSERT INTO effects (event_id, key, value) VALUES ($1, $2, $3)")
+            .bind(received.metadata.event_id)
+            .bind(&received.key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
+
+fn level(sku: &str, on_hand: i64) -> Event {
+    StockLevelChanged {
+        sku: sku.into(),
+        on_hand,
+        reserved: 0,
+    }
+    .into()
+}
+
+fn cancel(order: &str, reason: &str) -> Event {
+    OrderCancelled {
+        order_id: order.into(),
+        reason: reason.into(),
+    }
+    .into()
+}
+
+async fn stop(shutdown: CancellationToken, task: tokio::task::JoinHandle<anyhow::Result<()>>) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("stops within 30 s")
+        .expect("no panic")
+        .expect("clean stop");
+}
+
+/// Total messages in a topic, from its watermarks.
+async fn messages_in(kafka: &KafkaSettings, topic: &str) -> i64 {
+    let config = messaging::client::base_config(kafka);
+    let topic = kafka.topic(topic);
+    tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer = config.create().expect("consumer");
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(5))
+            .expect("metadata");
+        metadata.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, p.id(), Duration::from_secs(5))
+                    .expect("watermarks");
+                high - low
+            })
+            .sum()
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test]
+async fn an_event_published_twice_after_a_relay_crash_has_one_effect() {
+    let fixture = Fixture::new("crash").await;
+    fixture
+        .append(&[level("SKU-A", 7), level("SKU-B", 8)])
+        .await;
+
+    // Kafka acknowledges, then the relay "crashes" before marking the rows published.
+    let mut relay = fixture.relay();
+    assert_eq!(
+        relay
+            .publish_pending(MarkPublished::No)
+            .await
+            .expect("publish"),
+        2
+    );
+    // The restarted relay finds the rows still pending and publishes them again.
+    let mut restarted = fixture.relay();
+    assert_eq!(
+        restarted
+            .publish_pending(MarkPublished::Yes)
+            .await
+            .expect("republish"),
+        2
+    );
+    assert_eq!(
+        restarted
+            .publish_pending(MarkPublished::Yes)
+            .await
+            .expect("nothing left"),
+        0
+    );
+    assert_eq!(
+        messages_in(&fixture.kafka, "stock-levels").await,
+        4,
+        "each event is in Kafka twice"
+    );
+
+    let (shutdown, task) = fixture.start_consumer(&["stock-levels"]);
+    fixture.wait_for_effects(2, Duration::from_secs(30)).await;
+    // Give the duplicates time to arrive, and prove they were seen and skipped.
+    eventually(
+        "both duplicates to be consumed",
+        Duration::from_secs(30),
+        || async {
+            let (handled,): (i64,) = sqlx::query_as("SELECT count(*) FROM messaging_inbox")
+                .fetch_one(&fixture.pool)
+                .await
+                .ok()?;
+            let lag_free = messages_in(&fixture.kafka, "stock-levels").await == 4;
+            (handled == 2 && lag_free).then_some(())
+        },
+    )
+    .await;
+    stop(shutdown, task).await;
+    assert_eq!(fixture.effect_count().await, 2, "each effect exactly once");
+    assert_eq!(fixture.effects_of("SKU-A").await, vec![7]);
+}
+
+#[tokio::test]
+async fn ten_thousand_events_over_many_keys_keep_per_key_order() {
+    let fixture = Fixture::new("order").await;
+    let keys = 50;
+    let per_key = 200;
+    let started = Instant::now();
+    let (relay_stop, relay_task) = fixture.start_relay();
+    let (consumer_stop, consumer_task) = fixture.start_consumer(&["stock-levels"]);
+    // 100 transactions of 100 events, interleaving keys, while relay and consumer run.
+    for batch in 0..(keys * per_key / 100) {
+        let events: Vec<Event> = (0..100)
+            .map(|i| {
+                let n = batch * 100 + i;
+                level(&format!("SKU-{:02}", n % keys), n / keys)
+            })
+            .collect();
+        fixture.append(&events).await;
+    }
+    fixture
+        .wait_for_effects(keys * per_key, Duration::from_secs(180))
+        .await;
+    let elapsed = started.elapsed();
+    stop(consumer_stop, consumer_task).await;
+    stop(relay_stop, relay_task).await;
+
+    for key in 0..keys {
+        let values = fixture.effects_of(&format!("SKU-{key:02}")).await;
+        let expected: Vec<i64> = (0..per_key).collect();
+        assert_eq!(values, expected, "SKU-{key:02} out of order or incomplete");
+    }
+    assert_eq!(fixture.effect_count().await, keys * per_key);
+    println!("10,000 events through outbox → Kafka → consumer in {elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_poison_message_parks_its_key_while_other_keys_flow_and_redrive_releases_it_in_order() {
+    let fixture = Fixture::new("poison").await;
+    let (relay_stop, relay_task) = fixture.start_relay();
+    let (consumer_stop, consumer_task) = fixture.start_consumer(&["order-events"]);
+
+    fixture
+        .append(&[cancel("order-A", "step-1"), cancel("order-B", "step-1")])
+        .await;
+    fixture
+        .append(&[cancel("order-A", "poison"), cancel("order-B", "step-2")])
+        .await;
+    fixture
+        .append(&[cancel("order-A", "step-3"), cancel("order-B", "step-3")])
+        .await;
+    fixture.append(&[cancel("order-A", "step-4")]).await;
+
+    eventually(
+        "order-B to flow past order-A's poison",
+        Duration::from_secs(30),
+        || async { (fixture.effects_of("order-B").await == vec![1, 2, 3]).then_some(()) },
+    )
+    .await;
+    eventually(
+        "order-A's later messages to be parked behind the poison",
+        Duration::from_secs(30),
+        || async {
+            let (parked,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM messaging_parked_messages WHERE message_key = 'order-A'",
+            )
+            .fetch_one(&fixture.pool)
+            .await
+            .ok()?;
+            (parked == 3).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        fixture.effects_of("order-A").await,
+        vec![1],
+        "nothing of order-A after the poison"
+    );
+    let keys = messaging::dead_letter::parked_keys(&fixture.pool)
+        .await
+        .expect("parked keys");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].message_key, "order-A");
+    assert!(
+        keys[0].error.contains("cannot cancel with reason poison"),
+        "{}",
+        keys[0].error
+    );
+
+    // The dead-letter topic holds the poison and the two parked behind it, with their headers.
+    let dead_letters = read_topic(&fixture.kafka, "order-events.dlq", 3).await;
+    let reasons: Vec<String> = dead_letters
+        .iter()
+        .map(|headers| headers["dlq-reason"].clone())
+        .collect();
+    assert_eq!(reasons, vec!["failed", "parked", "parked"]);
+    let first = &dead_letters[0];
+    assert_eq!(
+        first["dlq-original-topic"],
+        fixture.kafka.topic("order-events")
+    );
+    assert!(first["dlq-error"].contains("poison"));
+    assert_eq!(first["dlq-attempts"], "1");
+    assert!(
+        first.contains_key("dlq-original-partition") && first.contains_key("dlq-original-offset")
+    );
+    assert_eq!(first["dlq-consumer-group"], fixture.kafka.group_id);
+    assert_eq!(first["event-type"], "OrderCancelled");
+
+    // Deploy the fix, then redrive: the parked messages go through in their original order, and
+    // a message arriving afterwards follows them.
+    sqlx::query("INSERT INTO fixed VALUES (true)")
+        .execute(&fixture.pool)
+        .await
+        .expect("fix");
+    let marked = messaging::dead_letter::request_redrive(
+        &fixture.pool,
+        &fixture.kafka.topic("order-events"),
+        Some("order-A"),
+    )
+    .await
+    .expect("redrive");
+    assert_eq!(marked, 1);
+    eventually(
+        "order-A to be released",
+        Duration::from_secs(30),
+        || async {
+            messaging::dead_letter::parked_keys(&fixture.pool)
+                .await
+                .ok()?
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    fixture.append(&[cancel("order-A", "step-5")]).await;
+    eventually(
+        "order-A to complete in order",
+        Duration::from_secs(30),
+        || async { (fixture.effects_of("order-A").await.len() == 5).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        fixture.effects_of("order-A").await,
+        vec![1, -1, 3, 4, 5],
+        "poison (-1) replayed in its place"
+    );
+
+    stop(consumer_stop, consumer_task).await;
+    stop(relay_stop, relay_task).await;
+}
+
+#[tokio::test]
+async fn an_undecodable_message_is_dead_lettered_without_stopping_the_partition() {
+    let fixture = Fixture::new("garbage").await;
+    let (relay_stop, relay_task) = fixture.start_relay();
+    let producer: FutureProducer =
+        messaging::relay::producer_config(&fixture.kafka, Duration::from_millis(1))
+            .create()
+            .expect("producer");
+    producer
+        .send(
+            FutureRecord::to(&fixture.kafka.topic("stock-levels"))
+                .key("SKU-X")
+                .payload("{not avro}"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produce garbage");
+    fixture
+        .append(&[level("SKU-X", 1), level("SKU-Y", 2)])
+        .await;
+    let (consumer_stop, consumer_task) = fixture.start_consumer(&["stock-levels"]);
+
+    eventually("SKU-Y to be applied", Duration::from_secs(30), || async {
+        (fixture.effects_of("SKU-Y").await == vec![2]).then_some(())
+    })
+    .await;
+    eventually(
+        "SKU-X's event to be parked behind the garbage",
+        Duration::from_secs(30),
+        || async {
+            let keys = messaging::dead_letter::parked_keys(&fixture.pool)
+                .await
+                .ok()?;
+            (keys.len() == 1 && keys[0].parked_messages == 2).then_some(keys)
+        },
+    )
+    .await;
+    let keys = messaging::dead_letter::parked_keys(&fixture.pool)
+        .await
+        .expect("keys");
+    assert!(
+        keys[0].error.contains("metadata") || keys[0].error.contains("wire format"),
+        "{}",
+        keys[0].error
+    );
+    assert!(fixture.effects_of("SKU-X").await.is_empty());
+    stop(consumer_stop, consumer_task).await;
+    stop(relay_stop, relay_task).await;
+}
+
+#[tokio::test]
+async fn a_consumer_stopped_mid_stream_resumes_from_its_stored_offset() {
+    let fixture = Fixture::new("resume").await;
+    let total = 400;
+    let events: Vec<Event> = (0..total)
+        .map(|n| level(&format!("SKU-{}", n % 8), n))
+        .collect();
+    for chunk in events.chunks(50) {
+        fixture.append(chunk).await;
+    }
+    let (relay_stop, relay_task) = fixture.start_relay();
+    let (first_stop, first_task) = fixture.start_consumer(&["stock-levels"]);
+    fixture
+        .wait_for_effects(total / 4, Duration::from_secs(60))
+        .await;
+    stop(first_stop, first_task).await;
+    let after_first = fixture.effect_count().await;
+    assert!(
+        after_first < total,
+        "the first consumer must stop mid-stream (it saw {after_first})"
+    );
+
+    let (second_stop, second_task) = fixture.start_consumer(&["stock-levels"]);
+    fixture
+        .wait_for_effects(total, Duration::from_secs(60))
+        .await;
+    stop(second_stop, second_task).await;
+    stop(relay_stop, relay_task).await;
+
+    let (count, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM effects")
+            .fetch_one(&fixture.pool)
+            .await
+            .expect("counts");
+    assert_eq!(
+        (count, distinct),
+        (total, total),
+        "nothing lost, nothing applied twice"
+    );
+    let mut per_key: HashMap<String, Vec<i64>> = HashMap::new();
+    for n in 0..total {
+        per_key.entry(format!("SKU-{}", n % 8)).or_default().push(n);
+    }
+    for (key, expected) in per_key {
+        assert_eq!(fixture.effects_of(&key).await, expected, "{key}");
+    }
+}
+
+/// Reads `count` messages of a topic from the beginning and returns their headers.
+async fn read_topic(
+    kafka: &KafkaSettings,
+    topic: &str,
+    count: usize,
+) -> Vec<HashMap<String, String>> {
+    let consumer: StreamConsumer = messaging::client::base_config(kafka)
+        .set(
+            "group.id",
+            format!("{}-reader-{}", kafka.group_id, uuid::Uuid::now_v7()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    consumer
+        .subscribe(&[&kafka.topic(topic)])
+        .expect("subscribe");
+    let mut stream = consumer.stream();
+    let mut found = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while found.len() < count {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(remaining, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {count} messages in {topic}", found.len()))
+            .expect("stream")
+            .expect("message");
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.push(headers);
+    }
+    found
+}
