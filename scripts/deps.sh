@@ -10,7 +10,7 @@ fi
 
 # cmake + libcurl headers: rdkafka's cmake build of librdkafka. kcat: reading topics by hand.
 # openjdk + maven: the Kafka broker, assembled from Maven Central.
-packages=(cmake libcurl4-openssl-dev pkg-config g++ make curl kcat postgresql openjdk-17-jre-headless maven)
+packages=(cmake libcurl4-openssl-dev pkg-config g++ make curl kcat postgresql openjdk-17-jre-headless maven python3-venv)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -22,3 +22,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+
+# Confluent's Python client, for tests proving that ordinary Confluent consumers read our topics.
+requirements="$REPO_ROOT/tests/integration/tools/requirements.txt"
+venv="$(dirname "$(dirname "$BAZAAR_TEST_PYTHON")")"
+marker="$venv/.installed-$(sha256sum "$requirements" | cut -c1-16)"
+if [ ! -f "$marker" ]; then
+  say "installing Python test tools into $venv (once per machine)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+  touch "$marker"
+fi

@@ -47,6 +47,36 @@ stop_pid() {
   rm -f "$file"
 }
 
+# start_process NAME: start a workspace binary in the background, logging to $LOG_DIR/NAME.log.
+start_process() {
+  local name="$1" pidfile="$PID_DIR/$1.pid"
+  if pid_alive "$pidfile"; then
+    echo "$name already running (pid $(cat "$pidfile"))"
+    return 0
+  fi
+  (cd "$REPO_ROOT" && exec "$(binary_of "$name")") >>"$LOG_DIR/$name.log" 2>&1 &
+  echo $! >"$PID_DIR/$name.pid"
+}
+
+# wait_ready NAME PORT SECONDS: poll /readyz until 200, failing early if the process died
+# (another process may hold the port and answer in its place).
+wait_ready() {
+  local name="$1" port="$2" deadline=$((SECONDS + $3))
+  until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/readyz" 2>/dev/null; do
+    if ! pid_alive "$PID_DIR/$name.pid"; then
+      printf '%s exited; last log lines:\n' "$name" >&2
+      tail -n 20 "$LOG_DIR/$name.log" >&2 || true
+      return 1
+    fi
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+  pid_alive "$PID_DIR/$name.pid"
+}
+
+# Python tools for interoperability tests (Confluent's own client), in a venv outside the checkout.
+export BAZAAR_TEST_PYTHON="${BAZAAR_TEST_PYTHON:-$HOME/.cache/bazaar/pyvenv/bin/python}"
+
 # wait_http URL SECONDS: poll until URL answers 2xx.
 wait_http() {
   local url="$1" deadline=$((SECONDS + $2))

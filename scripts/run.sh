@@ -43,22 +43,13 @@ say "loading the demo catalog"
 (cd "$REPO_ROOT" && "$(binary_of product)" seed-demo && "$(binary_of inventory)" seed-demo)
 
 say "starting services"
-start_process() {
-  local name="$1" pidfile="$PID_DIR/$1.pid"
-  if pid_alive "$pidfile"; then
-    echo "$name already running (pid $(cat "$pidfile"))"
-    return 0
-  fi
-  (cd "$REPO_ROOT" && exec "$(binary_of "$name")") >>"$LOG_DIR/$name.log" 2>&1 &
-  echo $! >"$pidfile"
-}
 for entry in "${SERVICES[@]}"; do start_process "${entry%%:*}"; done
 start_process gateway
 
 say "waiting for every /readyz"
 for entry in "${SERVICES[@]}" "gateway:$GATEWAY_PORT"; do
   name="${entry%%:*}" port="${entry##*:}"
-  if wait_http "http://127.0.0.1:$port/readyz" 60; then
+  if wait_ready "$name" "$port" 60; then
     printf '  %-13s ready   http://127.0.0.1:%s   log: %s\n' "$name" "$port" "$LOG_DIR/$name.log"
   else
     printf '  %-13s NOT READY after 60 s; last log lines:\n' "$name"

@@ -22,7 +22,10 @@ kafka_was_running=false
 postgres_was_running=false
 "$REPO_ROOT/infra/postgres/pgctl.sh" status >/dev/null 2>&1 && postgres_was_running=true
 
+registry_started=false
+
 stop_what_we_started() {
+  $registry_started && stop_pid registry
   $kafka_was_running || "$REPO_ROOT/infra/kafka/kafkactl.sh" stop || true
   $postgres_was_running || "$REPO_ROOT/infra/postgres/pgctl.sh" stop || true
 }
@@ -35,6 +38,17 @@ say "starting PostgreSQL and Kafka"
 "$REPO_ROOT/infra/kafka/kafkactl.sh" start
 
 cd "$REPO_ROOT"
+say "building the workspace"
+cargo build --workspace --bins
+if curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:8088/readyz 2>/dev/null; then
+  say "schema registry already running on :8088; reusing it"
+else
+  say "starting the schema registry"
+  start_process registry
+  registry_started=true
+  wait_ready registry 8088 60 || die "the schema registry did not become ready (see $LOG_DIR/registry.log)"
+fi
+
 say "checking formatting"
 cargo fmt --all -- --check
 say "linting (clippy, warnings are errors)"

@@ -29,12 +29,23 @@ fn history() -> BTreeMap<String, Vec<(u32, PathBuf)>> {
             );
             for file in std::fs::read_dir(&event).expect("event folder") {
                 let file = file.expect("entry").path();
-                let stem = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+                let stem = file
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
                 let version = stem
                     .strip_prefix('v')
                     .and_then(|n| n.parse::<u32>().ok())
-                    .unwrap_or_else(|| panic!("{}: schema files are named v<N>.avsc", file.display()));
-                assert_eq!(file.extension().and_then(|e| e.to_str()), Some("avsc"), "{}", file.display());
+                    .unwrap_or_else(|| {
+                        panic!("{}: schema files are named v<N>.avsc", file.display())
+                    });
+                assert_eq!(
+                    file.extension().and_then(|e| e.to_str()),
+                    Some("avsc"),
+                    "{}",
+                    file.display()
+                );
                 found.entry(name.clone()).or_default().push((version, file));
             }
         }
@@ -52,31 +63,45 @@ fn parse(path: &Path) -> Schema {
 
 /// Why `newer` cannot read data written with `older`, if it cannot.
 fn backward_incompatibility(older: &Schema, newer: &Schema) -> Option<String> {
-    SchemaCompatibility::can_read(older, newer).err().map(|error| error.to_string())
+    SchemaCompatibility::can_read(older, newer)
+        .err()
+        .map(|error| error.to_string())
 }
 
 #[test]
 fn every_schema_version_reads_data_written_with_every_earlier_version() {
     let history = history();
-    assert!(history.len() >= 18, "expected every event's schema, found {}", history.len());
+    assert!(
+        history.len() >= 18,
+        "expected every event's schema, found {}",
+        history.len()
+    );
     let mut problems = Vec::new();
     for (event, versions) in &history {
         let numbers: Vec<u32> = versions.iter().map(|(n, _)| *n).collect();
         let expected: Vec<u32> = (1..=u32::try_from(versions.len()).unwrap_or(0)).collect();
         if numbers != expected {
-            problems.push(format!("{event}: versions must be v1..vN without gaps, found {numbers:?}"));
+            problems.push(format!(
+                "{event}: versions must be v1..vN without gaps, found {numbers:?}"
+            ));
             continue;
         }
         for (index, (newer_version, newer_path)) in versions.iter().enumerate() {
             let newer = parse(newer_path);
             for (older_version, older_path) in &versions[..index] {
                 if let Some(reason) = backward_incompatibility(&parse(older_path), &newer) {
-                    problems.push(format!("{event}: v{newer_version} cannot read v{older_version}: {reason}"));
+                    problems.push(format!(
+                        "{event}: v{newer_version} cannot read v{older_version}: {reason}"
+                    ));
                 }
             }
         }
     }
-    assert!(problems.is_empty(), "breaking schema changes:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "breaking schema changes:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -95,7 +120,11 @@ fn the_build_encodes_with_the_latest_version_of_each_schema() {
             latest.1.display()
         );
     }
-    assert_eq!(events::SCHEMA_FILES.len(), history.len(), "an event folder has no Rust type, or the reverse");
+    assert_eq!(
+        events::SCHEMA_FILES.len(),
+        history.len(),
+        "an event folder has no Rust type, or the reverse"
+    );
 }
 
 #[test]
@@ -114,7 +143,10 @@ fn the_gate_rejects_the_changes_that_break_consumers() {
     ];
     for text in breaking {
         let v2 = Schema::parse_str(text).expect("v2");
-        assert!(backward_incompatibility(&v1, &v2).is_some(), "must be rejected: {text}");
+        assert!(
+            backward_incompatibility(&v1, &v2).is_some(),
+            "must be rejected: {text}"
+        );
     }
     let compatible = [
         // A new field with a default, a removed field, a widened type.
@@ -124,6 +156,10 @@ fn the_gate_rejects_the_changes_that_break_consumers() {
     ];
     for text in compatible {
         let v2 = Schema::parse_str(text).expect("v2");
-        assert_eq!(backward_incompatibility(&v1, &v2), None, "must be accepted: {text}");
+        assert_eq!(
+            backward_incompatibility(&v1, &v2),
+            None,
+            "must be accepted: {text}"
+        );
     }
 }
