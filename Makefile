@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bazaar/target
 
-.PHONY: help run up test down logs lint fmt topics kafka postgres
+.PHONY: help run up test down logs lint fmt topics kafka postgres bench-messaging
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ lint: ## cargo fmt --check and clippy -D warnings
 
 fmt: ## Format the code
 	cargo fmt --all
+
+bench-messaging: ## Benchmark the messaging runtime (release build) against Kafka's and PostgreSQL's floors
+	@scripts/bench.sh messaging-bench
 
 topics: ## Apply infra/kafka/topics.toml to the running broker
 	cargo run -q -p bazaar-cli -- topics apply

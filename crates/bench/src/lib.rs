@@ -1,0 +1,59 @@
+//! Helpers shared by the benchmark binaries.
+
+use std::time::Duration;
+
+/// Latency percentiles of a sample, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Percentiles {
+    pub count: usize,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub fn of(samples: &mut [Duration]) -> Option<Self> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
+            samples[index].as_secs_f64() * 1000.0
+        };
+        Some(Self {
+            count: samples.len(),
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: at(1.0),
+        })
+    }
+}
+
+/// Runs Kafka's own EndToEndLatency tool and returns (average, p50, p99) in milliseconds.
+pub fn kafka_end_to_end_latency(
+    repo_root: &std::path::Path,
+    bootstrap: &str,
+    topic: &str,
+    messages: u32,
+    size: u32,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let output = std::process::Command::new(repo_root.join("infra/kafka/kafkactl.sh"))
+        .args(["java-tool", "org.apache.kafka.tools.EndToEndLatency", bootstrap, topic])
+        .args([messages.to_string(), "all".into(), size.to_string()])
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(output.status.success(), "EndToEndLatency failed: {text}{}", String::from_utf8_lossy(&output.stderr));
+    let number_after = |label: &str| -> Option<f64> {
+        let start = text.find(label)? + label.len();
+        let rest = text[start..].trim_start();
+        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    match (number_after("Avg latency:"), number_after("50th ="), number_after("99th =")) {
+        (Some(avg), Some(p50), Some(p99)) => Ok((avg, p50, p99)),
+        _ => anyhow::bail!("cannot read EndToEndLatency output: {text}"),
+    }
+}
