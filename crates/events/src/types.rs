@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 macro_rules! domain_events {
     ($( $topic:literal { $( $name:ident = $file:literal, key = $key:ident; )+ } )+) => {
         /// Every domain event Bazaar publishes.
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
         pub enum Event {
             $($( $name($name), )+)+
         }

@@ -23,3 +23,14 @@ pub async fn start(
     app.spawn_worker(|shutdown| relay.run(shutdown));
     Ok(app)
 }
+
+/// Connects to a service database and applies its migrations and the runtime's, for command
+/// line tasks (seeding, admin) that run without the service.
+pub async fn connect_and_migrate(
+    settings: &platform::config::DatabaseSettings,
+    service_migrations: &sqlx::migrate::Migrator,
+) -> anyhow::Result<sqlx::PgPool> {
+    let pool = platform::db::connect_and_migrate(settings, service_migrations).await?;
+    crate::migrations::migrator().run(&pool).await?;
+    Ok(pool)
+}

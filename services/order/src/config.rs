@@ -1,5 +1,6 @@
 use std::path::Path;
 
+use auth_kit::AuthSettings;
 use platform::config::{ConfigError, ServiceSettings};
 use serde::{Deserialize, Serialize};
 
@@ -10,12 +11,30 @@ pub const DEFAULT_PORT: u16 = 8083;
 pub struct Config {
     #[serde(flatten)]
     pub service: ServiceSettings,
+    pub auth: AuthSettings,
+    pub checkout: CheckoutSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckoutSettings {
+    /// An order still pending this long after checkout is cancelled with reason `timeout`.
+    pub deadline_ms: u64,
+    /// How often the deadline worker looks for such orders.
+    pub deadline_interval_ms: u64,
+    /// How often an open status stream looks for changes.
+    pub stream_poll_ms: u64,
 }
 
 impl Config {
     pub fn defaults() -> Self {
         Self {
             service: ServiceSettings::local_defaults(SERVICE, DEFAULT_PORT),
+            auth: AuthSettings::default(),
+            checkout: CheckoutSettings {
+                deadline_ms: 15 * 60 * 1000,
+                deadline_interval_ms: 1000,
+                stream_poll_ms: 200,
+            },
         }
     }
 

@@ -1,2 +1,75 @@
-//! Kafka consumers of the order service: which events it reacts to. Each handler runs inside the
-//! messaging runtime's idempotent consumer, in one database transaction with its effects.
+//! The order service's reactions: a catalog replica from product snapshots, and order status
+//! driven by the inventory, payment and shipping events of the saga.
+
+use std::time::Duration;
+
+use events::Event;
+use messaging::{EventHandler, HandlerError, ReceivedEvent};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::db::{self, Cause, OrderDbError};
+use crate::domain::OrderInput;
+
+/// Topics the order service consumes.
+pub const TOPICS: &[&str] = &[
+    "product-snapshots",
+    "inventory-events",
+    "payment-events",
+    "shipment-events",
+];
+
+#[derive(Debug)]
+pub struct OrderHandler;
+
+impl EventHandler for OrderHandler {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        received: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        if let Event::ProductSnapshot(snapshot) = &received.event {
+            return Ok(db::apply_snapshot(tx, snapshot).await?);
+        }
+        let Some((order_id, input)) = OrderInput::from_event(&received.event) else {
+            return Ok(());
+        };
+        let id = Uuid::parse_str(&order_id).map_err(|_| {
+            HandlerError::Rejected(anyhow::anyhow!("order id {order_id:?} is not a UUID"))
+        })?;
+        let Some((_, state)) = db::lock_order(tx, id).await? else {
+            // Events only follow an OrderCreated this service committed first.
+            return Err(HandlerError::Rejected(anyhow::anyhow!(
+                "unknown order {order_id}"
+            )));
+        };
+        db::apply(tx, id, &state, &input, Cause::Event(&received.metadata))
+            .await
+            .map_err(|error| match error {
+                OrderDbError::Database(error) => HandlerError::from(error),
+                OrderDbError::Outbox(error) => HandlerError::from(error),
+                other => HandlerError::Rejected(other.into()),
+            })?;
+        Ok(())
+    }
+}
+
+/// Cancels orders still pending after their deadline, until shutdown.
+pub async fn enforce_deadlines(
+    pool: sqlx::PgPool,
+    interval: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    while !shutdown.is_cancelled() {
+        match db::cancel_overdue(&pool, 100).await {
+            Ok(100) => continue,
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cancelling overdue orders failed; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+    Ok(())
+}

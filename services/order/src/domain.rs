@@ -1,4 +1,542 @@
 //! Orders and the rules that move their status forward.
 //!
-//! Saga rules live here as plain functions from (state, event) to (new state, events to emit),
-//! with no Kafka or database, so they can be tested as the business rules they are.
+//! The checkout saga is choreographed: inventory, payment and shipping react to events and
+//! publish their own. This module is the order service's part of it, as plain functions from
+//! (current state, what happened) to (new state, events to publish). No Kafka, no database.
+//!
+//! The rules:
+//! - An order is `pending` until its stock is committed and its payment captured; then `paid`.
+//! - Out of stock: `rejected` (reason `out_of_stock`, naming the SKU).
+//! - Payment declined, reservation expired, deadline passed or customer request while pending:
+//!   `cancelled` with the reason; `OrderCancelled` tells the others to compensate.
+//! - A paid order moves to `shipping_scheduled` when its shipment is booked.
+//! - Statuses only move forward: late, duplicate or out-of-order events never move an order
+//!   back, and a final order ignores everything but the refund record.
+
+use std::fmt;
+use std::str::FromStr;
+
+use events::{Event, OrderCancelled, OrderPaid, OrderRejected};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    Pending,
+    Paid,
+    ShippingScheduled,
+    Rejected,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Paid => "paid",
+            Self::ShippingScheduled => "shipping_scheduled",
+            Self::Rejected => "rejected",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// No event changes the status of an order in a final state.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::ShippingScheduled | Self::Rejected | Self::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OrderStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "pending" => Self::Pending,
+            "paid" => Self::Paid,
+            "shipping_scheduled" => Self::ShippingScheduled,
+            "rejected" => Self::Rejected,
+            "cancelled" => Self::Cancelled,
+            other => return Err(format!("unknown order status {other:?}")),
+        })
+    }
+}
+
+/// Why an order was cancelled or rejected.
+pub mod reasons {
+    pub const OUT_OF_STOCK: &str = "out_of_stock";
+    pub const PAYMENT_DECLINED: &str = "payment_declined";
+    pub const TIMEOUT: &str = "timeout";
+    pub const CUSTOMER_REQUEST: &str = "customer_request";
+}
+
+/// What the order service knows of one order.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OrderState {
+    pub status: Option<OrderStatus>,
+    pub reason: Option<String>,
+    /// The SKU that was out of stock, for a rejected order.
+    pub rejected_sku: Option<String>,
+    pub stock_committed: bool,
+    pub payment_captured: bool,
+    pub refunded: bool,
+}
+
+impl OrderState {
+    pub fn pending() -> Self {
+        Self {
+            status: Some(OrderStatus::Pending),
+            ..Self::default()
+        }
+    }
+
+    pub fn status(&self) -> OrderStatus {
+        self.status.unwrap_or(OrderStatus::Pending)
+    }
+}
+
+/// Something that happened to an order: an event from another service, or a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderInput {
+    StockReservationFailed { sku: String },
+    StockCommitted,
+    ReservationExpired,
+    PaymentSucceeded,
+    PaymentFailed,
+    PaymentRefunded,
+    ShipmentScheduled,
+    CustomerCancelled,
+    DeadlinePassed,
+}
+
+impl OrderInput {
+    /// The input an event stands for, if the order service cares about it.
+    pub fn from_event(event: &Event) -> Option<(String, Self)> {
+        let input = match event {
+            Event::StockReservationFailed(e) => (
+                e.order_id.clone(),
+                Self::StockReservationFailed { sku: e.sku.clone() },
+            ),
+            Event::StockCommitted(e) => (e.order_id.clone(), Self::StockCommitted),
+            Event::ReservationExpired(e) => (e.order_id.clone(), Self::ReservationExpired),
+            Event::PaymentSucceeded(e) => (e.order_id.clone(), Self::PaymentSucceeded),
+            Event::PaymentFailed(e) => (e.order_id.clone(), Self::PaymentFailed),
+            Event::PaymentRefunded(e) => (e.order_id.clone(), Self::PaymentRefunded),
+            Event::ShipmentScheduled(e) => (e.order_id.clone(), Self::ShipmentScheduled),
+            _ => return None,
+        };
+        Some(input)
+    }
+}
+
+/// The outcome of applying an input: the new state and the events to publish with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub state: OrderState,
+    pub emit: Vec<Event>,
+    /// Why nothing changed, for commands a caller must answer (e.g. cancel of a paid order).
+    pub refused: Option<String>,
+}
+
+impl Decision {
+    fn unchanged(state: &OrderState) -> Self {
+        Self {
+            state: state.clone(),
+            emit: Vec::new(),
+            refused: None,
+        }
+    }
+
+    fn refused(state: &OrderState, why: String) -> Self {
+        Self {
+            refused: Some(why),
+            ..Self::unchanged(state)
+        }
+    }
+}
+
+/// Applies one input to an order.
+pub fn decide(order_id: &str, state: &OrderState, input: &OrderInput) -> Decision {
+    let status = state.status();
+    let mut next = state.clone();
+    let cancel = |next: &mut OrderState, reason: &str| -> Vec<Event> {
+        next.status = Some(OrderStatus::Cancelled);
+        next.reason = Some(reason.to_owned());
+        vec![
+            OrderCancelled {
+                order_id: order_id.to_owned(),
+                reason: reason.to_owned(),
+            }
+            .into(),
+        ]
+    };
+    let emit = match input {
+        // A refund is a fact to record whatever the status: it is what compensation produced.
+        OrderInput::PaymentRefunded => {
+            next.refunded = true;
+            Vec::new()
+        }
+        _ if status.is_final() => {
+            return match input {
+                OrderInput::CustomerCancelled => {
+                    Decision::refused(state, format!("the order is already {status}"))
+                }
+                _ => Decision::unchanged(state),
+            };
+        }
+        OrderInput::StockReservationFailed { sku } if status == OrderStatus::Pending => {
+            next.status = Some(OrderStatus::Rejected);
+            next.reason = Some(reasons::OUT_OF_STOCK.to_owned());
+            next.rejected_sku = Some(sku.clone());
+            vec![
+                OrderRejected {
+                    order_id: order_id.to_owned(),
+                    reason: reasons::OUT_OF_STOCK.to_owned(),
+                    sku: Some(sku.clone()),
+                }
+                .into(),
+            ]
+        }
+        OrderInput::StockCommitted => {
+            next.stock_committed = true;
+            mark_paid_when_complete(order_id, &mut next)
+        }
+        OrderInput::PaymentSucceeded => {
+            next.payment_captured = true;
+            mark_paid_when_complete(order_id, &mut next)
+        }
+        OrderInput::PaymentFailed if status == OrderStatus::Pending => {
+            cancel(&mut next, reasons::PAYMENT_DECLINED)
+        }
+        OrderInput::ReservationExpired | OrderInput::DeadlinePassed
+            if status == OrderStatus::Pending =>
+        {
+            cancel(&mut next, reasons::TIMEOUT)
+        }
+        OrderInput::CustomerCancelled if status == OrderStatus::Pending => {
+            cancel(&mut next, reasons::CUSTOMER_REQUEST)
+        }
+        OrderInput::CustomerCancelled => {
+            return Decision::refused(
+                state,
+                format!("only a pending order can be cancelled; this one is {status}"),
+            );
+        }
+        OrderInput::ShipmentScheduled if status == OrderStatus::Paid => {
+            next.status = Some(OrderStatus::ShippingScheduled);
+            Vec::new()
+        }
+        // Anything else arrives late or out of order for this status, and changes nothing.
+        _ => return Decision::unchanged(state),
+    };
+    Decision {
+        state: next,
+        emit,
+        refused: None,
+    }
+}
+
+fn mark_paid_when_complete(order_id: &str, next: &mut OrderState) -> Vec<Event> {
+    if next.status() == OrderStatus::Pending && next.stock_committed && next.payment_captured {
+        next.status = Some(OrderStatus::Paid);
+        vec![
+            OrderPaid {
+                order_id: order_id.to_owned(),
+            }
+            .into(),
+        ]
+    } else {
+        Vec::new()
+    }
+}
+
+/// A line of a checkout, priced from the catalog replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricedLine {
+    pub sku: String,
+    pub name: String,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("the order has no lines")]
+    Empty,
+    #[error("quantity of {sku} must be between 1 and {max}")]
+    BadQuantity { sku: String, max: i32 },
+    #[error("{sku} is listed twice")]
+    DuplicateSku { sku: String },
+    #[error("lines are priced in different currencies ({first} and {second})")]
+    MixedCurrencies { first: String, second: String },
+    #[error("the order total overflows")]
+    TotalOverflow,
+}
+
+/// The most of one SKU a single order may ask for.
+pub const MAX_QUANTITY_PER_LINE: i32 = 100;
+
+/// Checks a checkout's lines and computes its total in minor units.
+pub fn price_order(lines: &[PricedLine]) -> Result<(i64, String), CheckoutError> {
+    let first = lines.first().ok_or(CheckoutError::Empty)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut total: i64 = 0;
+    for line in lines {
+        if !(1..=MAX_QUANTITY_PER_LINE).contains(&line.quantity) {
+            return Err(CheckoutError::BadQuantity {
+                sku: line.sku.clone(),
+                max: MAX_QUANTITY_PER_LINE,
+            });
+        }
+        if !seen.insert(line.sku.as_str()) {
+            return Err(CheckoutError::DuplicateSku {
+                sku: line.sku.clone(),
+            });
+        }
+        if line.currency != first.currency {
+            return Err(CheckoutError::MixedCurrencies {
+                first: first.currency.clone(),
+                second: line.currency.clone(),
+            });
+        }
+        let line_total = line
+            .unit_price_minor
+            .checked_mul(i64::from(line.quantity))
+            .ok_or(CheckoutError::TotalOverflow)?;
+        total = total
+            .checked_add(line_total)
+            .ok_or(CheckoutError::TotalOverflow)?;
+    }
+    Ok((total, first.currency.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORDER: &str = "order-1";
+
+    /// given a state, when inputs happen in order, then the final state and every emitted event.
+    fn given(state: OrderState) -> Scenario {
+        Scenario {
+            state,
+            emitted: Vec::new(),
+            refusals: Vec::new(),
+        }
+    }
+
+    struct Scenario {
+        state: OrderState,
+        emitted: Vec<Event>,
+        refusals: Vec<String>,
+    }
+
+    impl Scenario {
+        fn when(mut self, input: OrderInput) -> Self {
+            let decision = decide(ORDER, &self.state, &input);
+            self.state = decision.state;
+            self.emitted.extend(decision.emit);
+            self.refusals.extend(decision.refused);
+            self
+        }
+
+        fn then_status(self, status: OrderStatus, reason: Option<&str>) -> Self {
+            assert_eq!(self.state.status(), status);
+            assert_eq!(self.state.reason.as_deref(), reason);
+            self
+        }
+
+        fn then_emitted(self, expected: &[Event]) -> Self {
+            assert_eq!(self.emitted, expected);
+            self
+        }
+    }
+
+    fn cancelled(reason: &str) -> Event {
+        OrderCancelled {
+            order_id: ORDER.into(),
+            reason: reason.into(),
+        }
+        .into()
+    }
+
+    fn paid() -> Event {
+        OrderPaid {
+            order_id: ORDER.into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn payment_and_committed_stock_make_an_order_paid_in_either_order() {
+        given(OrderState::pending())
+            .when(OrderInput::PaymentSucceeded)
+            .then_status(OrderStatus::Pending, None)
+            .when(OrderInput::StockCommitted)
+            .then_status(OrderStatus::Paid, None)
+            .then_emitted(&[paid()]);
+        given(OrderState::pending())
+            .when(OrderInput::StockCommitted)
+            .when(OrderInput::PaymentSucceeded)
+            .then_status(OrderStatus::Paid, None)
+            .then_emitted(&[paid()]);
+    }
+
+    #[test]
+    fn duplicate_events_publish_nothing_twice() {
+        given(OrderState::pending())
+            .when(OrderInput::StockCommitted)
+            .when(OrderInput::PaymentSucceeded)
+            .when(OrderInput::PaymentSucceeded)
+            .when(OrderInput::StockCommitted)
+            .then_status(OrderStatus::Paid, None)
+            .then_emitted(&[paid()]);
+    }
+
+    #[test]
+    fn out_of_stock_rejects_naming_the_sku() {
+        let scenario = given(OrderState::pending())
+            .when(OrderInput::StockReservationFailed {
+                sku: "TEE-M".into(),
+            })
+            .then_status(OrderStatus::Rejected, Some(reasons::OUT_OF_STOCK))
+            .then_emitted(&[OrderRejected {
+                order_id: ORDER.into(),
+                reason: "out_of_stock".into(),
+                sku: Some("TEE-M".into()),
+            }
+            .into()]);
+        assert_eq!(scenario.state.rejected_sku.as_deref(), Some("TEE-M"));
+    }
+
+    #[test]
+    fn a_declined_payment_cancels_and_asks_for_compensation() {
+        given(OrderState::pending())
+            .when(OrderInput::PaymentFailed)
+            .then_status(OrderStatus::Cancelled, Some(reasons::PAYMENT_DECLINED))
+            .then_emitted(&[cancelled("payment_declined")]);
+    }
+
+    #[test]
+    fn an_expired_reservation_or_the_deadline_cancels_with_timeout() {
+        given(OrderState::pending())
+            .when(OrderInput::ReservationExpired)
+            .then_status(OrderStatus::Cancelled, Some(reasons::TIMEOUT))
+            .then_emitted(&[cancelled("timeout")]);
+        given(OrderState::pending())
+            .when(OrderInput::DeadlinePassed)
+            .when(OrderInput::ReservationExpired)
+            .then_status(OrderStatus::Cancelled, Some(reasons::TIMEOUT))
+            .then_emitted(&[cancelled("timeout")]);
+    }
+
+    #[test]
+    fn the_late_payment_race_ends_cancelled_and_records_the_refund() {
+        given(OrderState::pending())
+            .when(OrderInput::ReservationExpired)
+            .when(OrderInput::PaymentSucceeded)
+            .when(OrderInput::StockCommitted)
+            .then_status(OrderStatus::Cancelled, Some(reasons::TIMEOUT))
+            .when(OrderInput::PaymentRefunded)
+            .then_emitted(&[cancelled("timeout")])
+            .state
+            .refunded
+            .then_some(())
+            .expect("refund recorded");
+    }
+
+    #[test]
+    fn a_customer_may_cancel_only_a_pending_order() {
+        given(OrderState::pending())
+            .when(OrderInput::CustomerCancelled)
+            .then_status(OrderStatus::Cancelled, Some(reasons::CUSTOMER_REQUEST))
+            .then_emitted(&[cancelled("customer_request")]);
+        let scenario = given(OrderState::pending())
+            .when(OrderInput::PaymentSucceeded)
+            .when(OrderInput::StockCommitted)
+            .when(OrderInput::CustomerCancelled)
+            .then_status(OrderStatus::Paid, None)
+            .then_emitted(&[paid()]);
+        assert_eq!(scenario.refusals.len(), 1);
+    }
+
+    #[test]
+    fn statuses_never_move_backwards() {
+        given(OrderState::pending())
+            .when(OrderInput::StockReservationFailed { sku: "A".into() })
+            .when(OrderInput::PaymentSucceeded)
+            .when(OrderInput::StockCommitted)
+            .when(OrderInput::PaymentFailed)
+            .when(OrderInput::DeadlinePassed)
+            .then_status(OrderStatus::Rejected, Some(reasons::OUT_OF_STOCK));
+        given(OrderState::pending())
+            .when(OrderInput::PaymentSucceeded)
+            .when(OrderInput::StockCommitted)
+            .when(OrderInput::ShipmentScheduled)
+            .when(OrderInput::PaymentFailed)
+            .when(OrderInput::ReservationExpired)
+            .when(OrderInput::DeadlinePassed)
+            .then_status(OrderStatus::ShippingScheduled, None)
+            .then_emitted(&[paid()]);
+    }
+
+    #[test]
+    fn a_shipment_for_an_unpaid_order_changes_nothing() {
+        given(OrderState::pending())
+            .when(OrderInput::ShipmentScheduled)
+            .then_status(OrderStatus::Pending, None)
+            .then_emitted(&[]);
+    }
+
+    fn line(sku: &str, quantity: i32, price: i64, currency: &str) -> PricedLine {
+        PricedLine {
+            sku: sku.into(),
+            name: sku.into(),
+            quantity,
+            unit_price_minor: price,
+            currency: currency.into(),
+        }
+    }
+
+    #[test]
+    fn an_order_total_is_the_sum_of_its_lines_in_minor_units() {
+        assert_eq!(
+            price_order(&[line("A", 2, 1999, "EUR"), line("B", 1, 890, "EUR")]),
+            Ok((4888, "EUR".into()))
+        );
+    }
+
+    #[test]
+    fn bad_checkouts_are_refused_with_the_reason() {
+        assert_eq!(price_order(&[]), Err(CheckoutError::Empty));
+        assert!(matches!(
+            price_order(&[line("A", 0, 1, "EUR")]),
+            Err(CheckoutError::BadQuantity { .. })
+        ));
+        assert!(matches!(
+            price_order(&[line("A", 101, 1, "EUR")]),
+            Err(CheckoutError::BadQuantity { .. })
+        ));
+        assert!(matches!(
+            price_order(&[line("A", 1, 1, "EUR"), line("A", 1, 1, "EUR")]),
+            Err(CheckoutError::DuplicateSku { .. })
+        ));
+        assert!(matches!(
+            price_order(&[line("A", 1, 1, "EUR"), line("B", 1, 1, "USD")]),
+            Err(CheckoutError::MixedCurrencies { .. })
+        ));
+        assert_eq!(
+            price_order(&[line("A", 100, i64::MAX / 10, "EUR")]),
+            Err(CheckoutError::TotalOverflow)
+        );
+    }
+}

@@ -1,12 +1,36 @@
+use std::time::Duration;
+
+use actix_web::web;
+use messaging::IdempotentConsumer;
+use messaging::consumer::ConsumerSettings;
 use platform::app::Application;
 
 use crate::config::{Config, SERVICE};
+use crate::consumers::{OrderHandler, TOPICS, enforce_deadlines};
 
-/// Migrates the database, serves HTTP and runs the outbox relay. Port 0 picks a free port (tests).
+/// Migrates the database, serves HTTP, and runs the relay, the saga consumer and the deadline
+/// worker. Port 0 picks a free port (tests).
 pub async fn build(config: Config) -> anyhow::Result<Application> {
-    messaging::service::start(SERVICE, config.service, |app| {
-        app.migrations(&crate::db::MIGRATOR)
-            .routes(crate::http::routes)
+    let verifier = web::Data::new(auth_kit::JwtVerifier::new(config.auth.clone()));
+    let checkout = web::Data::new(config.checkout.clone());
+    let kafka = config.service.kafka.clone();
+    let mut app = messaging::service::start(SERVICE, config.service, move |app| {
+        app.migrations(&crate::db::MIGRATOR).routes(move |routes| {
+            routes.app_data(verifier.clone()).app_data(checkout.clone());
+            crate::http::routes(routes);
+        })
     })
-    .await
+    .await?;
+    let consumer = IdempotentConsumer::new(
+        SERVICE,
+        app.pool().clone(),
+        kafka,
+        ConsumerSettings::for_topics(TOPICS),
+        OrderHandler,
+    );
+    app.spawn_worker(|shutdown| consumer.run(shutdown));
+    let pool = app.pool().clone();
+    let interval = Duration::from_millis(config.checkout.deadline_interval_ms);
+    app.spawn_worker(move |shutdown| enforce_deadlines(pool, interval, shutdown));
+    Ok(app)
 }

@@ -1,7 +1,10 @@
+use std::collections::BTreeMap;
+
+use events::{EventMetadata, ProductSnapshot, VariantSnapshot};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::migrate::Migrator;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
 use crate::domain::ProductDraft;
@@ -14,6 +17,7 @@ pub struct ProductRow {
     pub slug: String,
     pub name: String,
     pub description: String,
+    pub archived: bool,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -27,31 +31,82 @@ pub struct VariantRow {
     pub currency: String,
 }
 
-/// Inserts or updates a product by slug, with its variants by SKU. Returns the product id.
-pub async fn upsert_product(
-    tx: &mut Transaction<'_, Postgres>,
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogWriteError {
+    #[error("a product with slug {0:?} already exists")]
+    SlugTaken(String),
+    #[error("SKU {0:?} belongs to another product")]
+    SkuTaken(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Outbox(#[from] messaging::outbox::OutboxError),
+}
+
+/// Creates a product, or updates the one with `id` (or, with no id, the one with the draft's
+/// slug), replacing its variants, and publishes its new snapshot. Returns the product id.
+pub async fn save_product(
+    tx: &mut PgConnection,
+    id: Option<Uuid>,
     draft: &ProductDraft,
-) -> Result<Uuid, sqlx::Error> {
-    let (id,): (Uuid,) = sqlx::query_as(
-        "INSERT INTO products (id, slug, name, description) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (slug) DO UPDATE
-            SET name = EXCLUDED.name, description = EXCLUDED.description, updated_at = now()
-         RETURNING id",
-    )
-    .bind(Uuid::now_v7())
-    .bind(&draft.slug)
-    .bind(&draft.name)
-    .bind(&draft.description)
-    .fetch_one(&mut **tx)
-    .await?;
+    archived: bool,
+) -> Result<Option<Uuid>, CatalogWriteError> {
+    let saved: Option<(Uuid,)> = match id {
+        Some(id) => sqlx::query_as(
+            "UPDATE products SET slug = $2, name = $3, description = $4, archived = $5, updated_at = now()
+              WHERE id = $1 RETURNING id",
+        )
+        .bind(id)
+        .bind(&draft.slug)
+        .bind(&draft.name)
+        .bind(&draft.description)
+        .bind(archived)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|error| slug_conflict(error, &draft.slug))?,
+        None => Some(
+            sqlx::query_as(
+                "INSERT INTO products (id, slug, name, description, archived) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (slug) DO UPDATE
+                    SET name = EXCLUDED.name, description = EXCLUDED.description,
+                        archived = EXCLUDED.archived, updated_at = now()
+                 RETURNING id",
+            )
+            .bind(Uuid::now_v7())
+            .bind(&draft.slug)
+            .bind(&draft.name)
+            .bind(&draft.description)
+            .bind(archived)
+            .fetch_one(&mut *tx)
+            .await?,
+        ),
+    };
+    let Some((id,)) = saved else {
+        return Ok(None);
+    };
+    let skus: Vec<&str> = draft.variants.iter().map(|v| v.sku.as_str()).collect();
+    let foreign: Option<(String,)> =
+        sqlx::query_as("SELECT sku FROM variants WHERE sku = ANY($1) AND product_id <> $2 LIMIT 1")
+            .bind(&skus)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some((sku,)) = foreign {
+        return Err(CatalogWriteError::SkuTaken(sku));
+    }
+    sqlx::query("DELETE FROM variants WHERE product_id = $1 AND NOT (sku = ANY($2))")
+        .bind(id)
+        .bind(&skus)
+        .execute(&mut *tx)
+        .await?;
     for (position, variant) in draft.variants.iter().enumerate() {
         sqlx::query(
             "INSERT INTO variants (sku, product_id, name, attributes, price_minor, currency, position)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (sku) DO UPDATE
-                SET product_id = EXCLUDED.product_id, name = EXCLUDED.name,
-                    attributes = EXCLUDED.attributes, price_minor = EXCLUDED.price_minor,
-                    currency = EXCLUDED.currency, position = EXCLUDED.position",
+                SET name = EXCLUDED.name, attributes = EXCLUDED.attributes,
+                    price_minor = EXCLUDED.price_minor, currency = EXCLUDED.currency,
+                    position = EXCLUDED.position",
         )
         .bind(&variant.sku)
         .bind(id)
@@ -60,23 +115,94 @@ pub async fn upsert_product(
         .bind(variant.price_minor)
         .bind(variant.currency.as_str())
         .bind(i32::try_from(position).unwrap_or(i32::MAX))
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
-    Ok(id)
+    publish_snapshot(tx, id).await?;
+    Ok(Some(id))
 }
 
-pub async fn list_products(pool: &PgPool) -> Result<Vec<ProductRow>, sqlx::Error> {
-    sqlx::query_as::<Postgres, ProductRow>(
-        "SELECT id, slug, name, description FROM products WHERE NOT archived ORDER BY name, id",
+fn slug_conflict(error: sqlx::Error, slug: &str) -> CatalogWriteError {
+    match error.as_database_error().and_then(|e| e.code()) {
+        Some(code) if code == "23505" => CatalogWriteError::SlugTaken(slug.to_owned()),
+        _ => CatalogWriteError::Database(error),
+    }
+}
+
+/// Publishes the full current state of a product, so replicas need nothing else.
+async fn publish_snapshot(tx: &mut PgConnection, id: Uuid) -> Result<(), CatalogWriteError> {
+    let product = sqlx::query_as::<Postgres, ProductRow>(
+        "SELECT id, slug, name, description, archived FROM products WHERE id = $1",
     )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let variants = sqlx::query_as::<Postgres, VariantRow>(
+        "SELECT sku, product_id, name, attributes, price_minor, currency
+           FROM variants WHERE product_id = $1 ORDER BY position, sku",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let snapshot = ProductSnapshot {
+        product_id: product.id.to_string(),
+        slug: product.slug,
+        name: product.name,
+        description: product.description,
+        archived: product.archived,
+        variants: variants
+            .into_iter()
+            .map(|variant| VariantSnapshot {
+                sku: variant.sku,
+                name: variant.name,
+                attributes: serde_json::from_value::<BTreeMap<String, String>>(variant.attributes)
+                    .unwrap_or_default(),
+                price_minor: variant.price_minor,
+                currency: variant.currency,
+            })
+            .collect(),
+    };
+    let event = snapshot.into();
+    let metadata = EventMetadata::originating("ProductSnapshot", id.to_string(), None);
+    messaging::outbox::append(tx, &event, &metadata).await?;
+    Ok(())
+}
+
+/// One page of the catalog, ordered by name: products after `after` (name, id) whose name or
+/// description contains `text`.
+pub async fn list_products(
+    pool: &PgPool,
+    text: Option<&str>,
+    after: Option<(String, Uuid)>,
+    limit: i64,
+) -> Result<Vec<ProductRow>, sqlx::Error> {
+    let pattern = text.map(|text| {
+        let escaped = text
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        format!("%{escaped}%")
+    });
+    let (after_name, after_id) = after.unzip();
+    sqlx::query_as::<Postgres, ProductRow>(
+        "SELECT id, slug, name, description, archived FROM products
+          WHERE NOT archived
+            AND ($1::text IS NULL OR name ILIKE $1 OR description ILIKE $1)
+            AND ($2::text IS NULL OR (name, id) > ($2, $3))
+          ORDER BY name, id
+          LIMIT $4",
+    )
+    .bind(pattern)
+    .bind(after_name)
+    .bind(after_id)
+    .bind(limit)
     .fetch_all(pool)
     .await
 }
 
 pub async fn find_product(pool: &PgPool, id: Uuid) -> Result<Option<ProductRow>, sqlx::Error> {
     sqlx::query_as::<Postgres, ProductRow>(
-        "SELECT id, slug, name, description FROM products WHERE id = $1 AND NOT archived",
+        "SELECT id, slug, name, description, archived FROM products WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(pool)

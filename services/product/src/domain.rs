@@ -43,6 +43,8 @@ pub enum CatalogError {
     NegativePrice { sku: String },
     #[error("product {slug:?} has no variants")]
     NoVariants { slug: String },
+    #[error("{field} must not be blank")]
+    Blank { field: &'static str },
 }
 
 /// A product as an administrator describes it, before it has an id.
@@ -67,6 +69,12 @@ pub struct VariantDraft {
 
 impl ProductDraft {
     pub fn validate(&self) -> Result<(), CatalogError> {
+        if self.slug.trim().is_empty() {
+            return Err(CatalogError::Blank { field: "slug" });
+        }
+        if self.name.trim().is_empty() {
+            return Err(CatalogError::Blank { field: "name" });
+        }
         if self.variants.is_empty() {
             return Err(CatalogError::NoVariants {
                 slug: self.slug.clone(),

@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
         }
         Command::SeedDemo { file } => {
-            let pool = platform::db::connect_and_migrate(
+            let pool = messaging::service::connect_and_migrate(
                 &config.service.database,
                 &product_service::db::MIGRATOR,
             )

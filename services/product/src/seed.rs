@@ -13,7 +13,8 @@ struct DemoCatalog {
     products: Vec<ProductDraft>,
 }
 
-/// Upserts every product of the file; running it again changes nothing. Returns how many.
+/// Creates or updates every product of the file by slug and publishes their snapshots.
+/// Running it again changes nothing but republishing. Returns how many products.
 pub async fn seed_demo_catalog(pool: &PgPool, file: &Path) -> anyhow::Result<usize> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -24,7 +25,7 @@ pub async fn seed_demo_catalog(pool: &PgPool, file: &Path) -> anyhow::Result<usi
         product
             .validate()
             .with_context(|| format!("in {}", file.display()))?;
-        crate::db::upsert_product(&mut tx, product).await?;
+        crate::db::save_product(&mut tx, None, product, false).await?;
     }
     tx.commit().await?;
     Ok(catalog.products.len())

@@ -1,12 +1,16 @@
+use actix_web::web;
 use platform::app::Application;
 
 use crate::config::{Config, SERVICE};
 
 /// Migrates the database, serves HTTP and runs the outbox relay. Port 0 picks a free port (tests).
 pub async fn build(config: Config) -> anyhow::Result<Application> {
-    messaging::service::start(SERVICE, config.service, |app| {
-        app.migrations(&crate::db::MIGRATOR)
-            .routes(crate::http::routes)
+    let verifier = web::Data::new(auth_kit::JwtVerifier::new(config.auth.clone()));
+    messaging::service::start(SERVICE, config.service, move |app| {
+        app.migrations(&crate::db::MIGRATOR).routes(move |routes| {
+            routes.app_data(verifier.clone());
+            crate::http::routes(routes);
+        })
     })
     .await
 }
