@@ -41,18 +41,33 @@ pub fn kafka_end_to_end_latency(
     size: u32,
 ) -> anyhow::Result<(f64, f64, f64)> {
     let output = std::process::Command::new(repo_root.join("infra/kafka/kafkactl.sh"))
-        .args(["java-tool", "org.apache.kafka.tools.EndToEndLatency", bootstrap, topic])
+        .args([
+            "java-tool",
+            "org.apache.kafka.tools.EndToEndLatency",
+            bootstrap,
+            topic,
+        ])
         .args([messages.to_string(), "all".into(), size.to_string()])
         .output()?;
     let text = String::from_utf8_lossy(&output.stdout);
-    anyhow::ensure!(output.status.success(), "EndToEndLatency failed: {text}{}", String::from_utf8_lossy(&output.stderr));
+    anyhow::ensure!(
+        output.status.success(),
+        "EndToEndLatency failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let number_after = |label: &str| -> Option<f64> {
         let start = text.find(label)? + label.len();
         let rest = text[start..].trim_start();
-        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         rest[..end].parse().ok()
     };
-    match (number_after("Avg latency:"), number_after("50th ="), number_after("99th =")) {
+    match (
+        number_after("Avg latency:"),
+        number_after("50th ="),
+        number_after("99th ="),
+    ) {
         (Some(avg), Some(p50), Some(p99)) => Ok((avg, p50, p99)),
         _ => anyhow::bail!("cannot read EndToEndLatency output: {text}"),
     }

@@ -47,7 +47,9 @@ impl Default for RelaySettings {
             poll_interval: Duration::from_millis(500),
             retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(60),
-            linger: Duration::from_millis(1),
+            // Messages that queue up while a request is in flight are still batched; waiting
+            // for more only adds latency to every hop of the saga.
+            linger: Duration::ZERO,
         }
     }
 }
@@ -92,6 +94,7 @@ pub struct Relay {
     producer: FutureProducer,
     schema_ids: HashMap<String, u32>,
     service: &'static str,
+    backlog_recorded_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -137,6 +140,7 @@ impl Relay {
             producer,
             schema_ids: HashMap::new(),
             service,
+            backlog_recorded_at: None,
         })
     }
 
@@ -321,7 +325,15 @@ impl Relay {
         Ok(id)
     }
 
-    async fn record_backlog(&self) {
+    /// At most once a second: counting the backlog is not free, and it is only for dashboards.
+    async fn record_backlog(&mut self) {
+        if self
+            .backlog_recorded_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.backlog_recorded_at = Some(Instant::now());
         let backlog: Result<(i64, Option<f64>), sqlx::Error> = sqlx::query_as(
             "SELECT count(*), EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8
                FROM messaging_outbox WHERE published_at IS NULL",

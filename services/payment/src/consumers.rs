@@ -1,2 +1,187 @@
-//! Kafka consumers of the payment service: which events it reacts to. Each handler runs inside the
-//! messaging runtime's idempotent consumer, in one database transaction with its effects.
+//! The payment service's reactions to the checkout saga, and the workers that talk to the
+//! payment provider outside any database transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use events::Event;
+use messaging::{EventHandler, HandlerError, ReceivedEvent};
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WorkerSettings;
+use crate::db::{self, Cause, PaymentDbError, Work};
+use crate::domain::{PaymentInput, PaymentState, Terms};
+use crate::provider::{
+    ChargeOutcome, ChargeRequest, PaymentProvider, ProviderError, RefundRequest,
+};
+
+/// Topics the payment service consumes.
+pub const TOPICS: &[&str] = &["order-events", "inventory-events"];
+
+#[derive(Debug)]
+pub struct PaymentHandler;
+
+impl EventHandler for PaymentHandler {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        received: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        let (order_id, input) = match &received.event {
+            Event::OrderCreated(order) => (
+                &order.order_id,
+                PaymentInput::OrderCreated(Terms {
+                    amount_minor: order.total_minor,
+                    currency: order.currency.clone(),
+                    payment_token: order.payment_token.clone(),
+                }),
+            ),
+            Event::StockReserved(reserved) => (&reserved.order_id, PaymentInput::StockReserved),
+            Event::StockReservationFailed(failed) => {
+                (&failed.order_id, PaymentInput::OrderAbandoned)
+            }
+            Event::OrderRejected(rejected) => (&rejected.order_id, PaymentInput::OrderAbandoned),
+            Event::OrderCancelled(cancelled) => (&cancelled.order_id, PaymentInput::OrderCancelled),
+            Event::ReservationExpired(expired) => (&expired.order_id, PaymentInput::OrderCancelled),
+            _ => return Ok(()),
+        };
+        db::apply(tx, order_id, input, Cause::Event(&received.metadata))
+            .await
+            .map_err(handler_error)?;
+        Ok(())
+    }
+}
+
+fn handler_error(error: PaymentDbError) -> HandlerError {
+    match error {
+        PaymentDbError::Database(error) => HandlerError::from(error),
+        PaymentDbError::Outbox(error) => HandlerError::from(error),
+        other => HandlerError::Rejected(other.into()),
+    }
+}
+
+/// Sends due charges and refunds to the provider until shutdown. A provider call never runs
+/// inside a database transaction: the row is claimed with a lease, the call is made, and the
+/// outcome is applied in a new transaction. The order id is the idempotency key, so retrying
+/// after a crash or timeout cannot charge twice.
+pub async fn run_payment_worker<P: PaymentProvider>(
+    pool: PgPool,
+    provider: Arc<P>,
+    settings: WorkerSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.listen(db::WORK_CHANNEL).await?;
+    let lease = Duration::from_millis(settings.lease_ms);
+    while !shutdown.is_cancelled() {
+        let mut busy = false;
+        for work in [Work::Charge, Work::Refund] {
+            match db::claim(&pool, work, settings.concurrency, lease).await {
+                Ok(claimed) if !claimed.is_empty() => {
+                    busy = true;
+                    let calls = claimed.into_iter().map(|(order_id, state)| {
+                        let pool = pool.clone();
+                        let provider = provider.clone();
+                        let settings = settings.clone();
+                        async move {
+                            if let Err(error) = settle(&pool, provider.as_ref(), &settings, work, &order_id, &state).await {
+                                tracing::warn!(order_id, error = %error, "payment work failed; its lease will lapse and it is retried");
+                            }
+                        }
+                    });
+                    futures::future::join_all(calls).await;
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "claiming payment work failed"),
+            }
+        }
+        if busy {
+            continue;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = listener.try_recv() => {}
+            () = tokio::time::sleep(Duration::from_millis(settings.poll_ms)) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn settle<P: PaymentProvider>(
+    pool: &PgPool,
+    provider: &P,
+    settings: &WorkerSettings,
+    work: Work,
+    order_id: &str,
+    state: &PaymentState,
+) -> Result<(), PaymentDbError> {
+    let Some(terms) = &state.terms else {
+        return Ok(());
+    };
+    let outcome: Result<PaymentInput, ProviderError> = match work {
+        Work::Charge => provider
+            .charge(&ChargeRequest {
+                idempotency_key: order_id.to_owned(),
+                amount_minor: terms.amount_minor,
+                currency: terms.currency.clone(),
+                payment_token: terms.payment_token.clone(),
+                description: format!("Bazaar order {order_id}"),
+            })
+            .await
+            .map(|outcome| match outcome {
+                ChargeOutcome::Succeeded { payment_id } => {
+                    PaymentInput::ChargeSucceeded { payment_id }
+                }
+                ChargeOutcome::Declined { reason } => PaymentInput::ChargeDeclined { reason },
+            }),
+        Work::Refund => match &state.payment_id {
+            Some(payment_id) => provider
+                .refund(&RefundRequest {
+                    idempotency_key: format!("refund-{order_id}"),
+                    payment_id: payment_id.clone(),
+                    amount_minor: terms.amount_minor,
+                })
+                .await
+                .map(|_| PaymentInput::RefundSucceeded),
+            None => return Ok(()),
+        },
+    };
+    let mut tx = pool.begin().await?;
+    match outcome {
+        Ok(input) => {
+            db::apply(&mut tx, order_id, input, Cause::Worker).await?;
+            db::release(&mut tx, order_id, None).await?;
+        }
+        Err(error) => {
+            let attempts = db::attempts(pool, order_id).await.unwrap_or(0);
+            let delay = backoff(settings, attempts);
+            tracing::warn!(order_id, %error, attempts, retry_in = ?delay, "payment provider call failed; will retry");
+            if work == Work::Charge {
+                // The charge may have gone through: it must be resolved before anything else.
+                db::apply(
+                    &mut tx,
+                    order_id,
+                    PaymentInput::ChargeOutcomeUnknown,
+                    Cause::Worker,
+                )
+                .await?;
+            }
+            db::release(&mut tx, order_id, Some(delay)).await?;
+            metrics::counter!("payment_provider_failures_total").increment(1);
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn backoff(settings: &WorkerSettings, attempts: i32) -> Duration {
+    let factor = 1u64 << attempts.clamp(0, 10);
+    Duration::from_millis(
+        settings
+            .retry_initial_ms
+            .saturating_mul(factor)
+            .min(settings.retry_max_ms),
+    )
+}

@@ -1,3 +1,214 @@
+use events::{Event, EventMetadata};
 use sqlx::migrate::Migrator;
+use sqlx::{PgConnection, PgPool};
+
+use crate::domain::{self, ChargeStatus, PaymentInput, PaymentState, RefundStatus};
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Channel the workers listen on; raised when a charge or refund becomes due.
+pub const WORK_CHANNEL: &str = "payments_due";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentDbError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Outbox(#[from] messaging::outbox::OutboxError),
+    #[error("stored payment state is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+fn status_name<T: serde::Serialize>(status: &T) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Who caused a change: a consumed event (its lineage continues) or a worker.
+#[derive(Debug, Clone, Copy)]
+pub enum Cause<'a> {
+    Event(&'a EventMetadata),
+    Worker,
+}
+
+/// Applies an input to an order's payment under a row lock, stores the new state, records
+/// transactions and publishes the decision's events.
+pub async fn apply(
+    tx: &mut PgConnection,
+    order_id: &str,
+    input: PaymentInput,
+    cause: Cause<'_>,
+) -> Result<PaymentState, PaymentDbError> {
+    // Creates the row on first sight, so two inputs for a new order serialise on its lock.
+    sqlx::query(
+        "INSERT INTO payments (order_id, state, charge_status, refund_status)
+         VALUES ($1, $2, 'waiting', 'none') ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(sqlx::types::Json(PaymentState::default()))
+    .execute(&mut *tx)
+    .await?;
+    let (stored,): (sqlx::types::Json<PaymentState>,) =
+        sqlx::query_as("SELECT state FROM payments WHERE order_id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let before = stored.0;
+    let record = transaction_record(&input);
+    let decision = domain::decide(order_id, &before, input);
+    let after = decision.state;
+    if after != before {
+        sqlx::query(
+            "UPDATE payments SET state = $2, charge_status = $3, refund_status = $4, updated_at = now()
+              WHERE order_id = $1",
+        )
+        .bind(order_id)
+        .bind(sqlx::types::Json(&after))
+        .bind(status_name(&after.charge))
+        .bind(status_name(&after.refund))
+        .execute(&mut *tx)
+        .await?;
+        let newly_due = (after.charge == ChargeStatus::Due && before.charge != ChargeStatus::Due)
+            || (after.refund == RefundStatus::Due && before.refund != RefundStatus::Due);
+        if newly_due {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(WORK_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    if let (Some((kind, status, reference)), Some(terms)) = (record, &after.terms) {
+        let settled = match kind {
+            "charge" => after.charge != before.charge,
+            _ => after.refund != before.refund,
+        };
+        if settled {
+            sqlx::query(
+                "INSERT INTO payment_transactions (id, order_id, kind, status, amount_minor, currency, provider_reference)
+                 VALUES ($1, $2::uuid, $3, $4, $5, $6, $7)",
+            )
+            .bind(uuid::Uuid::now_v7())
+            .bind(order_id)
+            .bind(kind)
+            .bind(status)
+            .bind(terms.amount_minor)
+            .bind(&terms.currency)
+            .bind(reference)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    for event in &decision.emit {
+        publish(tx, event, order_id, cause).await?;
+    }
+    Ok(after)
+}
+
+/// The transaction record an input settles, if any: (kind, status, provider reference).
+fn transaction_record(
+    input: &PaymentInput,
+) -> Option<(&'static str, &'static str, Option<String>)> {
+    match input {
+        PaymentInput::ChargeSucceeded { payment_id } => {
+            Some(("charge", "succeeded", Some(payment_id.clone())))
+        }
+        PaymentInput::ChargeDeclined { reason } => {
+            Some(("charge", "declined", Some(reason.clone())))
+        }
+        PaymentInput::RefundSucceeded => Some(("refund", "succeeded", None)),
+        _ => None,
+    }
+}
+
+async fn publish(
+    tx: &mut PgConnection,
+    event: &Event,
+    order_id: &str,
+    cause: Cause<'_>,
+) -> Result<(), PaymentDbError> {
+    match cause {
+        Cause::Event(metadata) => messaging::outbox::append_caused_by(tx, event, metadata).await?,
+        Cause::Worker => {
+            let metadata = EventMetadata::originating(event.type_name(), order_id, None);
+            messaging::outbox::append(tx, event, &metadata).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Which queue a worker serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    Charge,
+    Refund,
+}
+
+/// Claims up to `limit` due rows for `lease`; other workers skip them meanwhile.
+pub async fn claim(
+    pool: &PgPool,
+    work: Work,
+    limit: i64,
+    lease: std::time::Duration,
+) -> Result<Vec<(String, PaymentState)>, PaymentDbError> {
+    let statement = match work {
+        Work::Charge => {
+            "UPDATE payments SET lease_until = now() + make_interval(secs => $2)
+              WHERE order_id IN (
+                  SELECT order_id FROM payments
+                   WHERE charge_status = 'due' AND next_attempt_at <= now()
+                     AND (lease_until IS NULL OR lease_until < now())
+                   ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+              RETURNING order_id, state"
+        }
+        Work::Refund => {
+            "UPDATE payments SET lease_until = now() + make_interval(secs => $2)
+              WHERE order_id IN (
+                  SELECT order_id FROM payments
+                   WHERE refund_status = 'due' AND next_attempt_at <= now()
+                     AND (lease_until IS NULL OR lease_until < now())
+                   ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+              RETURNING order_id, state"
+        }
+    };
+    let rows: Vec<(String, sqlx::types::Json<PaymentState>)> = sqlx::query_as(statement)
+        .bind(limit)
+        .bind(lease.as_secs_f64())
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|(id, state)| (id, state.0)).collect())
+}
+
+/// Releases a claim; after a failure the row is retried no sooner than `retry_in`.
+pub async fn release(
+    tx: &mut PgConnection,
+    order_id: &str,
+    retry_in: Option<std::time::Duration>,
+) -> Result<(), sqlx::Error> {
+    match retry_in {
+        Some(delay) => sqlx::query(
+            "UPDATE payments SET lease_until = NULL, attempts = attempts + 1,
+                    next_attempt_at = now() + make_interval(secs => $2)
+              WHERE order_id = $1",
+        )
+        .bind(order_id)
+        .bind(delay.as_secs_f64()),
+        None => {
+            sqlx::query("UPDATE payments SET lease_until = NULL, attempts = 0 WHERE order_id = $1")
+                .bind(order_id)
+        }
+    }
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Attempts made so far on a row (for backoff).
+pub async fn attempts(pool: &PgPool, order_id: &str) -> Result<i32, sqlx::Error> {
+    let (attempts,): (i32,) = sqlx::query_as("SELECT attempts FROM payments WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_one(pool)
+        .await?;
+    Ok(attempts)
+}

@@ -1,12 +1,33 @@
+use std::sync::Arc;
+
+use messaging::IdempotentConsumer;
+use messaging::consumer::ConsumerSettings;
 use platform::app::Application;
 
 use crate::config::{Config, SERVICE};
+use crate::consumers::{PaymentHandler, TOPICS, run_payment_worker};
+use crate::provider::HttpPaymentProvider;
 
-/// Migrates the database, serves HTTP and runs the outbox relay. Port 0 picks a free port (tests).
+/// Migrates the database, serves HTTP, and runs the relay, the saga consumer and the payment
+/// worker. Port 0 picks a free port (tests).
 pub async fn build(config: Config) -> anyhow::Result<Application> {
-    messaging::service::start(SERVICE, config.service, |app| {
+    let kafka = config.service.kafka.clone();
+    let mut app = messaging::service::start(SERVICE, config.service, |app| {
         app.migrations(&crate::db::MIGRATOR)
             .routes(crate::http::routes)
     })
-    .await
+    .await?;
+    let consumer = IdempotentConsumer::new(
+        SERVICE,
+        app.pool().clone(),
+        kafka,
+        ConsumerSettings::for_topics(TOPICS),
+        PaymentHandler,
+    );
+    app.spawn_worker(|shutdown| consumer.run(shutdown));
+    let provider = Arc::new(HttpPaymentProvider::new(&config.provider));
+    let pool = app.pool().clone();
+    let workers = config.workers.clone();
+    app.spawn_worker(move |shutdown| run_payment_worker(pool, provider, workers, shutdown));
+    Ok(app)
 }
