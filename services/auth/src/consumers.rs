@@ -1,2 +1,2 @@
-//! Kafka consumers of the auth service: which events it reacts to. Each handler runs inside the
-//! messaging runtime's idempotent consumer, in one database transaction with its effects.
+//! Kafka consumers of the auth service: none. It only publishes (UserRegistered, through the
+//! outbox); accounts change only through its own API and command line.

@@ -1,4 +1,500 @@
-use actix_web::web;
+//! The auth API: `/auth/register`, `/auth/login`, `/auth/refresh`, `/auth/logout`, `/auth/me`
+//! and the JWKS at `/.well-known/jwks.json`. The gateway publishes them as `/api/auth/*`.
 
-/// The auth service's own routes (health endpoints come from `platform`).
-pub fn routes(_config: &mut web::ServiceConfig) {}
+use std::net::IpAddr;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use auth_kit::{AuthenticatedUser, JwtVerifier};
+use events::TraceParent;
+use platform::http::ApiError;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::accounts::{self, RegisterFailure};
+use crate::config::LoginLimitSettings;
+use crate::db;
+use crate::domain::{self, FieldErrors, Throttle};
+use crate::passwords::Passwords;
+use crate::sessions::{RefreshFailure, Sessions, hash_refresh_token};
+
+/// What the handlers share besides the pool.
+#[derive(Debug, Clone)]
+pub struct AuthState {
+    pub sessions: Sessions,
+    pub passwords: Passwords,
+    pub login_limit: LoginLimitSettings,
+}
+
+/// The auth service's routes; `verifier` checks the tokens of `/auth/me` and `/auth/logout`.
+pub fn routes(
+    state: web::Data<AuthState>,
+    verifier: web::Data<JwtVerifier>,
+) -> impl Fn(&mut web::ServiceConfig) + Send + Sync + Clone + 'static {
+    move |config| {
+        config
+            .app_data(state.clone())
+            .app_data(verifier.clone())
+            .route("/auth/register", web::post().to(register))
+            .route("/auth/login", web::post().to(login))
+            .route("/auth/refresh", web::post().to(refresh))
+            .route("/auth/logout", web::post().to(logout))
+            .route("/auth/me", web::get().to(me))
+            .route("/.well-known/jwks.json", web::get().to(jwks));
+    }
+}
+
+/// Turns a handler's error enum into the shared error answer.
+macro_rules! api_error_response {
+    ($error:ty) => {
+        impl ResponseError for $error {
+            fn status_code(&self) -> StatusCode {
+                ApiError::from(self).status_code()
+            }
+
+            fn error_response(&self) -> HttpResponse {
+                ApiError::from(self).error_response()
+            }
+        }
+    };
+}
+
+fn internal(error: &anyhow::Error) -> ApiError {
+    ApiError::internal(anyhow::anyhow!("{error:#}"))
+}
+
+fn trace_of(request: &HttpRequest) -> Option<TraceParent> {
+    request
+        .headers()
+        .get("traceparent")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+#[derive(Debug, Deserialize)]
+struct RegisterRequest {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Debug, Serialize)]
+struct AccountView {
+    id: uuid::Uuid,
+    email: String,
+    name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RegisterError {
+    #[error("invalid fields: {0:?}")]
+    Invalid(FieldErrors),
+    #[error("duplicate e-mail address")]
+    Duplicate,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<&RegisterError> for ApiError {
+    fn from(error: &RegisterError) -> Self {
+        match error {
+            RegisterError::Invalid(fields) => ApiError::validation(fields.clone()),
+            RegisterError::Duplicate => {
+                ApiError::conflict("an account with this e-mail address already exists")
+            }
+            RegisterError::Internal(cause) => internal(cause),
+        }
+    }
+}
+
+api_error_response!(RegisterError);
+
+async fn register(
+    pool: web::Data<PgPool>,
+    state: web::Data<AuthState>,
+    request: HttpRequest,
+    body: web::Json<RegisterRequest>,
+) -> Result<HttpResponse, RegisterError> {
+    let account = domain::validate_registration(&body.email, &body.password, &body.name)
+        .map_err(RegisterError::Invalid)?;
+    let registered = accounts::register(
+        &pool,
+        &state.passwords,
+        &account,
+        domain::customer_roles(),
+        trace_of(&request).as_ref(),
+    )
+    .await
+    .map_err(|failure| match failure {
+        RegisterFailure::DuplicateEmail => RegisterError::Duplicate,
+        RegisterFailure::Internal(cause) => RegisterError::Internal(cause),
+    })?;
+    Ok(HttpResponse::Created().json(AccountView {
+        id: registered.id,
+        email: registered.email,
+        name: registered.name,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginRequest {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LoginError {
+    #[error("invalid fields: {0:?}")]
+    Invalid(FieldErrors),
+    /// Unknown address and wrong password answer alike.
+    #[error("wrong credentials")]
+    WrongCredentials,
+    #[error("too many login attempts; retry after {retry_after_secs} s")]
+    TooManyAttempts { retry_after_secs: u64 },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<&LoginError> for ApiError {
+    fn from(error: &LoginError) -> Self {
+        match error {
+            LoginError::Invalid(fields) => ApiError::validation(fields.clone()),
+            LoginError::WrongCredentials => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "wrong e-mail address or password",
+            ),
+            LoginError::TooManyAttempts { .. } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many login attempts; try again later",
+            ),
+            LoginError::Internal(cause) => internal(cause),
+        }
+    }
+}
+
+impl ResponseError for LoginError {
+    fn status_code(&self) -> StatusCode {
+        ApiError::from(self).status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = ApiError::from(self).error_response();
+        if let Self::TooManyAttempts { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for LoginError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+/// The client's address: the last `X-Forwarded-For` hop (the one our gateway appended) when
+/// that is trusted, else the peer.
+fn client_address(request: &HttpRequest, trust_forwarded_for: bool) -> String {
+    let forwarded = trust_forwarded_for
+        .then(|| {
+            request
+                .headers()
+                .get_all("x-forwarded-for")
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .next_back()
+                .and_then(|hop| hop.trim().parse::<IpAddr>().ok())
+        })
+        .flatten();
+    forwarded
+        .or_else(|| request.peer_addr().map(|peer| peer.ip()))
+        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+}
+
+/// Counts this attempt in `bucket` and judges it against `limit`.
+async fn count_attempt(
+    pool: &PgPool,
+    bucket: &str,
+    limit: u32,
+    window: Duration,
+) -> Result<(), LoginError> {
+    let (counted, now) = db::count_in_window(pool, bucket, window).await?;
+    match domain::throttle(counted, limit, window, now) {
+        Throttle::Allowed => Ok(()),
+        Throttle::Limited { retry_after_secs } => {
+            tracing::warn!(bucket, retry_after_secs, "login throttled");
+            Err(LoginError::TooManyAttempts { retry_after_secs })
+        }
+    }
+}
+
+async fn login(
+    pool: web::Data<PgPool>,
+    state: web::Data<AuthState>,
+    request: HttpRequest,
+    body: web::Json<LoginRequest>,
+) -> Result<HttpResponse, LoginError> {
+    let email = domain::validate_login(&body.email, &body.password).map_err(LoginError::Invalid)?;
+    let limits = &state.login_limit;
+    let window = Duration::from_secs(limits.window_secs);
+    let address = client_address(&request, limits.trust_forwarded_for);
+    count_attempt(
+        &pool,
+        &format!("address:{address}"),
+        limits.max_attempts_per_address,
+        window,
+    )
+    .await?;
+    // Counted before the password is checked and cleared on success, so concurrent guesses
+    // cannot slip past the limit between a check and an increment.
+    let account_bucket = format!("account:{}", email.to_lowercase());
+    count_attempt(
+        &pool,
+        &account_bucket,
+        limits.max_failures_per_account,
+        window,
+    )
+    .await?;
+
+    let user = db::find_user_by_email(&pool, &email).await?;
+    let matches = state
+        .passwords
+        .verify(
+            body.password.clone(),
+            user.as_ref().map(|user| user.password_hash.clone()),
+        )
+        .await
+        .map_err(anyhow::Error::from)?;
+    let user = match user {
+        Some(user) if matches => user,
+        _ => return Err(LoginError::WrongCredentials),
+    };
+    db::reset_bucket(&pool, &account_bucket).await?;
+    let pair = state.sessions.start(&pool, &user).await?;
+    tracing::info!(user_id = %user.id, "logged in");
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(pair))
+}
+
+#[derive(Debug, Deserialize)]
+struct RefreshRequest {
+    #[serde(default)]
+    refresh_token: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RefreshError {
+    #[error("invalid fields: {0:?}")]
+    Invalid(FieldErrors),
+    #[error("refused refresh token")]
+    Refused,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<&RefreshError> for ApiError {
+    fn from(error: &RefreshError) -> Self {
+        match error {
+            RefreshError::Invalid(fields) => ApiError::validation(fields.clone()),
+            RefreshError::Refused => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_refresh_token",
+                "the refresh token is not valid; log in again",
+            ),
+            RefreshError::Internal(cause) => internal(cause),
+        }
+    }
+}
+
+api_error_response!(RefreshError);
+
+async fn refresh(
+    pool: web::Data<PgPool>,
+    state: web::Data<AuthState>,
+    body: web::Json<RefreshRequest>,
+) -> Result<HttpResponse, RefreshError> {
+    let presented = body.refresh_token.trim();
+    if presented.is_empty() {
+        return Err(RefreshError::Invalid(FieldErrors::from([(
+            "refresh_token".to_owned(),
+            "is required".to_owned(),
+        )])));
+    }
+    match state.sessions.refresh(&pool, presented).await {
+        Ok(pair) => Ok(HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(pair)),
+        Err(RefreshFailure::Invalid(why)) => {
+            tracing::info!(why, "refresh refused");
+            Err(RefreshError::Refused)
+        }
+        Err(RefreshFailure::Internal(cause)) => Err(RefreshError::Internal(cause)),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LogoutRequest {
+    refresh_token: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LogoutError {
+    #[error("the body is not a logout request: {0}")]
+    Body(String),
+    #[error(transparent)]
+    Internal(#[from] sqlx::Error),
+}
+
+impl From<&LogoutError> for ApiError {
+    fn from(error: &LogoutError) -> Self {
+        match error {
+            LogoutError::Body(message) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
+            }
+            LogoutError::Internal(cause) => ApiError::internal(anyhow::anyhow!("{cause}")),
+        }
+    }
+}
+
+api_error_response!(LogoutError);
+
+/// Ends the session of the given refresh token, or every session of the user when the body is
+/// empty. Access tokens already issued stay valid until they expire (minutes).
+async fn logout(
+    user: AuthenticatedUser,
+    pool: web::Data<PgPool>,
+    body: web::Bytes,
+) -> Result<HttpResponse, LogoutError> {
+    let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        LogoutRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|error| LogoutError::Body(error.to_string()))?
+    };
+    let revoked = match request.refresh_token.as_deref().map(str::trim) {
+        Some(token) if !token.is_empty() => {
+            db::revoke_session_of_user(&pool, user.user_id, &hash_refresh_token(token)).await?
+        }
+        _ => db::revoke_all_sessions_of_user(&pool, user.user_id).await?,
+    };
+    tracing::info!(user_id = %user.user_id, revoked, "logged out");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Serialize)]
+struct MeView {
+    id: uuid::Uuid,
+    email: String,
+    name: String,
+    roles: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum MeError {
+    #[error("the account no longer exists")]
+    Gone,
+    #[error(transparent)]
+    Internal(#[from] sqlx::Error),
+}
+
+impl From<&MeError> for ApiError {
+    fn from(error: &MeError) -> Self {
+        match error {
+            MeError::Gone => ApiError::unauthorized("the account no longer exists"),
+            MeError::Internal(cause) => ApiError::internal(anyhow::anyhow!("{cause}")),
+        }
+    }
+}
+
+api_error_response!(MeError);
+
+async fn me(user: AuthenticatedUser, pool: web::Data<PgPool>) -> Result<HttpResponse, MeError> {
+    let account = db::find_user(pool.get_ref(), user.user_id)
+        .await?
+        .ok_or(MeError::Gone)?;
+    Ok(HttpResponse::Ok().json(MeView {
+        id: account.id,
+        email: account.email,
+        name: account.display_name,
+        roles: account.roles,
+    }))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct JwksError(#[from] anyhow::Error);
+
+impl From<&JwksError> for ApiError {
+    fn from(error: &JwksError) -> Self {
+        internal(&error.0)
+    }
+}
+
+api_error_response!(JwksError);
+
+async fn jwks(pool: web::Data<PgPool>) -> Result<HttpResponse, JwksError> {
+    let document = crate::keys::jwks(&pool).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/jwk-set+json")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=60"))
+        .body(document))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn the_client_address_is_the_last_forwarded_hop_when_trusted() {
+        let request = TestRequest::default()
+            .peer_addr("10.0.0.5:4000".parse().expect("addr"))
+            .insert_header(("x-forwarded-for", "1.2.3.4, 203.0.113.9"))
+            .to_http_request();
+        assert_eq!(client_address(&request, true), "203.0.113.9");
+        assert_eq!(client_address(&request, false), "10.0.0.5");
+    }
+
+    #[test]
+    fn a_garbage_forwarded_header_falls_back_to_the_peer() {
+        let request = TestRequest::default()
+            .peer_addr("10.0.0.5:4000".parse().expect("addr"))
+            .insert_header(("x-forwarded-for", "not-an-ip"))
+            .to_http_request();
+        assert_eq!(client_address(&request, true), "10.0.0.5");
+    }
+
+    #[test]
+    fn too_many_attempts_carries_retry_after() {
+        let response = LoginError::TooManyAttempts {
+            retry_after_secs: 42,
+        }
+        .error_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from(42u64))
+        );
+    }
+
+    #[test]
+    fn wrong_credentials_never_say_which_part_was_wrong() {
+        let api = ApiError::from(&LoginError::WrongCredentials);
+        assert_eq!(api.status_code(), StatusCode::UNAUTHORIZED);
+        assert_eq!(api.code(), "invalid_credentials");
+    }
+}

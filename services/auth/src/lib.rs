@@ -1,8 +1,13 @@
 //! Bazaar auth service. Users and passwords; issues JWTs and publishes UserRegistered.
 
+pub mod accounts;
+pub mod admin;
 pub mod config;
 pub mod consumers;
 pub mod db;
 pub mod domain;
 pub mod http;
+pub mod keys;
+pub mod passwords;
+pub mod sessions;
 pub mod startup;

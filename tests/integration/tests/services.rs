@@ -57,6 +57,7 @@ async fn spawn(service: &str) -> Running {
         "auth" => {
             start(auth_service::startup::build(auth_service::config::Config {
                 service: settings,
+                ..auth_service::config::Config::defaults()
             }))
             .await
         }
