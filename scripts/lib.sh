@@ -10,8 +10,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bazaar/target}"
 BIN_DIR="$CARGO_TARGET_DIR/debug"
 
 # Service name and port, in start order. The schema registry comes first (serializers in the
-# other services look schemas up there); the gateway comes last.
-SERVICES=(registry:8088 auth:8081 product:8082 order:8083 inventory:8084 payment:8085 notification:8086 shipping:8087)
+# other services look schemas up there), then the payment gateway simulator (the card processor
+# the payment service charges through); the gateway comes last.
+SERVICES=(registry:8088 payment-gateway:8089 auth:8081 product:8082 order:8083 inventory:8084 payment:8085 notification:8086 shipping:8087)
 GATEWAY_PORT=8080
 
 mkdir -p "$LOG_DIR" "$PID_DIR"
@@ -23,6 +24,7 @@ binary_of() {
   case "$1" in
     gateway) echo "$BIN_DIR/gateway" ;;
     registry) echo "$BIN_DIR/schema-registry" ;;
+    payment-gateway) echo "$BIN_DIR/payment-gateway" ;;
     *) echo "$BIN_DIR/$1-service" ;;
   esac
 }

@@ -33,3 +33,34 @@ impl Config {
         platform::config::load(&Self::defaults(), file)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::TimeoutMode;
+
+    #[test]
+    fn defaults_inject_no_faults() {
+        let config = Config::load(None).expect("defaults load");
+        assert_eq!(config.http.port, DEFAULT_PORT);
+        assert_eq!(config.faults, FaultSettings::default());
+    }
+
+    #[test]
+    fn a_file_sets_some_faults_and_keeps_the_other_defaults() {
+        let dir = std::env::temp_dir().join(format!("bazaar-pgw-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("payment-gateway.toml");
+        std::fs::write(
+            &path,
+            "[faults]\nfailure_rate = 0.2\nlatency_ms = 150\ntimeout_mode = \"drop\"\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&path)).expect("file load");
+        assert_eq!(config.faults.failure_rate, 0.2);
+        assert_eq!(config.faults.latency_ms, 150);
+        assert_eq!(config.faults.timeout_mode, TimeoutMode::Drop);
+        assert_eq!(config.faults.timeout_hold_ms, 5_000);
+        assert_eq!(config.http.port, DEFAULT_PORT);
+    }
+}

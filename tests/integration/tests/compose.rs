@@ -20,6 +20,8 @@ fn compose() -> Value {
 
 /// The workspace service that docker-compose.yml deploys as Confluent's image instead.
 const SCHEMA_REGISTRY: &str = "schema-registry";
+/// The card processor simulator: it keeps its state in memory and needs no database or Kafka.
+const PAYMENT_GATEWAY: &str = "payment-gateway";
 
 /// Binaries of the workspace's services, read from their Cargo.toml files.
 fn workspace_services() -> Vec<String> {
@@ -106,6 +108,15 @@ fn every_workspace_service_is_deployed_with_its_configuration() {
                     "{name}: upstream {upstream}"
                 );
             }
+        } else if name == PAYMENT_GATEWAY {
+            assert!(
+                has("BAZAAR__HTTP__HOST"),
+                "{name}: listens on all interfaces in a container"
+            );
+            assert!(
+                !has("BAZAAR__DATABASE__URL"),
+                "{name}: keeps its state in memory, without a database"
+            );
         } else {
             for key in [
                 "BAZAAR__HTTP__HOST",
