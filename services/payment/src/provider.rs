@@ -130,6 +130,9 @@ impl HttpPaymentProvider {
     pub fn new(settings: &ProviderSettings) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
+            // A redirect would turn a POST into a GET; it means a wrong base_url, so it is
+            // reported instead of followed.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!(
                 "bazaar-payment-service/",
                 env!("CARGO_PKG_VERSION")
@@ -155,6 +158,8 @@ impl HttpPaymentProvider {
             .await;
         let response = match sent {
             Ok(response) => response,
+            // Nothing was sent: the URL or a header (the idempotency key) is malformed.
+            Err(error) if error.is_builder() => return Reply::Unsendable(describe(&error)),
             Err(error) => return Reply::Lost(describe(&error)),
         };
         let status = response.status();
@@ -233,6 +238,8 @@ impl PaymentProvider for HttpPaymentProvider {
 enum Reply {
     /// No complete answer: connection refused or cut, timed out.
     Lost(String),
+    /// The request could not even be built.
+    Unsendable(String),
     Answered {
         status: StatusCode,
         /// `None` when the body was not JSON.
@@ -303,6 +310,7 @@ type Answered = (StatusCode, Option<Value>, Option<String>);
 fn answered(reply: Reply) -> Result<Answered, ProviderError> {
     match reply {
         Reply::Lost(reason) => Err(ProviderError::Unavailable(reason)),
+        Reply::Unsendable(reason) => Err(ProviderError::Rejected(reason)),
         Reply::Answered {
             status,
             body,
@@ -339,7 +347,9 @@ fn failure(status: StatusCode, body: Option<&Value>, request_id: &Option<String>
             status,
             StatusCode::REQUEST_TIMEOUT | StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS
         );
-    if retry_helps || !status.is_client_error() {
+    // Redirects and other 4xx are answers about the request or the configuration, which a
+    // retry repeats unchanged.
+    if retry_helps || !(status.is_client_error() || status.is_redirection()) {
         ProviderError::Unavailable(text)
     } else {
         ProviderError::Rejected(text)
@@ -492,6 +502,42 @@ mod tests {
         let lost = charge_outcome(Reply::Lost("operation timed out".into()));
         assert!(
             matches!(lost, Err(ProviderError::Unavailable(message)) if message.contains("timed out"))
+        );
+    }
+
+    #[test]
+    fn redirects_and_unsendable_requests_are_rejected() {
+        let outcome = charge_outcome(answered(301, json!(null)));
+        assert!(
+            matches!(&outcome, Err(ProviderError::Rejected(message)) if message.starts_with("HTTP 301")),
+            "{outcome:?}"
+        );
+        let outcome = charge_outcome(Reply::Unsendable("invalid header value".into()));
+        assert!(
+            matches!(outcome, Err(ProviderError::Rejected(_))),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_that_cannot_be_a_header_is_rejected_without_a_call() {
+        let provider = HttpPaymentProvider::new(&ProviderSettings {
+            // Nothing listens on port 1; a request that got this far would be Unavailable.
+            base_url: "http://127.0.0.1:1".into(),
+            ..ProviderSettings::default()
+        });
+        let outcome = provider
+            .charge(&ChargeRequest {
+                idempotency_key: "order\n1".into(),
+                amount_minor: 100,
+                currency: "EUR".into(),
+                payment_token: "tok_visa".into(),
+                description: String::new(),
+            })
+            .await;
+        assert!(
+            matches!(outcome, Err(ProviderError::Rejected(_))),
+            "{outcome:?}"
         );
     }
 
