@@ -20,7 +20,9 @@ use crate::settings::AuthSettings;
 const LEEWAY_SECS: u64 = 30;
 /// An unknown `kid` triggers a refetch at most this often, so forged tokens with random key ids
 /// cannot turn every request into a JWKS download.
-const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(1);
+/// An unknown `kid` waits for the next allowed refetch only if it comes within this long.
+const MAX_WAIT_FOR_REFETCH: Duration = Duration::from_secs(2);
 /// Keys are reloaded this long after the last successful fetch even when every `kid` is known,
 /// so a key the issuer withdrew stops being accepted.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
@@ -197,7 +199,9 @@ impl JwtVerifier {
         Ok(Self::build(settings, None, keys))
     }
 
-    /// How often an unknown `kid` may trigger a refetch (default 5 s).
+    /// How often an unknown `kid` may trigger a refetch (default 1 s). A token with an unknown
+    /// `kid` waits for the next allowed refetch when that is at most 2 s away, so a rotation
+    /// costs no refusals.
     pub fn with_refetch_interval(self, interval: Duration) -> Self {
         self.write_cache().refetch_interval = interval;
         self
@@ -283,19 +287,32 @@ impl JwtVerifier {
         let Some(source) = &self.inner.source else {
             return self.cached(kid).ok_or(VerifyError::UnknownKey);
         };
-        if let Some(key) = self.cached(kid)
-            && !self.stale()
-        {
-            return Ok(key);
+        if let Some(key) = self.cached(kid) {
+            if !self.stale() {
+                return Ok(key);
+            }
+            // A known key never waits for a fetch: if one is already running (possibly held up
+            // by forged key ids), the cached key serves.
+            let Ok(_one_fetch) = self.inner.fetching.try_lock() else {
+                return Ok(key);
+            };
+            if self.stale() {
+                self.fetch(source.as_ref()).await;
+            }
+            // A key the issuer withdrew is refused from now on.
+            return self.cached(kid).ok_or(VerifyError::UnknownKey);
         }
         let _one_fetch = self.inner.fetching.lock().await;
         // Someone else may have fetched while this task waited.
-        if let Some(key) = self.cached(kid)
-            && !self.stale()
-        {
+        if let Some(key) = self.cached(kid) {
             return Ok(key);
         }
-        if self.may_fetch() {
+        // A kid we do not know is usually a freshly rotated key: wait for the next allowed fetch
+        // rather than refuse, unless that is far off. Forged ids thus cost their sender time,
+        // and the issuer at most one fetch per interval.
+        let wait = self.until_next_attempt();
+        if wait <= MAX_WAIT_FOR_REFETCH {
+            tokio::time::sleep(wait).await;
             self.fetch(source.as_ref()).await;
         }
         if let Some(key) = self.cached(kid) {
@@ -336,8 +353,11 @@ impl JwtVerifier {
             && attempt_allowed(&cache)
     }
 
-    fn may_fetch(&self) -> bool {
-        attempt_allowed(&self.read_cache())
+    fn until_next_attempt(&self) -> Duration {
+        let cache = self.read_cache();
+        cache.attempted_at.map_or(Duration::ZERO, |at| {
+            cache.refetch_interval.saturating_sub(at.elapsed())
+        })
     }
 
     async fn fetch(&self, source: &dyn JwksSource) {
@@ -546,41 +566,95 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unknown_kid_refetches_but_no_more_often_than_allowed() {
+    async fn a_rotated_key_is_picked_up_without_a_single_refusal() {
         let old = TestIssuer::new();
         let new = TestIssuer::new();
         let source = counting(old.jwks_json());
         let verifier = JwtVerifier::with_source(old.settings().clone(), source.clone())
-            .with_refetch_interval(Duration::from_millis(200));
+            .with_refetch_interval(Duration::from_millis(300));
         verifier
             .verify(&old.token_for(user(), "a@example.com", &[]))
             .await
             .expect("old key");
         // The issuer rotates: both keys are published.
         *source.jwks.lock().expect("lock") = old.jwks_with(&new);
-        let rotated = new.token_for(user(), "a@example.com", &[]);
-        // Too soon after the last fetch: refused without a fetch.
-        assert_eq!(
-            verifier.verify(&rotated).await,
-            Err(VerifyError::UnknownKey)
-        );
-        assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Right after the last fetch: the verifier waits for the next allowed one.
+        let started = Instant::now();
         verifier
-            .verify(&rotated)
+            .verify(&new.token_for(user(), "a@example.com", &[]))
             .await
-            .expect("new key after refetch");
+            .expect("new key after a refetch");
+        assert!(started.elapsed() >= Duration::from_millis(200));
         verifier
             .verify(&old.token_for(user(), "a@example.com", &[]))
             .await
             .expect("the previous key stays valid");
         assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
-        // Random key ids cannot force a fetch per request.
-        for _ in 0..10 {
-            let forged = old.unknown_kid_token_for(user(), "a@example.com", &[]);
-            assert_eq!(verifier.verify(&forged).await, Err(VerifyError::UnknownKey));
+    }
+
+    #[tokio::test]
+    async fn forged_key_ids_cause_at_most_one_fetch_per_interval() {
+        let issuer = TestIssuer::new();
+        let source = counting(issuer.jwks_json());
+        let interval = Duration::from_millis(100);
+        let verifier = JwtVerifier::with_source(issuer.settings().clone(), source.clone())
+            .with_refetch_interval(interval);
+        let started = Instant::now();
+        let forged: Vec<String> = (0..8)
+            .map(|_| issuer.unknown_kid_token_for(user(), "a@example.com", &[]))
+            .collect();
+        let outcomes = futures_join(&verifier, &forged).await;
+        assert!(
+            outcomes
+                .iter()
+                .all(|outcome| *outcome == Err(VerifyError::UnknownKey))
+        );
+        let fetches = source.fetches.load(Ordering::SeqCst);
+        let allowed = started.elapsed().as_millis() / interval.as_millis() + 1;
+        assert!(
+            fetches as u128 <= allowed,
+            "{fetches} fetches in {:?}",
+            started.elapsed()
+        );
+        // Known keys are served meanwhile without waiting.
+        verifier
+            .verify(&issuer.token_for(user(), "a@example.com", &[]))
+            .await
+            .expect("valid");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_does_not_wait_for_a_distant_refetch() {
+        let issuer = TestIssuer::new();
+        let source = counting(issuer.jwks_json());
+        let verifier = JwtVerifier::with_source(issuer.settings().clone(), source.clone())
+            .with_refetch_interval(Duration::from_secs(60));
+        verifier
+            .verify(&issuer.token_for(user(), "a@example.com", &[]))
+            .await
+            .expect("valid");
+        let started = Instant::now();
+        let forged = issuer.unknown_kid_token_for(user(), "a@example.com", &[]);
+        assert_eq!(verifier.verify(&forged).await, Err(VerifyError::UnknownKey));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+    }
+
+    async fn futures_join(
+        verifier: &JwtVerifier,
+        tokens: &[String],
+    ) -> Vec<Result<Claims, VerifyError>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for token in tokens {
+            let verifier = verifier.clone();
+            let token = token.clone();
+            tasks.spawn(async move { verifier.verify(&token).await });
         }
-        assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
+        let mut outcomes = Vec::new();
+        while let Some(outcome) = tasks.join_next().await {
+            outcomes.push(outcome.expect("task"));
+        }
+        outcomes
     }
 
     #[tokio::test]

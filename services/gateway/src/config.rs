@@ -1,5 +1,6 @@
 use std::path::Path;
 
+use auth_kit::AuthSettings;
 use platform::config::{ConfigError, HttpSettings, LogSettings};
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +12,10 @@ pub struct Config {
     pub http: HttpSettings,
     pub log: LogSettings,
     pub upstreams: Upstreams,
+    /// Where the JWKS is and which issuer and audience tokens must name.
+    pub auth: AuthSettings,
+    pub limits: Limits,
+    pub cors: CorsSettings,
 }
 
 /// Base URLs of the services the gateway forwards to.
@@ -23,7 +28,8 @@ pub struct Upstreams {
     pub payment: String,
     pub notification: String,
     pub shipping: String,
-    /// How long one upstream call may take before the client gets 504.
+    /// How long an upstream may take to answer (to send its response headers, and for anything
+    /// but an event stream, its whole body) before the client gets 504.
     pub timeout_ms: u64,
 }
 
@@ -38,6 +44,30 @@ impl Upstreams {
             ("notification", &self.notification),
             ("shipping", &self.shipping),
         ]
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest request body forwarded; larger ones get 413.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CorsSettings {
+    /// Comma-separated origins allowed to call the API from a browser, e.g.
+    /// `https://shop.example.com,http://localhost:5173`; `*` allows any origin. Empty (the
+    /// default) allows none: the storefront is served by the gateway itself, same-origin.
+    pub allowed_origins: String,
+}
+
+impl CorsSettings {
+    pub fn origins(&self) -> Vec<&str> {
+        self.allowed_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .collect()
     }
 }
 
@@ -60,10 +90,34 @@ impl Config {
                 shipping: local(8087),
                 timeout_ms: 5_000,
             },
+            auth: AuthSettings::default(),
+            limits: Limits {
+                max_body_bytes: 1024 * 1024,
+            },
+            cors: CorsSettings {
+                allowed_origins: String::new(),
+            },
         }
     }
 
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         platform::config::load(&Self::defaults(), file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_origins_are_a_comma_separated_list() {
+        let cors = CorsSettings {
+            allowed_origins: " https://a.example, ,http://localhost:5173 ".into(),
+        };
+        assert_eq!(
+            cors.origins(),
+            ["https://a.example", "http://localhost:5173"]
+        );
+        assert!(Config::defaults().cors.origins().is_empty());
     }
 }

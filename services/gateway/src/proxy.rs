@@ -1,9 +1,15 @@
-//! Forwarding of public API calls to the service that owns them.
+//! Forwarding of public API calls to the service that owns them. Request bodies are small and
+//! bounded, so they are read whole; responses are streamed back as they arrive, which is what
+//! lets an event stream through.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
+use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
+use futures::StreamExt;
 use platform::http::ApiError;
 
 /// One upstream service and the HTTP client used to reach it.
@@ -12,6 +18,8 @@ pub struct Upstream {
     pub name: &'static str,
     pub base_url: String,
     pub client: reqwest::Client,
+    /// Deadline for the response headers, and for the whole body unless streaming.
+    pub timeout: Duration,
 }
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
@@ -26,16 +34,49 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-fn is_forwardable(name: &str) -> bool {
-    !HOP_BY_HOP.contains(&name) && name != "host" && name != "content-length"
+/// Set by the gateway itself; whatever a client sent under these names is dropped.
+const GATEWAY_OWNED: [&str; 4] = [
+    "x-request-id",
+    "traceparent",
+    "x-forwarded-for",
+    "forwarded",
+];
+
+fn is_forwardable(name: &str, connection_listed: &[String]) -> bool {
+    !HOP_BY_HOP.contains(&name)
+        && name != "host"
+        && name != "content-length"
+        && !connection_listed.iter().any(|listed| listed == name)
 }
 
-/// Forwards the request to `upstream` at `path` (plus the original query), returning its answer.
+/// Header names the `Connection` header declares hop-by-hop.
+fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("connection")
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// What the gateway adds to every forwarded request.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    pub request_id: String,
+    pub traceparent: String,
+    pub client_ip: Option<IpAddr>,
+}
+
+/// Forwards the request to `upstream` at `path` (plus the original query) and streams its answer
+/// back.
 pub async fn forward(
     upstream: &Upstream,
     path: &str,
     request: &HttpRequest,
     body: web::Bytes,
+    forwarding: &Forwarding,
+    streaming: bool,
 ) -> Result<HttpResponse, ApiError> {
     let mut url = format!("{}{}", upstream.base_url, path);
     if !request.query_string().is_empty() {
@@ -51,50 +92,116 @@ pub async fn forward(
             )
         })?;
     let mut outgoing = upstream.client.request(method, &url).body(body);
+    if !streaming {
+        outgoing = outgoing.timeout(upstream.timeout);
+    }
+    let listed = connection_listed(request.headers());
     for (name, value) in request.headers() {
-        if is_forwardable(name.as_str()) {
-            outgoing = outgoing.header(name.as_str(), value.as_bytes());
+        let name = name.as_str();
+        if is_forwardable(name, &listed) && !GATEWAY_OWNED.contains(&name) {
+            outgoing = outgoing.header(name, value.as_bytes());
         }
     }
-    let answer = outgoing
-        .send()
-        .await
-        .map_err(|error| upstream_failure(upstream.name, &error))?;
+    outgoing = outgoing
+        .header("x-request-id", &forwarding.request_id)
+        .header("traceparent", &forwarding.traceparent);
+    if let Some(ip) = forwarding.client_ip {
+        // Only the peer the gateway saw: a client's own X-Forwarded-For is not evidence.
+        outgoing = outgoing.header("x-forwarded-for", ip.to_string());
+    }
+    let answer = match tokio::time::timeout(upstream.timeout, outgoing.send()).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(error)) => return Err(upstream_failure(upstream.name, &error)),
+        Err(_) => return Err(upstream_timeout(upstream.name)),
+    };
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);
+    let listed = connection_listed_reqwest(answer.headers());
     for (name, value) in answer.headers() {
-        if is_forwardable(name.as_str()) {
-            response.insert_header((name.as_str(), value.as_bytes()));
+        if is_forwardable(name.as_str(), &listed)
+            && let Ok(name) = HeaderName::from_bytes(name.as_str().as_bytes())
+        {
+            response.append_header((name, value.as_bytes()));
         }
     }
-    let bytes = answer
-        .bytes()
-        .await
-        .map_err(|error| upstream_failure(upstream.name, &error))?;
-    Ok(response.body(bytes))
+    if streaming {
+        // Proxies in front of the gateway must not hold events back either.
+        response.insert_header(("x-accel-buffering", "no"));
+    }
+    let length = answer.content_length();
+    let name = upstream.name;
+    let stream = answer.bytes_stream().map(move |chunk| {
+        chunk.map_err(|error| {
+            tracing::warn!(upstream = name, %error, "upstream body failed midway");
+            std::io::Error::other("upstream body failed")
+        })
+    });
+    Ok(match length {
+        Some(length) if !streaming => response.body(SizedStream::new(length, stream)),
+        _ => response.body(BodyStream::new(stream)),
+    })
+}
+
+fn connection_listed_reqwest(headers: &reqwest::header::HeaderMap) -> Vec<String> {
+    headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+fn upstream_timeout(name: &str) -> ApiError {
+    tracing::warn!(upstream = name, "upstream did not answer in time");
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "upstream_timeout",
+        format!("the {name} service did not answer in time"),
+    )
 }
 
 fn upstream_failure(name: &str, error: &reqwest::Error) -> ApiError {
-    tracing::warn!(upstream = name, error = %error, "upstream call failed");
     if error.is_timeout() {
-        ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_timeout",
-            format!("the {name} service did not answer in time"),
-        )
-    } else {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_unavailable",
-            format!("the {name} service is unavailable"),
-        )
+        return upstream_timeout(name);
     }
+    tracing::warn!(upstream = name, error = %error, "upstream call failed");
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "upstream_unavailable",
+        format!("the {name} service is unavailable"),
+    )
 }
 
-pub fn client(timeout: Duration) -> reqwest::Client {
+/// One client for every upstream. No overall timeout here: each request sets its own, and event
+/// streams have none.
+pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(timeout)
         .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(30))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_stay_behind() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static("connection"),
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
+        let listed = connection_listed(&headers);
+        assert!(!is_forwardable("x-secret-hop", &listed));
+        assert!(!is_forwardable("transfer-encoding", &listed));
+        assert!(!is_forwardable("host", &listed));
+        assert!(is_forwardable("authorization", &listed));
+        assert!(is_forwardable("idempotency-key", &listed));
+    }
 }

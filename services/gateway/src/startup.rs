@@ -1,18 +1,29 @@
+use std::collections::HashMap;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::middleware::from_fn;
+use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use auth_kit::{AuthError, AuthenticatedUser, JwtVerifier, bearer_token};
+use futures::StreamExt;
 use platform::http::{ApiError, Readiness, ReadinessCheck};
 
 use crate::config::Config;
-use crate::proxy::{self, Upstream};
+use crate::edge::{CorsPolicy, RequestContext, edge};
+use crate::proxy::{self, Forwarding, Upstream};
+use crate::routes::{self, Access, RouteError, Service, Target};
 
 const STOREFRONT: &str = include_str!("../static/index.html");
 
-/// The routes each service owns, by public prefix.
+/// What the forwarding handler needs.
 #[derive(Debug, Clone)]
-struct Routes {
-    product: Upstream,
+struct Gate {
+    upstreams: HashMap<Service, Upstream>,
+    verifier: JwtVerifier,
+    max_body_bytes: usize,
 }
 
 /// A running gateway.
@@ -30,28 +41,59 @@ impl std::fmt::Debug for Gateway {
 }
 
 pub fn build(config: Config) -> anyhow::Result<Gateway> {
-    let client = proxy::client(Duration::from_millis(config.upstreams.timeout_ms));
+    let client = proxy::client();
+    let timeout = Duration::from_millis(config.upstreams.timeout_ms);
     let readiness = config
         .upstreams
         .named()
         .into_iter()
         .map(|(name, base_url)| upstream_alive(name, base_url.to_owned(), client.clone()))
         .fold(Readiness::default(), Readiness::with);
-    let routes = Routes {
-        product: Upstream {
-            name: "product",
-            base_url: config.upstreams.product.clone(),
-            client,
-        },
+    let upstream = |service: Service, base_url: &str| {
+        (
+            service,
+            Upstream {
+                name: service.name(),
+                base_url: base_url.trim_end_matches('/').to_owned(),
+                client: client.clone(),
+                timeout,
+            },
+        )
     };
+    let urls = &config.upstreams;
+    let gate = web::Data::new(Gate {
+        upstreams: HashMap::from([
+            upstream(Service::Auth, &urls.auth),
+            upstream(Service::Product, &urls.product),
+            upstream(Service::Order, &urls.order),
+            upstream(Service::Inventory, &urls.inventory),
+            upstream(Service::Notification, &urls.notification),
+            upstream(Service::Shipping, &urls.shipping),
+        ]),
+        verifier: JwtVerifier::new(config.auth.clone()),
+        max_body_bytes: config.limits.max_body_bytes,
+    });
+    let cors = web::Data::new(CorsPolicy::new(&config.cors.origins()));
     let listener = platform::http::bind(&config.http)?;
     let port = listener.local_addr()?.port();
     let server = platform::http::serve(listener, readiness, move |service| {
         service
-            .app_data(web::Data::new(routes.clone()))
+            .app_data(gate.clone())
+            .app_data(cors.clone())
             .route("/", web::get().to(storefront))
-            .route("/api/products", web::get().to(products))
-            .route("/api/products/{tail:.*}", web::get().to(products));
+            .service(
+                web::scope("/api")
+                    .wrap(from_fn(edge))
+                    .route("/openapi.json", web::get().to(crate::openapi::openapi_json))
+                    .route("/docs", web::get().to(crate::openapi::docs_redirect))
+                    .route("/docs/{tail:.*}", web::get().to(crate::openapi::docs_file))
+                    .default_service(web::to(forward)),
+            )
+            .service(
+                web::scope("/.well-known")
+                    .wrap(from_fn(edge))
+                    .default_service(web::to(forward)),
+            );
     })?;
     tracing::info!(port, "gateway listening");
     Ok(Gateway { port, server })
@@ -63,13 +105,94 @@ async fn storefront() -> HttpResponse {
         .body(STOREFRONT)
 }
 
-async fn products(
-    routes: web::Data<Routes>,
+/// Every public API call: route, check the token, read the body within the limit, forward.
+async fn forward(
+    gate: web::Data<Gate>,
     request: HttpRequest,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    let path = request.path().trim_start_matches("/api");
-    proxy::forward(&routes.product, path, &request, body).await
+    payload: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    let route = routes::resolve(request.method(), request.path()).map_err(|error| match error {
+        RouteError::NotFound => ApiError::not_found("no such route"),
+        RouteError::BadPath => ApiError::bad_request("the path is not allowed"),
+    })?;
+    authorize(&gate.verifier, route.access, &request).await?;
+    let Target::Upstream {
+        service,
+        path,
+        streaming,
+    } = route.target
+    else {
+        return Err(ApiError::not_found("no such route").into());
+    };
+    let upstream = gate
+        .upstreams
+        .get(&service)
+        .ok_or_else(|| ApiError::not_found("no such route"))?;
+    let body = read_body(&request, payload, gate.max_body_bytes).await?;
+    let context = request
+        .extensions()
+        .get::<RequestContext>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no request context")))?;
+    let forwarding = Forwarding {
+        request_id: context.request_id,
+        traceparent: context.traceparent.to_string(),
+        client_ip: request.peer_addr().map(|peer| peer.ip()),
+    };
+    Ok(proxy::forward(upstream, &path, &request, body, &forwarding, streaming).await?)
+}
+
+/// The gateway checks the token before forwarding; the service checks it again.
+async fn authorize(
+    verifier: &JwtVerifier,
+    access: Access,
+    request: &HttpRequest,
+) -> Result<(), AuthError> {
+    if access == Access::Public {
+        return Ok(());
+    }
+    let token = bearer_token(request.headers()).ok_or_else(AuthError::missing_token)?;
+    let user = AuthenticatedUser::try_from(verifier.verify(token).await?)?;
+    if access == Access::Admin && !user.is_admin() {
+        tracing::info!(user_id = %user.user_id, path = request.path(), "admin route refused");
+        return Err(AuthError::forbidden());
+    }
+    Ok(())
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the body may be at most {limit} bytes"),
+    )
+}
+
+/// Reads the whole body, refusing (413) as soon as it exceeds `limit`.
+async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| usize::try_from(length).map_or(true, |length| length > limit))
+    {
+        return Err(too_large(limit));
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// The gateway is ready when every service it forwards to answers `/healthz`.
@@ -80,6 +203,7 @@ fn upstream_alive(name: &'static str, base_url: String, client: reqwest::Client)
         Box::pin(async move {
             let answer = client
                 .get(&url)
+                .timeout(Duration::from_secs(2))
                 .send()
                 .await
                 .map_err(|error| error.to_string())?;

@@ -1,0 +1,566 @@
+//! The OpenAPI document of the public API (`/api/openapi.json`) and Swagger UI (`/api/docs/`).
+//!
+//! The gateway owns the public contract, so the document lives here rather than in the
+//! services. The functions below exist only to carry `#[utoipa::path]` attributes.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use platform::http::ApiError;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// The shared error answer.
+#[derive(ToSchema)]
+struct Error {
+    error: ErrorDetail,
+}
+
+#[derive(ToSchema)]
+struct ErrorDetail {
+    /// Machine-readable, e.g. `not_found`, `validation_failed`, `unauthorized`.
+    #[schema(example = "not_found")]
+    code: String,
+    message: String,
+    /// On 422: what is wrong with each field.
+    #[schema(required = false)]
+    fields: Option<BTreeMap<String, String>>,
+}
+
+#[derive(ToSchema)]
+struct RegisterRequest {
+    #[schema(example = "ada@example.com", max_length = 254)]
+    email: String,
+    #[schema(example = "correct horse battery", min_length = 8, max_length = 128)]
+    password: String,
+    #[schema(example = "Ada Lovelace", min_length = 1, max_length = 100)]
+    name: String,
+}
+
+#[derive(ToSchema)]
+struct Account {
+    id: uuid::Uuid,
+    email: String,
+    name: String,
+}
+
+#[derive(ToSchema)]
+struct LoginRequest {
+    #[schema(example = "ada@example.com")]
+    email: String,
+    #[schema(example = "correct horse battery")]
+    password: String,
+}
+
+#[derive(ToSchema)]
+struct TokenPair {
+    /// A JWT (EdDSA) to send as `Authorization: Bearer <token>`.
+    access_token: String,
+    /// Single use: exchange it at `/api/auth/refresh` for a new pair.
+    refresh_token: String,
+    #[schema(example = "Bearer")]
+    token_type: String,
+    /// Seconds until the access token expires.
+    #[schema(example = 900)]
+    expires_in: u64,
+}
+
+#[derive(ToSchema)]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+#[derive(ToSchema)]
+struct LogoutRequest {
+    /// The session to end; without it, every session of the user ends.
+    #[schema(required = false)]
+    refresh_token: Option<String>,
+}
+
+#[derive(ToSchema)]
+struct Me {
+    id: uuid::Uuid,
+    email: String,
+    name: String,
+    #[schema(example = json!(["customer"]))]
+    roles: Vec<String>,
+}
+
+/// RFC 7517 key set; every key is an Ed25519 public key (`kty: OKP`, `crv: Ed25519`).
+#[derive(ToSchema)]
+struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+#[derive(ToSchema)]
+struct Jwk {
+    #[schema(example = "OKP")]
+    kty: String,
+    #[schema(example = "Ed25519")]
+    crv: String,
+    x: String,
+    kid: String,
+    #[schema(example = "EdDSA")]
+    alg: String,
+    #[schema(example = "sig", rename = "use")]
+    usage: String,
+}
+
+#[derive(ToSchema)]
+struct Variant {
+    #[schema(example = "TEE-BLK-M")]
+    sku: String,
+    name: String,
+    #[schema(example = json!({"size": "M", "colour": "black"}))]
+    attributes: BTreeMap<String, String>,
+    /// Integer minor units (cents).
+    #[schema(example = 1999)]
+    price_minor: i64,
+    #[schema(example = "EUR")]
+    currency: String,
+}
+
+#[derive(ToSchema)]
+struct Product {
+    id: uuid::Uuid,
+    slug: String,
+    name: String,
+    description: String,
+    variants: Vec<Variant>,
+}
+
+#[derive(ToSchema)]
+struct ProductPage {
+    items: Vec<Product>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[schema(required = false)]
+    next_cursor: Option<String>,
+}
+
+#[derive(ToSchema)]
+struct VariantDraft {
+    sku: String,
+    name: String,
+    #[schema(required = false)]
+    attributes: Option<BTreeMap<String, String>>,
+    price_minor: i64,
+    currency: String,
+}
+
+#[derive(ToSchema)]
+struct ProductDraft {
+    slug: String,
+    name: String,
+    #[schema(required = false)]
+    description: Option<String>,
+    variants: Vec<VariantDraft>,
+}
+
+#[derive(ToSchema)]
+struct CartItem {
+    sku: String,
+    name: String,
+    quantity: i32,
+    unit_price_minor: i64,
+    currency: String,
+    /// False when the SKU is no longer sold; such lines do not count towards the total.
+    available: bool,
+    line_total_minor: i64,
+}
+
+#[derive(ToSchema)]
+struct Cart {
+    items: Vec<CartItem>,
+    total_minor: i64,
+    currency: Option<String>,
+}
+
+#[derive(ToSchema)]
+struct CartQuantity {
+    #[schema(minimum = 1, example = 2)]
+    quantity: i32,
+}
+
+#[derive(ToSchema)]
+struct CheckoutLine {
+    sku: String,
+    #[schema(minimum = 1)]
+    quantity: i32,
+}
+
+#[derive(ToSchema)]
+struct CheckoutRequest {
+    /// Omit to check out the cart.
+    #[schema(required = false)]
+    items: Option<Vec<CheckoutLine>>,
+    /// Test tokens: `tok_visa` succeeds, `tok_chargeDeclined` and
+    /// `tok_chargeDeclinedInsufficientFunds` decline.
+    #[schema(example = "tok_visa")]
+    payment_token: String,
+    shipping_address: String,
+}
+
+#[derive(ToSchema)]
+struct OrderAccepted {
+    id: uuid::Uuid,
+    #[schema(example = "pending")]
+    status: String,
+}
+
+#[derive(ToSchema)]
+struct OrderLine {
+    sku: String,
+    quantity: i32,
+    unit_price_minor: i64,
+}
+
+#[derive(ToSchema)]
+struct Order {
+    id: uuid::Uuid,
+    /// `pending`, `paid`, `shipping_scheduled`, `rejected` or `cancelled`.
+    status: String,
+    /// Why an order was rejected or cancelled: `out_of_stock`, `payment_declined`, `timeout`,
+    /// `customer_request`.
+    #[schema(required = false)]
+    reason: Option<String>,
+    items: Vec<OrderLine>,
+    total_minor: i64,
+    currency: String,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(ToSchema)]
+struct OrderList {
+    items: Vec<Order>,
+}
+
+#[derive(ToSchema)]
+struct SetStock {
+    #[schema(minimum = 0, example = 25)]
+    on_hand: i64,
+}
+
+#[derive(ToSchema)]
+struct StockLevel {
+    sku: String,
+    on_hand: i64,
+    reserved: i64,
+}
+
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created", body = Account),
+        (status = 409, description = "The e-mail address is taken", body = Error),
+        (status = 413, description = "Body too large", body = Error),
+        (status = 415, description = "Not JSON", body = Error),
+        (status = 422, description = "Invalid fields", body = Error),
+    ))]
+fn register() {}
+
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = TokenPair),
+        (status = 401, description = "Wrong e-mail address or password (the same answer for both)", body = Error),
+        (status = 413, description = "Body too large", body = Error),
+        (status = 415, description = "Not JSON", body = Error),
+        (status = 422, description = "Missing fields", body = Error),
+        (status = 429, description = "Too many attempts for this account or address",
+            body = Error, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+fn login() {}
+
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new pair; the presented refresh token is spent", body = TokenPair),
+        (status = 401, description = "Unknown, expired, revoked or already used refresh token", body = Error),
+        (status = 413, description = "Body too large", body = Error),
+        (status = 415, description = "Not JSON", body = Error),
+        (status = 422, description = "Missing refresh_token", body = Error),
+    ))]
+fn refresh() {}
+
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
+    request_body(content = LogoutRequest, description = "Optional", content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "No valid access token", body = Error),
+        (status = 413, description = "Body too large", body = Error),
+        (status = 422, description = "Not a logout request", body = Error),
+    ))]
+fn logout() {}
+
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's account", body = Me),
+        (status = 401, description = "No valid access token", body = Error),
+    ))]
+fn me() {}
+
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "The public keys access tokens are signed with", body = Jwks)))]
+fn jwks() {}
+
+#[utoipa::path(get, path = "/api/products", tag = "catalog",
+    params(
+        ("q" = Option<String>, Query, description = "Text to search for"),
+        ("cursor" = Option<String>, Query, description = "From the previous page's next_cursor"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1-100"),
+    ),
+    responses(
+        (status = 200, description = "A page of products", body = ProductPage),
+        (status = 400, description = "Bad cursor or limit", body = Error),
+        (status = 422, description = "Bad cursor or limit", body = Error),
+    ))]
+fn list_products() {}
+
+#[utoipa::path(get, path = "/api/products/{id}", tag = "catalog",
+    params(("id" = String, Path, description = "Product id")),
+    responses(
+        (status = 200, description = "The product", body = Product),
+        (status = 404, description = "No such product", body = Error),
+    ))]
+fn get_product() {}
+
+#[utoipa::path(get, path = "/api/cart", tag = "cart", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's cart, at current prices", body = Cart),
+        (status = 401, description = "No valid access token", body = Error),
+    ))]
+fn get_cart() {}
+
+#[utoipa::path(put, path = "/api/cart/items/{sku}", tag = "cart", security(("bearer" = [])),
+    params(("sku" = String, Path)),
+    request_body = CartQuantity,
+    responses(
+        (status = 200, description = "The updated cart", body = Cart),
+        (status = 401, description = "No valid access token", body = Error),
+        (status = 422, description = "Unknown SKU or bad quantity", body = Error),
+    ))]
+fn put_cart_item() {}
+
+#[utoipa::path(delete, path = "/api/cart/items/{sku}", tag = "cart", security(("bearer" = [])),
+    params(("sku" = String, Path)),
+    responses(
+        (status = 200, description = "The updated cart", body = Cart),
+        (status = 401, description = "No valid access token", body = Error),
+        (status = 404, description = "That SKU is not in the cart", body = Error),
+    ))]
+fn delete_cart_item() {}
+
+#[utoipa::path(post, path = "/api/orders", tag = "orders", security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "A retry with the same key returns the same order")),
+    request_body = CheckoutRequest,
+    responses(
+        (status = 202, description = "Order accepted; its status moves on by events", body = OrderAccepted),
+        (status = 400, description = "Missing Idempotency-Key", body = Error),
+        (status = 401, description = "No valid access token", body = Error),
+        (status = 422, description = "Invalid items, empty cart, or a reused key", body = Error),
+    ))]
+fn checkout() {}
+
+#[utoipa::path(get, path = "/api/orders", tag = "orders", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's orders, newest first", body = OrderList),
+        (status = 401, description = "No valid access token", body = Error),
+    ))]
+fn list_orders() {}
+
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 401, description = "No valid access token", body = Error),
+        (status = 404, description = "No such order (or another user's)", body = Error),
+    ))]
+fn get_order() {}
+
+#[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Cancelled; stock is released and any charge refunded", body = Order),
+        (status = 401, description = "No valid access token", body = Error),
+        (status = 404, description = "No such order", body = Error),
+        (status = 409, description = "The order is no longer pending", body = Error),
+    ))]
+fn cancel_order() {}
+
+#[utoipa::path(get, path = "/api/orders/{id}/events", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Server-Sent Events: one `data:` line (the order as JSON) per status change",
+            content_type = "text/event-stream", body = String),
+        (status = 401, description = "No valid access token", body = Error),
+        (status = 404, description = "No such order", body = Error),
+    ))]
+fn order_events() {}
+
+#[utoipa::path(post, path = "/api/admin/products", tag = "admin", security(("bearer" = [])),
+    request_body = ProductDraft,
+    responses(
+        (status = 201, description = "Created; a ProductSnapshot is published", body = Product),
+        (status = 401, description = "No valid access token", body = Error),
+        (status = 403, description = "Not an admin", body = Error),
+        (status = 409, description = "Slug or SKU taken", body = Error),
+        (status = 422, description = "Invalid product", body = Error),
+    ))]
+fn create_product() {}
+
+#[utoipa::path(put, path = "/api/admin/products/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    request_body = ProductDraft,
+    responses(
+        (status = 200, description = "Updated; a ProductSnapshot is published", body = Product),
+        (status = 401, description = "No valid access token", body = Error),
+        (status = 403, description = "Not an admin", body = Error),
+        (status = 404, description = "No such product", body = Error),
+        (status = 422, description = "Invalid product", body = Error),
+    ))]
+fn update_product() {}
+
+#[utoipa::path(put, path = "/api/admin/inventory/{sku}", tag = "admin", security(("bearer" = [])),
+    params(("sku" = String, Path)),
+    request_body = SetStock,
+    responses(
+        (status = 200, description = "The new stock level", body = StockLevel),
+        (status = 401, description = "No valid access token", body = Error),
+        (status = 403, description = "Not an admin", body = Error),
+        (status = 422, description = "Invalid quantity", body = Error),
+    ))]
+fn set_stock() {}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Bazaar public API",
+        description = "Everything a storefront calls, through the gateway. Errors share one shape: \
+            `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`. Log in at /api/auth/login and \
+            send the access token as `Authorization: Bearer <token>`."
+    ),
+    paths(
+        register, login, refresh, logout, me, jwks,
+        list_products, get_product,
+        get_cart, put_cart_item, delete_cart_item,
+        checkout, list_orders, get_order, cancel_order, order_events,
+        create_product, update_product, set_stock,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Accounts and tokens"),
+        (name = "catalog", description = "Browsing products"),
+        (name = "cart", description = "The caller's server-side cart"),
+        (name = "orders", description = "Checkout and the caller's orders"),
+        (name = "admin", description = "Needs the admin role"),
+    )
+)]
+pub struct PublicApi;
+
+/// The document, rendered once.
+pub fn document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        PublicApi::openapi()
+            .to_json()
+            .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+    })
+}
+
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document())
+}
+
+/// Relative asset links in Swagger UI's page need the trailing slash.
+pub async fn docs_redirect() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/api/docs/"))
+        .finish()
+}
+
+pub async fn docs_file(path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    static CONFIG: OnceLock<Arc<utoipa_swagger_ui::Config<'static>>> = OnceLock::new();
+    let config = CONFIG
+        .get_or_init(|| Arc::new(utoipa_swagger_ui::Config::from("/api/openapi.json")))
+        .clone();
+    match utoipa_swagger_ui::serve(&path, config) {
+        Ok(Some(file)) => {
+            let mut response = HttpResponse::Ok();
+            response.content_type(file.content_type);
+            if file.gzpipped {
+                response.insert_header((header::CONTENT_ENCODING, "gzip"));
+            }
+            Ok(response.body(file.bytes.into_owned()))
+        }
+        Ok(None) => Err(ApiError::not_found("no such file")),
+        Err(error) => Err(ApiError::internal(anyhow::anyhow!("swagger ui: {error}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    #[test]
+    fn the_document_lists_every_public_route() {
+        let document: Value = serde_json::from_str(document()).expect("json");
+        let paths = document["paths"].as_object().expect("paths");
+        for (path, method) in [
+            ("/api/auth/register", "post"),
+            ("/api/auth/login", "post"),
+            ("/api/auth/refresh", "post"),
+            ("/api/auth/logout", "post"),
+            ("/api/auth/me", "get"),
+            ("/.well-known/jwks.json", "get"),
+            ("/api/products", "get"),
+            ("/api/products/{id}", "get"),
+            ("/api/cart", "get"),
+            ("/api/cart/items/{sku}", "put"),
+            ("/api/cart/items/{sku}", "delete"),
+            ("/api/orders", "post"),
+            ("/api/orders", "get"),
+            ("/api/orders/{id}", "get"),
+            ("/api/orders/{id}/cancel", "post"),
+            ("/api/orders/{id}/events", "get"),
+            ("/api/admin/products", "post"),
+            ("/api/admin/products/{id}", "put"),
+            ("/api/admin/inventory/{sku}", "put"),
+        ] {
+            assert!(
+                paths.get(path).and_then(|item| item.get(method)).is_some(),
+                "{method} {path} is missing"
+            );
+        }
+        assert_eq!(
+            document["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+    }
+}
