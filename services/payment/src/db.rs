@@ -153,8 +153,11 @@ pub async fn claim(
     lease: std::time::Duration,
 ) -> Result<Vec<(String, PaymentState)>, PaymentDbError> {
     let statement = match work {
+        // A claimed charge counts as attempted from now on: a cancellation arriving while the
+        // call is in flight must wait for its outcome (and refund it) rather than forget it.
         Work::Charge => {
-            "UPDATE payments SET lease_until = now() + make_interval(secs => $2)
+            "UPDATE payments SET lease_until = now() + make_interval(secs => $2),
+                                 state = jsonb_set(state, '{attempted}', 'true')
               WHERE order_id IN (
                   SELECT order_id FROM payments
                    WHERE charge_status = 'due' AND next_attempt_at <= now()

@@ -63,25 +63,37 @@ async fn spawn(service: &str) -> Running {
         }
         "product" => {
             start(product_service::startup::build(
-                product_service::config::Config { service: settings },
+                product_service::config::Config {
+                    service: settings,
+                    ..product_service::config::Config::defaults()
+                },
             ))
             .await
         }
         "order" => {
             start(order_service::startup::build(
-                order_service::config::Config { service: settings },
+                order_service::config::Config {
+                    service: settings,
+                    ..order_service::config::Config::defaults()
+                },
             ))
             .await
         }
         "inventory" => {
             start(inventory_service::startup::build(
-                inventory_service::config::Config { service: settings },
+                inventory_service::config::Config {
+                    service: settings,
+                    ..inventory_service::config::Config::defaults()
+                },
             ))
             .await
         }
         "payment" => {
             start(payment_service::startup::build(
-                payment_service::config::Config { service: settings },
+                payment_service::config::Config {
+                    service: settings,
+                    ..payment_service::config::Config::defaults()
+                },
             ))
             .await
         }
@@ -160,7 +172,10 @@ async fn readiness_fails_when_kafka_is_unreachable() {
     // Nothing listens on port 1.
     settings.kafka.bootstrap_servers = "127.0.0.1:1".into();
     let running = start(order_service::startup::build(
-        order_service::config::Config { service: settings },
+        order_service::config::Config {
+            service: settings,
+            ..order_service::config::Config::defaults()
+        },
     ))
     .await;
 

@@ -1,0 +1,452 @@
+//! A whole Bazaar checkout stack in one test process: product, order, inventory and payment
+//! services, the payment gateway simulator and a JWKS endpoint, on free ports, each service with
+//! a fresh database, all sharing one Kafka topic prefix of their own.
+
+use std::future::Future;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use auth_kit::testing::TestIssuer;
+use platform::app::Application;
+use platform::config::{HttpSettings, KafkaSettings, LogSettings, ServiceSettings};
+use reqwest::Method;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{eventually, fresh_database, isolated_kafka};
+
+/// A service running in this process.
+#[derive(Debug)]
+pub struct Service {
+    pub base_url: String,
+    pub pool: sqlx::PgPool,
+    stop: ServerHandle,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Service {
+    pub async fn start(
+        app: impl Future<Output = anyhow::Result<Application>>,
+    ) -> anyhow::Result<Self> {
+        let app = app.await?;
+        Ok(Self {
+            base_url: format!("http://127.0.0.1:{}", app.port()),
+            pool: app.pool().clone(),
+            stop: app.stop_handle(),
+            task: tokio::spawn(app.run_until_stopped()),
+        })
+    }
+
+    /// Stops as SIGTERM would and waits for a clean shutdown.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.stop(true).await;
+        tokio::time::timeout(Duration::from_secs(30), self.task).await???;
+        Ok(())
+    }
+}
+
+/// A plain actix server (simulator, JWKS) running in this process.
+#[derive(Debug)]
+struct Server {
+    stop: ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    fn spawn(server: actix_web::dev::Server) -> Self {
+        Self {
+            stop: server.handle(),
+            task: tokio::spawn(server),
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.stop(true).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+pub fn service_settings(
+    database: platform::config::DatabaseSettings,
+    kafka: KafkaSettings,
+) -> ServiceSettings {
+    ServiceSettings {
+        http: HttpSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+        },
+        database,
+        kafka,
+        log: LogSettings::default(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub order_deadline: Duration,
+    pub reservation_ttl: Duration,
+    /// How long the payment service waits for the payment gateway.
+    pub provider_timeout: Duration,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            order_deadline: Duration::from_secs(120),
+            reservation_ttl: Duration::from_secs(120),
+            provider_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Stack {
+    pub issuer: TestIssuer,
+    pub kafka: KafkaSettings,
+    pub product: Service,
+    pub order: Service,
+    pub inventory: Service,
+    pub payment: Service,
+    pub payment_gateway_url: String,
+    pub http: reqwest::Client,
+    jwks: Server,
+    payment_gateway: Server,
+}
+
+/// A customer with a valid token.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub user_id: Uuid,
+    pub token: String,
+}
+
+/// One HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        crate::init_test_logging();
+        let issuer = TestIssuer::new();
+        let jwks_body = issuer.jwks_json();
+        let jwks_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let jwks_port = jwks_listener.local_addr()?.port();
+        let jwks = Server::spawn(
+            actix_web::HttpServer::new(move || {
+                let body = jwks_body.clone();
+                actix_web::App::new().route(
+                    "/.well-known/jwks.json",
+                    actix_web::web::get().to(move || {
+                        let body = body.clone();
+                        async move {
+                            actix_web::HttpResponse::Ok()
+                                .content_type("application/json")
+                                .body(body)
+                        }
+                    }),
+                )
+            })
+            .workers(1)
+            .listen(jwks_listener)?
+            .run(),
+        );
+        let mut auth = issuer.settings().clone();
+        auth.jwks_url = format!("http://127.0.0.1:{jwks_port}/.well-known/jwks.json");
+
+        let mut simulator = payment_gateway::config::Config::defaults();
+        simulator.http.port = 0;
+        let simulator = payment_gateway::startup::build(simulator)?;
+        let payment_gateway_url = format!("http://127.0.0.1:{}", simulator.port);
+        let payment_gateway = Server::spawn(simulator.server);
+
+        let kafka = isolated_kafka("stack");
+        messaging::topics::apply(&messaging::TopicCatalog::bundled()?, &kafka).await?;
+        let kafka_for = |service: &str| KafkaSettings {
+            group_id: format!("{}-{service}", kafka.group_id),
+            ..kafka.clone()
+        };
+
+        let product = Service::start(product_service::startup::build(
+            product_service::config::Config {
+                service: service_settings(fresh_database("product").await?, kafka_for("product")),
+                auth: auth.clone(),
+            },
+        ))
+        .await?;
+        let mut order_config = order_service::config::Config::defaults();
+        order_config.service = service_settings(fresh_database("order").await?, kafka_for("order"));
+        order_config.auth = auth.clone();
+        order_config.checkout.deadline_ms = millis(options.order_deadline);
+        order_config.checkout.deadline_interval_ms = 100;
+        order_config.checkout.stream_poll_ms = 50;
+        let order = Service::start(order_service::startup::build(order_config)).await?;
+        let mut inventory_config = inventory_service::config::Config::defaults();
+        inventory_config.service =
+            service_settings(fresh_database("inventory").await?, kafka_for("inventory"));
+        inventory_config.auth = auth.clone();
+        inventory_config.reservations.ttl_ms = millis(options.reservation_ttl);
+        inventory_config.reservations.expiry_interval_ms = 100;
+        let inventory = Service::start(inventory_service::startup::build(inventory_config)).await?;
+        let mut payment_config = payment_service::config::Config::defaults();
+        payment_config.service =
+            service_settings(fresh_database("payment").await?, kafka_for("payment"));
+        payment_config.provider.base_url = payment_gateway_url.clone();
+        payment_config.provider.timeout_ms = millis(options.provider_timeout);
+        payment_config.workers.poll_ms = 100;
+        payment_config.workers.retry_initial_ms = 50;
+        payment_config.workers.retry_max_ms = 500;
+        payment_config.workers.lease_ms = 3_000;
+        let payment = Service::start(payment_service::startup::build(payment_config)).await?;
+
+        Ok(Self {
+            issuer,
+            kafka,
+            product,
+            order,
+            inventory,
+            payment,
+            payment_gateway_url,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            jwks,
+            payment_gateway,
+        })
+    }
+
+    pub fn customer(&self) -> Customer {
+        let user_id = Uuid::now_v7();
+        let token =
+            self.issuer
+                .token_for(user_id, &format!("{user_id}@example.com"), &["customer"]);
+        Customer { user_id, token }
+    }
+
+    pub fn admin_token(&self) -> String {
+        let user_id = Uuid::now_v7();
+        self.issuer
+            .token_for(user_id, "admin@example.com", &["customer", "admin"])
+    }
+
+    /// The service URL that serves a public API path.
+    pub fn url(&self, path: &str) -> String {
+        let service =
+            if path.starts_with("/api/products") || path.starts_with("/api/admin/products") {
+                &self.product
+            } else if path.starts_with("/api/admin/inventory") {
+                &self.inventory
+            } else {
+                &self.order
+            };
+        format!("{}{}", service.base_url, path.trim_start_matches("/api"))
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Answer> {
+        self.call_with(method, path, token, body, &[]).await
+    }
+
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Answer> {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let answer = request.send().await?;
+        let status = answer.status().as_u16();
+        let text = answer.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(Answer { status, body })
+    }
+
+    /// Loads the demo catalog and stock, and waits until the order service's replica has it.
+    pub async fn seed_demo(&self) -> anyhow::Result<()> {
+        let demo =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/demo/catalog.json");
+        product_service::seed::seed_demo_catalog(&self.product.pool, &demo).await?;
+        inventory_service::seed::seed_demo_stock(&self.inventory.pool, &demo).await?;
+        self.wait_for_replica("PRINT-A3-001").await
+    }
+
+    /// Waits until the order service can sell `sku`.
+    pub async fn wait_for_replica(&self, sku: &str) -> anyhow::Result<()> {
+        let pool = self.order.pool.clone();
+        eventually(
+            &format!("{sku} in the order service's catalog replica"),
+            Duration::from_secs(60),
+            || {
+                let pool = pool.clone();
+                async move {
+                    let found: Option<(bool,)> =
+                        sqlx::query_as("SELECT available FROM catalog_replica WHERE sku = $1")
+                            .bind(sku)
+                            .fetch_optional(&pool)
+                            .await
+                            .ok()?;
+                    found.filter(|(available,)| *available).map(drop)
+                }
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Sets the stock of a SKU through the admin API.
+    pub async fn set_stock(&self, sku: &str, on_hand: i64) -> anyhow::Result<()> {
+        let token = self.admin_token();
+        let body = serde_json::json!({ "on_hand": on_hand });
+        let answer = self
+            .call(
+                Method::PUT,
+                &format!("/api/admin/inventory/{sku}"),
+                Some(&token),
+                Some(&body),
+            )
+            .await?;
+        anyhow::ensure!(
+            answer.status == 200,
+            "set stock {sku}: {} {}",
+            answer.status,
+            answer.body
+        );
+        Ok(())
+    }
+
+    /// Checks out `items` for `customer` and returns the new order id.
+    pub async fn checkout(
+        &self,
+        customer: &Customer,
+        items: &[(&str, i32)],
+        payment_token: &str,
+    ) -> anyhow::Result<String> {
+        let lines: Vec<Value> = items
+            .iter()
+            .map(|(sku, quantity)| serde_json::json!({"sku": sku, "quantity": quantity}))
+            .collect();
+        let body = serde_json::json!({
+            "items": lines,
+            "payment_token": payment_token,
+            "shipping_address": "1 Test Street, Springfield",
+        });
+        let answer = self
+            .call(
+                Method::POST,
+                "/api/orders",
+                Some(&customer.token),
+                Some(&body),
+            )
+            .await?;
+        anyhow::ensure!(
+            answer.status == 202,
+            "checkout: {} {}",
+            answer.status,
+            answer.body
+        );
+        answer.body["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no id in {}", answer.body))
+    }
+
+    /// Polls an order until its status is one of `statuses`.
+    pub async fn wait_for_status(
+        &self,
+        customer: &Customer,
+        order_id: &str,
+        statuses: &[&str],
+    ) -> Value {
+        eventually(
+            &format!("order {order_id} to reach {statuses:?}"),
+            Duration::from_secs(60),
+            || async {
+                let path = format!("/api/orders/{order_id}");
+                let answer = self
+                    .call(Method::GET, &path, Some(&customer.token), None)
+                    .await
+                    .ok()?;
+                let status = answer.body["status"].as_str()?.to_owned();
+                statuses.contains(&status.as_str()).then_some(answer.body)
+            },
+        )
+        .await
+    }
+
+    /// Stock of a SKU as (on hand, reserved), read from the inventory database.
+    pub async fn stock(&self, sku: &str) -> anyhow::Result<(i64, i64)> {
+        Ok(
+            sqlx::query_as("SELECT on_hand, reserved FROM stock WHERE sku = $1")
+                .bind(sku)
+                .fetch_one(&self.inventory.pool)
+                .await?,
+        )
+    }
+
+    /// Successful charges and refunds the simulator recorded for an order (charges carry the
+    /// order id as their idempotency key).
+    pub async fn charges_for(&self, order_id: &str) -> anyhow::Result<(usize, usize)> {
+        let url = format!("{}/_sim/charges", self.payment_gateway_url);
+        let ledger: Value = self.http.get(url).send().await?.json().await?;
+        let charges = ledger["charges"].as_array().cloned().unwrap_or_default();
+        let mine: Vec<&Value> = charges
+            .iter()
+            .filter(|c| c["idempotency_key"] == order_id)
+            .collect();
+        let succeeded = mine.iter().filter(|c| c["status"] == "succeeded").count();
+        let refunds = ledger["refunds"].as_array().map_or(0, |refunds| {
+            refunds
+                .iter()
+                .filter(|r| {
+                    mine.iter()
+                        .any(|c| c["payment_intent"] == r["payment_intent"])
+                })
+                .count()
+        });
+        Ok((succeeded, refunds))
+    }
+
+    /// Changes the payment gateway simulator's injected faults (see its `/_sim/faults`).
+    pub async fn set_faults(&self, faults: Value) -> anyhow::Result<()> {
+        let url = format!("{}/_sim/faults", self.payment_gateway_url);
+        let answer = self.http.put(url).json(&faults).send().await?;
+        anyhow::ensure!(
+            answer.status().is_success(),
+            "set faults: {}",
+            answer.text().await?
+        );
+        Ok(())
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.order.stop().await?;
+        self.inventory.stop().await?;
+        self.payment.stop().await?;
+        self.product.stop().await?;
+        self.payment_gateway.stop().await;
+        self.jwks.stop().await;
+        Ok(())
+    }
+}
