@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bazaar/target
 
-.PHONY: help run up test down logs lint fmt topics kafka postgres bench-messaging
+.PHONY: help run up test down logs lint fmt topics kafka postgres bench-messaging bench-checkout
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ fmt: ## Format the code
 
 bench-messaging: ## Benchmark the messaging runtime (release build) against Kafka's and PostgreSQL's floors
 	@scripts/bench.sh messaging-bench
+
+bench-checkout: ## Benchmark checkout → paid latency of the happy path over 200 orders (release build)
+	@scripts/bench.sh checkout-bench
 
 topics: ## Apply infra/kafka/topics.toml to the running broker
 	cargo run -q -p bazaar-cli -- topics apply

@@ -5,6 +5,7 @@
 //! - PaymentSucceeded: the reservation becomes a sale (on hand decreases).
 //! - PaymentFailed or OrderCancelled: release it; a cancelled sale is restocked.
 //! - A reservation not paid in time expires and is released.
+//!
 //! Each rule is a plain function, tested without Kafka or a database.
 
 use std::collections::HashMap;

@@ -97,11 +97,8 @@ pub fn decide(order_id: &str, state: &PaymentState, input: PaymentInput) -> Deci
     let mut next = state.clone();
     let mut emit = Vec::new();
     match input {
-        PaymentInput::OrderCreated(terms) => {
-            if next.terms.is_none() {
-                next.terms = Some(terms);
-            }
-        }
+        // The first terms win: a redelivered OrderCreated cannot change what is charged.
+        PaymentInput::OrderCreated(terms) if next.terms.is_none() => next.terms = Some(terms),
         PaymentInput::StockReserved => next.stock_reserved = true,
         PaymentInput::OrderAbandoned | PaymentInput::OrderCancelled => {
             next.cancelled = true;
