@@ -1,2 +1,179 @@
-//! Kafka consumers of the notification service: which events it reacts to. Each handler runs inside the
-//! messaging runtime's idempotent consumer, in one database transaction with its effects.
+//! The notification service's reactions: it learns customers and orders from user and order
+//! events, turns lifecycle events into notices inside the consumer's transaction, and a sender
+//! worker mails them afterwards.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use events::Event;
+use messaging::{EventHandler, HandlerError, ReceivedEvent};
+use sqlx::PgConnection;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::DeliverySettings;
+use crate::db::{self, DueEmail, Source};
+use crate::domain::{self, Attempt, EmailState, EmailStatus, OrderFacts, RetryPolicy};
+use crate::mail::{MailError, Mailer};
+
+/// Topics the notification service consumes.
+pub const TOPICS: &[&str] = &[
+    "user-events",
+    "order-events",
+    "payment-events",
+    "shipment-events",
+];
+
+#[derive(Debug)]
+pub struct NotificationHandler {
+    /// Ends every Message-ID (the sender's domain).
+    pub message_domain: String,
+}
+
+fn parse_id(what: &str, text: &str) -> Result<Uuid, HandlerError> {
+    Uuid::parse_str(text)
+        .map_err(|_| HandlerError::Rejected(anyhow::anyhow!("{what} {text:?} is not a UUID")))
+}
+
+impl EventHandler for NotificationHandler {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        received: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        match &received.event {
+            Event::UserRegistered(user) => {
+                let user_id = parse_id("user id", &user.user_id)?;
+                db::remember_customer(tx, user_id, &user.email, &user.display_name).await?;
+            }
+            Event::OrderCreated(order) => {
+                let order_id = parse_id("order id", &order.order_id)?;
+                let user_id = parse_id("user id", &order.user_id)?;
+                let facts = OrderFacts {
+                    total_minor: order.total_minor,
+                    currency: order.currency.clone(),
+                };
+                db::remember_order(tx, order_id, user_id, &facts).await?;
+            }
+            event => {
+                let Some(order) = domain::order_of(event) else {
+                    return Ok(());
+                };
+                let order_id = parse_id("order id", order)?;
+                let known = db::order_facts(tx, order_id).await?;
+                let Some(notice) = domain::notice_for(event, known.as_ref().map(|(_, f)| f)) else {
+                    return Ok(());
+                };
+                let source = Source {
+                    event_id: received.metadata.event_id,
+                    occurred_at: received.metadata.occurred_at,
+                    message_id: domain::message_id(
+                        received.metadata.event_id,
+                        &self.message_domain,
+                    ),
+                };
+                let user = known.map(|(user, _)| user);
+                if db::record_notice(tx, order_id, user, &notice, &source).await? {
+                    tracing::info!(order_id = %order_id, kind = %notice.kind, addressed = user.is_some(), "notice recorded");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Mails pending notices until shutdown. Sending never runs inside a database transaction: an
+/// e-mail is claimed with a lease, sent, and only then marked sent; a refused one is retried
+/// after a growing delay, for as long as it takes.
+pub async fn run_sender(
+    pool: PgPool,
+    mailer: Arc<Mailer>,
+    settings: DeliverySettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.listen(db::MAIL_CHANNEL).await?;
+    let lease = Duration::from_millis(settings.lease_ms);
+    let policy = RetryPolicy {
+        initial: Duration::from_millis(settings.retry_initial_ms),
+        max: Duration::from_millis(settings.retry_max_ms),
+    };
+    while !shutdown.is_cancelled() {
+        let claimed = match db::claim_due_emails(&pool, settings.batch_size, lease).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(%error, "claiming e-mails failed");
+                Vec::new()
+            }
+        };
+        if !claimed.is_empty() {
+            let sends = claimed
+                .iter()
+                .map(|email| send_one(&pool, &mailer, &policy, lease, email));
+            futures::future::join_all(sends).await;
+            continue;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = listener.try_recv() => {}
+            () = tokio::time::sleep(Duration::from_millis(settings.poll_ms)) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn send_one(
+    pool: &PgPool,
+    mailer: &Mailer,
+    policy: &RetryPolicy,
+    lease: Duration,
+    email: &DueEmail,
+) {
+    // Half the lease: the claim is still ours when the outcome is recorded, so no other worker
+    // can start the same e-mail while this one is in flight.
+    let outcome = match mailer.build(email) {
+        Ok(message) => tokio::time::timeout(
+            lease / 2,
+            mailer.deliver(&email.source_event_id.to_string(), &message),
+        )
+        .await
+        .unwrap_or_else(|_| Err(MailError::Refused("timed out".into()))),
+        Err(error) => Err(error),
+    };
+    let (attempt, error) = match &outcome {
+        Ok(()) => (Attempt::Accepted, None),
+        Err(MailError::Unsendable(reason)) => (Attempt::Unsendable, Some(reason.clone())),
+        Err(MailError::Refused(reason)) => (Attempt::Refused, Some(reason.clone())),
+    };
+    let state = EmailState {
+        status: EmailStatus::Pending,
+        attempts: u32::try_from(email.attempts).unwrap_or(0),
+    };
+    let after = domain::after_attempt(state, attempt, policy);
+    match attempt {
+        Attempt::Accepted => {
+            metrics::counter!("notification_emails_sent_total").increment(1);
+            let delay = chrono::Utc::now() - email.created_at;
+            metrics::histogram!("notification_email_delay_seconds")
+                .record(delay.num_milliseconds() as f64 / 1000.0);
+            tracing::info!(message_id = %email.message_id, attempts = after.state.attempts, "e-mail sent");
+        }
+        Attempt::Refused => {
+            metrics::counter!("notification_email_failures_total").increment(1);
+            tracing::warn!(message_id = %email.message_id, error = error.as_deref().unwrap_or(""), attempts = after.state.attempts, retry_in = ?after.retry_in, "e-mail not taken; will retry");
+        }
+        Attempt::Unsendable => {
+            metrics::counter!("notification_emails_unsendable_total").increment(1);
+            tracing::error!(message_id = %email.message_id, error = error.as_deref().unwrap_or(""), "e-mail can never be sent as it is; giving up");
+        }
+    }
+    // If this write is lost the lease lapses and the e-mail is sent again with the same
+    // Message-ID, which is as good as exactly once for the receiver.
+    if let Err(error) =
+        db::record_attempt(pool, email.notification_id, &after, error.as_deref()).await
+    {
+        tracing::warn!(message_id = %email.message_id, %error, "recording the attempt failed");
+    }
+}

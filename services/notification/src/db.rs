@@ -1,3 +1,269 @@
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::migrate::Migrator;
+use sqlx::{PgConnection, PgPool, Postgres};
+use uuid::Uuid;
+
+use crate::domain::{AfterAttempt, Notice, OrderFacts};
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Raised (on commit) whenever an e-mail may have become sendable, so the sender worker does not
+/// wait for its next poll.
+pub const MAIL_CHANNEL: &str = "notification_mail";
+
+async fn wake_sender(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(MAIL_CHANNEL)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Records a user's address; e-mails that waited for it become sendable.
+pub async fn remember_customer(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+    email: &str,
+    display_name: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO customers (user_id, email, display_name) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id) DO UPDATE
+            SET email = EXCLUDED.email, display_name = EXCLUDED.display_name, updated_at = now()",
+    )
+    .bind(user_id)
+    .bind(email)
+    .bind(display_name)
+    .execute(&mut *tx)
+    .await?;
+    wake_sender(tx).await
+}
+
+/// Records whose an order is, and hands that customer the notices that arrived before.
+pub async fn remember_order(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    user_id: Uuid,
+    facts: &OrderFacts,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO customer_orders (order_id, user_id, total_minor, currency)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(user_id)
+    .bind(facts.total_minor)
+    .bind(&facts.currency)
+    .execute(&mut *tx)
+    .await?;
+    let addressed = sqlx::query(
+        "UPDATE notifications SET user_id = $2 WHERE order_id = $1 AND user_id IS NULL",
+    )
+    .bind(order_id)
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if addressed > 0 {
+        wake_sender(tx).await?;
+    }
+    Ok(())
+}
+
+/// The customer and facts of an order, once its OrderCreated has been read.
+pub async fn order_facts(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<Option<(Uuid, OrderFacts)>, sqlx::Error> {
+    let row: Option<(Uuid, i64, String)> = sqlx::query_as(
+        "SELECT user_id, total_minor, currency FROM customer_orders WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(row.map(|(user_id, total_minor, currency)| {
+        (
+            user_id,
+            OrderFacts {
+                total_minor,
+                currency,
+            },
+        )
+    }))
+}
+
+/// Where a notice came from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub event_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub message_id: String,
+}
+
+/// Stores a notice and its pending e-mail, unless this event (or one of the same kind for the
+/// same order) was already noticed. Returns whether it was new.
+pub async fn record_notice(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    user_id: Option<Uuid>,
+    notice: &Notice,
+    source: &Source,
+) -> Result<bool, sqlx::Error> {
+    let id = Uuid::now_v7();
+    let inserted = sqlx::query(
+        "INSERT INTO notifications (id, user_id, order_id, kind, subject, body, source_event_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(order_id)
+    .bind(notice.kind.as_str())
+    .bind(&notice.subject)
+    .bind(&notice.body)
+    .bind(source.event_id)
+    .bind(source.occurred_at)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    if !inserted {
+        return Ok(false);
+    }
+    sqlx::query("INSERT INTO outgoing_emails (notification_id, message_id) VALUES ($1, $2)")
+        .bind(id)
+        .bind(&source.message_id)
+        .execute(&mut *tx)
+        .await?;
+    wake_sender(tx).await?;
+    Ok(true)
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct FeedItem {
+    pub id: Uuid,
+    pub kind: String,
+    pub order_id: Option<Uuid>,
+    pub subject: String,
+    pub body: String,
+    pub read: bool,
+    pub read_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+const FEED_COLUMNS: &str =
+    "id, kind, order_id, subject, body, read_at IS NOT NULL AS read, read_at, created_at";
+
+/// A user's newest notifications, and how many of all of theirs are unread.
+pub async fn feed(
+    pool: &PgPool,
+    user_id: Uuid,
+    limit: i64,
+) -> Result<(Vec<FeedItem>, i64), sqlx::Error> {
+    let items = sqlx::query_as::<Postgres, FeedItem>(sqlx::AssertSqlSafe(format!(
+        "SELECT {FEED_COLUMNS} FROM notifications WHERE user_id = $1
+          ORDER BY created_at DESC, id DESC LIMIT $2"
+    )))
+    .bind(user_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let (unread,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL")
+            .bind(user_id)
+            .fetch_one(pool)
+            .await?;
+    Ok((items, unread))
+}
+
+/// Marks one of the user's notifications read (keeping the first time it was); `None` if the
+/// user has no such notification.
+pub async fn mark_read(
+    pool: &PgPool,
+    user_id: Uuid,
+    id: Uuid,
+) -> Result<Option<FeedItem>, sqlx::Error> {
+    sqlx::query_as::<Postgres, FeedItem>(sqlx::AssertSqlSafe(format!(
+        "UPDATE notifications SET read_at = COALESCE(read_at, now())
+          WHERE id = $1 AND user_id = $2
+          RETURNING {FEED_COLUMNS}"
+    )))
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// An e-mail claimed for sending, with everything needed to build it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DueEmail {
+    pub notification_id: Uuid,
+    pub source_event_id: Uuid,
+    pub message_id: String,
+    pub attempts: i32,
+    pub subject: String,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub email: String,
+    pub display_name: String,
+}
+
+/// Claims up to `limit` pending e-mails that are due and whose customer's address is known,
+/// for `lease`; other workers skip them meanwhile.
+pub async fn claim_due_emails(
+    pool: &PgPool,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<DueEmail>, sqlx::Error> {
+    sqlx::query_as::<Postgres, DueEmail>(
+        "WITH claimed AS (
+             UPDATE outgoing_emails SET lease_until = now() + make_interval(secs => $2)
+              WHERE notification_id IN (
+                  SELECT e.notification_id FROM outgoing_emails e
+                    JOIN notifications n ON n.id = e.notification_id
+                    JOIN customers c ON c.user_id = n.user_id
+                   WHERE e.status = 'pending' AND e.next_attempt_at <= now()
+                     AND (e.lease_until IS NULL OR e.lease_until < now())
+                   ORDER BY e.next_attempt_at LIMIT $1
+                   FOR UPDATE OF e SKIP LOCKED)
+              RETURNING notification_id, message_id, attempts)
+         SELECT claimed.notification_id, n.source_event_id, claimed.message_id, claimed.attempts,
+                n.subject, n.body, n.created_at, c.email, c.display_name
+           FROM claimed
+           JOIN notifications n ON n.id = claimed.notification_id
+           JOIN customers c ON c.user_id = n.user_id",
+    )
+    .bind(limit)
+    .bind(lease.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
+/// Stores the outcome of an attempt and releases the claim. Only a pending e-mail changes, so a
+/// late outcome never reopens a sent one.
+pub async fn record_attempt(
+    pool: &PgPool,
+    notification_id: Uuid,
+    after: &AfterAttempt,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let attempts = i32::try_from(after.state.attempts).unwrap_or(i32::MAX);
+    sqlx::query(
+        "UPDATE outgoing_emails
+            SET status = $2, attempts = $3, lease_until = NULL, last_error = $5,
+                next_attempt_at = now() + make_interval(secs => $4),
+                sent_at = CASE WHEN $2 = 'sent' THEN now() ELSE sent_at END
+          WHERE notification_id = $1 AND status = 'pending'",
+    )
+    .bind(notification_id)
+    .bind(after.state.status.as_str())
+    .bind(attempts)
+    .bind(after.retry_in.unwrap_or_default().as_secs_f64())
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -5,4 +5,5 @@ pub mod consumers;
 pub mod db;
 pub mod domain;
 pub mod http;
+pub mod mail;
 pub mod startup;
