@@ -1,5 +1,6 @@
 use std::path::Path;
 
+use auth_kit::AuthSettings;
 use platform::config::{ConfigError, ServiceSettings};
 use serde::{Deserialize, Serialize};
 
@@ -10,12 +11,14 @@ pub const DEFAULT_PORT: u16 = 8087;
 pub struct Config {
     #[serde(flatten)]
     pub service: ServiceSettings,
+    pub auth: AuthSettings,
 }
 
 impl Config {
     pub fn defaults() -> Self {
         Self {
             service: ServiceSettings::local_defaults(SERVICE, DEFAULT_PORT),
+            auth: AuthSettings::default(),
         }
     }
 

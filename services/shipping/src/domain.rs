@@ -1,4 +1,385 @@
 //! Shipments: carrier choice, pick-up dates and tracking.
 //!
-//! Saga rules live here as plain functions from (state, event) to (new state, events to emit),
-//! with no Kafka or database, so they can be tested as the business rules they are.
+//! Plain functions, no Kafka or database, so the rules can be tested as the business rules they
+//! are:
+//! - A paid order gets exactly one shipment.
+//! - The carrier follows the parcel's size: up to 2 items fit a letterbox parcel
+//!   (`Bazaar Post`), up to 10 a standard parcel (`Bazaar Parcel`), more go by freight
+//!   (`Bazaar Freight`).
+//! - The carrier picks the parcel up on the next business day after payment: a payment on
+//!   Friday, Saturday or Sunday is picked up on Monday. Dates are UTC days.
+//! - A tracking number is the carrier's prefix, 11 digits from the shipment id and a Luhn check
+//!   digit, so a mistyped number is caught before anyone looks it up.
+//! - A shipment only moves forward: scheduled → dispatched → delivered. Asking for the step it
+//!   already took changes nothing (a retried request); skipping a step or going back is refused.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{Datelike, Days, NaiveDate, Weekday};
+use events::{Event, ShipmentDelivered, ShipmentDispatched};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    Post,
+    Parcel,
+    Freight,
+}
+
+impl Carrier {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Post => "Bazaar Post",
+            Self::Parcel => "Bazaar Parcel",
+            Self::Freight => "Bazaar Freight",
+        }
+    }
+
+    fn tracking_prefix(self) -> &'static str {
+        match self {
+            Self::Post => "BP",
+            Self::Parcel => "BC",
+            Self::Freight => "BF",
+        }
+    }
+}
+
+/// The carrier for a parcel of `item_count` items.
+pub fn choose_carrier(item_count: i64) -> Carrier {
+    match item_count {
+        ..=2 => Carrier::Post,
+        3..=10 => Carrier::Parcel,
+        _ => Carrier::Freight,
+    }
+}
+
+/// The first Monday-to-Friday day after `day`.
+pub fn next_business_day(day: NaiveDate) -> NaiveDate {
+    let mut next = day;
+    loop {
+        next = next.checked_add_days(Days::new(1)).unwrap_or(next);
+        if !matches!(next.weekday(), Weekday::Sat | Weekday::Sun) || next == NaiveDate::MAX {
+            return next;
+        }
+    }
+}
+
+/// The Luhn check digit that makes `digits` followed by it pass the Luhn check.
+pub fn luhn_check_digit(digits: &str) -> u32 {
+    let sum: u32 = digits
+        .chars()
+        .rev()
+        .filter_map(|c| c.to_digit(10))
+        .enumerate()
+        .map(|(position, digit)| {
+            if position % 2 == 0 {
+                let doubled = digit * 2;
+                if doubled > 9 { doubled - 9 } else { doubled }
+            } else {
+                digit
+            }
+        })
+        .sum();
+    (10 - sum % 10) % 10
+}
+
+/// Whether a tracking number is well formed: a known prefix and digits passing the Luhn check.
+pub fn is_valid_tracking_number(number: &str) -> bool {
+    let Some(digits) = ["BP", "BC", "BF"]
+        .iter()
+        .find_map(|prefix| number.strip_prefix(prefix))
+    else {
+        return false;
+    };
+    let Some((body, check)) = digits.split_at_checked(digits.len().saturating_sub(1)) else {
+        return false;
+    };
+    digits.len() == 12
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && check.parse::<u32>().ok() == Some(luhn_check_digit(body))
+}
+
+/// The tracking number of a shipment: from its id's random bits, so it needs no counter.
+pub fn tracking_number(carrier: Carrier, shipment_id: Uuid) -> String {
+    // The low 64 bits of a UUID v7 are random (but for its variant bits).
+    let random = shipment_id.as_u128() as u64;
+    let body = format!("{:011}", random % 100_000_000_000);
+    format!(
+        "{}{body}{}",
+        carrier.tracking_prefix(),
+        luhn_check_digit(&body)
+    )
+}
+
+/// A shipment as it is scheduled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub carrier: Carrier,
+    pub pickup_date: NaiveDate,
+    pub tracking_number: String,
+}
+
+/// Schedules the shipment `shipment_id` of an order of `item_count` items paid on `paid_on`.
+pub fn plan_shipment(item_count: i64, paid_on: NaiveDate, shipment_id: Uuid) -> Plan {
+    let carrier = choose_carrier(item_count);
+    Plan {
+        carrier,
+        pickup_date: next_business_day(paid_on),
+        tracking_number: tracking_number(carrier, shipment_id),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ShipmentStatus {
+    Scheduled,
+    Dispatched,
+    Delivered,
+}
+
+impl ShipmentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Dispatched => "dispatched",
+            Self::Delivered => "delivered",
+        }
+    }
+}
+
+impl fmt::Display for ShipmentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ShipmentStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "scheduled" => Self::Scheduled,
+            "dispatched" => Self::Dispatched,
+            "delivered" => Self::Delivered,
+            other => return Err(format!("unknown shipment status {other:?}")),
+        })
+    }
+}
+
+/// What an admin asks of a shipment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Dispatch,
+    Deliver,
+}
+
+impl Step {
+    fn target(self) -> ShipmentStatus {
+        match self {
+            Self::Dispatch => ShipmentStatus::Dispatched,
+            Self::Deliver => ShipmentStatus::Delivered,
+        }
+    }
+}
+
+/// The outcome of a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Advance {
+    /// The shipment moved; publish the event.
+    Moved { status: ShipmentStatus, emit: Event },
+    /// The shipment already took this step: nothing changes and nothing is published again.
+    AlreadyDone,
+    /// Not possible from where the shipment is.
+    Refused(String),
+}
+
+/// Applies a step to a shipment in `status`.
+pub fn advance(order_id: &str, shipment_id: &str, status: ShipmentStatus, step: Step) -> Advance {
+    let target = step.target();
+    if status == target {
+        return Advance::AlreadyDone;
+    }
+    if status > target {
+        return Advance::Refused(format!("the shipment is already {status}"));
+    }
+    let emit: Event = match (status, step) {
+        (ShipmentStatus::Scheduled, Step::Dispatch) => ShipmentDispatched {
+            order_id: order_id.to_owned(),
+            shipment_id: shipment_id.to_owned(),
+        }
+        .into(),
+        (ShipmentStatus::Dispatched, Step::Deliver) => ShipmentDelivered {
+            order_id: order_id.to_owned(),
+            shipment_id: shipment_id.to_owned(),
+        }
+        .into(),
+        _ => {
+            return Advance::Refused(format!(
+                "a {status} shipment cannot be {target} before it is dispatched"
+            ));
+        }
+    };
+    Advance::Moved {
+        status: target,
+        emit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(text: &str) -> NaiveDate {
+        text.parse().expect("a date")
+    }
+
+    #[test]
+    fn pickup_is_the_next_business_day_skipping_weekends() {
+        // 2026-03-02 is a Monday.
+        for (paid, pickup) in [
+            ("2026-03-02", "2026-03-03"), // Monday → Tuesday
+            ("2026-03-05", "2026-03-06"), // Thursday → Friday
+            ("2026-03-06", "2026-03-09"), // Friday → Monday
+            ("2026-03-07", "2026-03-09"), // Saturday → Monday
+            ("2026-03-08", "2026-03-09"), // Sunday → Monday
+            ("2026-12-31", "2027-01-01"), // across a year, a Friday
+            ("2027-01-01", "2027-01-04"),
+        ] {
+            assert_eq!(next_business_day(day(paid)), day(pickup), "paid {paid}");
+        }
+    }
+
+    #[test]
+    fn no_pickup_date_ever_falls_on_a_weekend() {
+        let mut paid = day("2026-01-01");
+        for _ in 0..400 {
+            let pickup = next_business_day(paid);
+            assert!(pickup > paid);
+            assert!(!matches!(pickup.weekday(), Weekday::Sat | Weekday::Sun));
+            assert!(pickup - paid <= chrono::Duration::days(3));
+            paid = paid.succ_opt().expect("next day");
+        }
+    }
+
+    #[test]
+    fn the_carrier_follows_the_parcel_size() {
+        assert_eq!(choose_carrier(1), Carrier::Post);
+        assert_eq!(choose_carrier(2), Carrier::Post);
+        assert_eq!(choose_carrier(3), Carrier::Parcel);
+        assert_eq!(choose_carrier(10), Carrier::Parcel);
+        assert_eq!(choose_carrier(11), Carrier::Freight);
+        assert_eq!(Carrier::Parcel.name(), "Bazaar Parcel");
+    }
+
+    #[test]
+    fn luhn_check_digits_match_known_numbers() {
+        // The classic example number 7992739871 has check digit 3.
+        assert_eq!(luhn_check_digit("7992739871"), 3);
+        assert_eq!(luhn_check_digit("0"), 0);
+    }
+
+    #[test]
+    fn tracking_numbers_are_well_formed_and_differ_per_shipment() {
+        let numbers: std::collections::HashSet<String> = (0..1000)
+            .map(|_| tracking_number(Carrier::Post, Uuid::now_v7()))
+            .collect();
+        assert_eq!(numbers.len(), 1000);
+        for number in &numbers {
+            assert!(number.starts_with("BP") && number.len() == 14, "{number}");
+            assert!(is_valid_tracking_number(number), "{number}");
+        }
+        let mut typo = numbers.iter().next().expect("one").clone().into_bytes();
+        typo[5] = if typo[5] == b'9' { b'0' } else { typo[5] + 1 };
+        assert!(!is_valid_tracking_number(
+            &String::from_utf8(typo).expect("ascii")
+        ));
+        assert!(!is_valid_tracking_number("XX123"));
+    }
+
+    #[test]
+    fn a_plan_combines_carrier_pickup_and_tracking() {
+        let id = Uuid::now_v7();
+        let plan = plan_shipment(4, day("2026-03-06"), id);
+        assert_eq!(plan.carrier, Carrier::Parcel);
+        assert_eq!(plan.pickup_date, day("2026-03-09"));
+        assert_eq!(plan.tracking_number, tracking_number(Carrier::Parcel, id));
+    }
+
+    /// given a shipment status, when admins take steps, then where it ends and what was published.
+    struct Scenario {
+        status: ShipmentStatus,
+        emitted: Vec<Event>,
+        refusals: usize,
+    }
+
+    fn given(status: ShipmentStatus) -> Scenario {
+        Scenario {
+            status,
+            emitted: Vec::new(),
+            refusals: 0,
+        }
+    }
+
+    impl Scenario {
+        fn when(mut self, step: Step) -> Self {
+            match advance("o-1", "s-1", self.status, step) {
+                Advance::Moved { status, emit } => {
+                    self.status = status;
+                    self.emitted.push(emit);
+                }
+                Advance::AlreadyDone => {}
+                Advance::Refused(_) => self.refusals += 1,
+            }
+            self
+        }
+
+        fn then(self, status: ShipmentStatus, emitted: &[&str], refusals: usize) -> Self {
+            assert_eq!(self.status, status);
+            let types: Vec<&str> = self.emitted.iter().map(Event::type_name).collect();
+            assert_eq!(types, emitted);
+            assert_eq!(self.refusals, refusals);
+            self
+        }
+    }
+
+    #[test]
+    fn a_shipment_is_dispatched_then_delivered_publishing_each_once() {
+        given(ShipmentStatus::Scheduled)
+            .when(Step::Dispatch)
+            .when(Step::Dispatch)
+            .then(ShipmentStatus::Dispatched, &["ShipmentDispatched"], 0)
+            .when(Step::Deliver)
+            .when(Step::Deliver)
+            .then(
+                ShipmentStatus::Delivered,
+                &["ShipmentDispatched", "ShipmentDelivered"],
+                0,
+            );
+    }
+
+    #[test]
+    fn a_shipment_never_skips_a_step_or_goes_back() {
+        given(ShipmentStatus::Scheduled).when(Step::Deliver).then(
+            ShipmentStatus::Scheduled,
+            &[],
+            1,
+        );
+        given(ShipmentStatus::Delivered).when(Step::Dispatch).then(
+            ShipmentStatus::Delivered,
+            &[],
+            1,
+        );
+    }
+
+    #[test]
+    fn statuses_read_back_as_written() {
+        for status in [
+            ShipmentStatus::Scheduled,
+            ShipmentStatus::Dispatched,
+            ShipmentStatus::Delivered,
+        ] {
+            assert_eq!(status.as_str().parse::<ShipmentStatus>(), Ok(status));
+        }
+        assert!("lost".parse::<ShipmentStatus>().is_err());
+    }
+}

@@ -1,4 +1,93 @@
-use actix_web::web;
+use actix_web::{HttpResponse, web};
+use auth_kit::AdminUser;
+use platform::http::ApiError;
+use serde::Deserialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::db::{self, ShippingError};
+use crate::domain::{ShipmentStatus, Step};
 
 /// The shipping service's own routes (health endpoints come from `platform`).
-pub fn routes(_config: &mut web::ServiceConfig) {}
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/admin/shipments", web::get().to(list))
+        .route("/admin/shipments/{order_id}", web::get().to(get_one))
+        .route(
+            "/admin/shipments/{order_id}/dispatch",
+            web::post().to(dispatch),
+        )
+        .route(
+            "/admin/shipments/{order_id}/deliver",
+            web::post().to(deliver),
+        );
+}
+
+fn no_shipment() -> ApiError {
+    ApiError::not_found("no shipment for this order")
+}
+
+fn parse_order_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| no_shipment())
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list(
+    _admin: AdminUser,
+    pool: web::Data<PgPool>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<ShipmentStatus>)
+        .transpose()
+        .map_err(|why| {
+            ApiError::validation(std::collections::BTreeMap::from([("status".into(), why)]))
+        })?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 500);
+    let items = db::shipments(&pool, status, limit).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+}
+
+async fn get_one(
+    _admin: AdminUser,
+    pool: web::Data<PgPool>,
+    order_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let shipment = db::shipment_of(&pool, parse_order_id(&order_id)?)
+        .await?
+        .ok_or_else(no_shipment)?;
+    Ok(HttpResponse::Ok().json(shipment))
+}
+
+async fn dispatch(
+    _admin: AdminUser,
+    pool: web::Data<PgPool>,
+    order_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    take_step(&pool, &order_id, Step::Dispatch).await
+}
+
+async fn deliver(
+    _admin: AdminUser,
+    pool: web::Data<PgPool>,
+    order_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    take_step(&pool, &order_id, Step::Deliver).await
+}
+
+async fn take_step(pool: &PgPool, order_id: &str, step: Step) -> Result<HttpResponse, ApiError> {
+    let order_id = parse_order_id(order_id)?;
+    match db::advance(pool, order_id, step).await {
+        Ok(shipment) => Ok(HttpResponse::Ok().json(shipment)),
+        Err(ShippingError::NoShipment) => Err(no_shipment()),
+        Err(ShippingError::Refused(why)) => Err(ApiError::conflict(why)),
+        Err(other) => Err(ApiError::internal(other)),
+    }
+}

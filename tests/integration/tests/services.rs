@@ -99,13 +99,19 @@ async fn spawn(service: &str) -> Running {
         }
         "notification" => {
             start(notification_service::startup::build(
-                notification_service::config::Config { service: settings },
+                notification_service::config::Config {
+                    service: settings,
+                    ..notification_service::config::Config::defaults()
+                },
             ))
             .await
         }
         "shipping" => {
             start(shipping_service::startup::build(
-                shipping_service::config::Config { service: settings },
+                shipping_service::config::Config {
+                    service: settings,
+                    ..shipping_service::config::Config::defaults()
+                },
             ))
             .await
         }
