@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::db::{self, Cause, OrderDbError};
-use crate::domain::OrderInput;
+use crate::domain::{self, OrderInput};
 
 /// Topics the order service consumes.
 pub const TOPICS: &[&str] = &[
@@ -31,10 +31,16 @@ impl EventHandler for OrderHandler {
         if let Event::ProductSnapshot(snapshot) = &received.event {
             return Ok(db::apply_snapshot(tx, snapshot).await?);
         }
-        let Some((order_id, input)) = OrderInput::from_event(&received.event) else {
+        let input = OrderInput::from_event(&received.event);
+        let shipment_order = domain::shipment_order(&received.event);
+        let Some(order_id) = input
+            .as_ref()
+            .map(|(order_id, _)| order_id.as_str())
+            .or(shipment_order)
+        else {
             return Ok(());
         };
-        let id = Uuid::parse_str(&order_id).map_err(|_| {
+        let id = Uuid::parse_str(order_id).map_err(|_| {
             HandlerError::Rejected(anyhow::anyhow!("order id {order_id:?} is not a UUID"))
         })?;
         let Some((_, state)) = db::lock_order(tx, id).await? else {
@@ -42,6 +48,12 @@ impl EventHandler for OrderHandler {
             return Err(HandlerError::Rejected(anyhow::anyhow!(
                 "unknown order {order_id}"
             )));
+        };
+        if shipment_order.is_some() {
+            db::track_shipment(tx, id, &received.event, received.metadata.occurred_at).await?;
+        }
+        let Some((_, input)) = input else {
+            return Ok(());
         };
         db::apply(tx, id, &state, &input, Cause::Event(&received.metadata))
             .await

@@ -1,11 +1,13 @@
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use events::{Event, EventMetadata, OrderCreated, OrderLine, ProductSnapshot};
 use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
-use crate::domain::{self, Decision, OrderInput, OrderState, OrderStatus, PricedLine};
+use crate::domain::{
+    self, Decision, OrderInput, OrderState, OrderStatus, PricedLine, Shipment, ShipmentStatus,
+};
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -491,4 +493,85 @@ pub async fn cancel_overdue(pool: &PgPool, limit: i64) -> Result<usize, OrderDbE
     }
     tx.commit().await?;
     Ok(due.len())
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ShipmentRow {
+    #[serde(skip)]
+    pub order_id: Uuid,
+    pub shipment_id: String,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub pickup_date: Option<NaiveDate>,
+    pub status: String,
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ShipmentRow {
+    fn to_domain(&self) -> Option<Shipment> {
+        Some(Shipment {
+            shipment_id: self.shipment_id.clone(),
+            carrier: self.carrier.clone(),
+            tracking_number: self.tracking_number.clone(),
+            pickup_date: self.pickup_date,
+            status: self.status.parse::<ShipmentStatus>().ok()?,
+            dispatched_at: self.dispatched_at,
+            delivered_at: self.delivered_at,
+        })
+    }
+}
+
+const SHIPMENT_COLUMNS: &str = "order_id, shipment_id, carrier, tracking_number, pickup_date, \
+     status, dispatched_at, delivered_at, updated_at";
+
+/// Records what a shipment event says about an order's shipment, in the caller's transaction
+/// (which holds the order's row lock).
+pub async fn track_shipment(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    event: &Event,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let current = sqlx::query_as::<Postgres, ShipmentRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {SHIPMENT_COLUMNS} FROM order_shipments WHERE order_id = $1"
+    )))
+    .bind(order_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .and_then(|row| row.to_domain());
+    let Some(next) = domain::track_shipment(current.as_ref(), event, at) else {
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO order_shipments (order_id, shipment_id, carrier, tracking_number, pickup_date,
+                                      status, dispatched_at, delivered_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (order_id) DO UPDATE
+            SET shipment_id = EXCLUDED.shipment_id, carrier = EXCLUDED.carrier,
+                tracking_number = EXCLUDED.tracking_number, pickup_date = EXCLUDED.pickup_date,
+                status = EXCLUDED.status, dispatched_at = EXCLUDED.dispatched_at,
+                delivered_at = EXCLUDED.delivered_at, updated_at = now()",
+    )
+    .bind(order_id)
+    .bind(&next.shipment_id)
+    .bind(&next.carrier)
+    .bind(&next.tracking_number)
+    .bind(next.pickup_date)
+    .bind(next.status.as_str())
+    .bind(next.dispatched_at)
+    .bind(next.delivered_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn shipments_of(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<ShipmentRow>, sqlx::Error> {
+    sqlx::query_as::<Postgres, ShipmentRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {SHIPMENT_COLUMNS} FROM order_shipments WHERE order_id = ANY($1)"
+    )))
+    .bind(ids)
+    .fetch_all(pool)
+    .await
 }

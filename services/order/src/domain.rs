@@ -12,10 +12,14 @@
 //! - A paid order moves to `shipping_scheduled` when its shipment is booked.
 //! - Statuses only move forward: late, duplicate or out-of-order events never move an order
 //!   back, and a final order ignores everything but the refund record.
+//! - The order shows its shipment as the shipping service reports it: carrier, tracking number
+//!   and pick-up date from ShipmentScheduled, then dispatched and delivered. Its status, too,
+//!   only moves forward.
 
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, NaiveDate, Utc};
 use events::{Event, OrderCancelled, OrderPaid, OrderRejected};
 use serde::{Deserialize, Serialize};
 
@@ -258,6 +262,100 @@ fn mark_paid_when_complete(order_id: &str, next: &mut OrderState) -> Vec<Event> 
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShipmentStatus {
+    Scheduled,
+    Dispatched,
+    Delivered,
+}
+
+impl ShipmentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Dispatched => "dispatched",
+            Self::Delivered => "delivered",
+        }
+    }
+}
+
+impl FromStr for ShipmentStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "scheduled" => Self::Scheduled,
+            "dispatched" => Self::Dispatched,
+            "delivered" => Self::Delivered,
+            other => return Err(format!("unknown shipment status {other:?}")),
+        })
+    }
+}
+
+/// What the order service knows of an order's shipment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shipment {
+    pub shipment_id: String,
+    /// Known once ShipmentScheduled has been read (the other events carry no details).
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub pickup_date: Option<NaiveDate>,
+    pub status: ShipmentStatus,
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// The order a shipment event is about.
+pub fn shipment_order(event: &Event) -> Option<&str> {
+    Some(match event {
+        Event::ShipmentScheduled(e) => &e.order_id,
+        Event::ShipmentDispatched(e) => &e.order_id,
+        Event::ShipmentDelivered(e) => &e.order_id,
+        _ => return None,
+    })
+}
+
+/// Applies a shipment event that happened at `at` to what is known of the shipment; `None`
+/// when it changes nothing (a duplicate, or news older than what is known).
+pub fn track_shipment(
+    current: Option<&Shipment>,
+    event: &Event,
+    at: DateTime<Utc>,
+) -> Option<Shipment> {
+    let (shipment_id, status) = match event {
+        Event::ShipmentScheduled(e) => (&e.shipment_id, ShipmentStatus::Scheduled),
+        Event::ShipmentDispatched(e) => (&e.shipment_id, ShipmentStatus::Dispatched),
+        Event::ShipmentDelivered(e) => (&e.shipment_id, ShipmentStatus::Delivered),
+        _ => return None,
+    };
+    let mut next = current.cloned().unwrap_or_else(|| Shipment {
+        shipment_id: shipment_id.clone(),
+        carrier: None,
+        tracking_number: None,
+        pickup_date: None,
+        status,
+        dispatched_at: None,
+        delivered_at: None,
+    });
+    if let Event::ShipmentScheduled(scheduled) = event
+        && next.carrier.is_none()
+    {
+        next.carrier = Some(scheduled.carrier.clone());
+        next.tracking_number = Some(scheduled.tracking_number.clone());
+        next.pickup_date = scheduled.pickup_date.parse().ok();
+    }
+    if status > next.status {
+        next.status = status;
+    }
+    match status {
+        ShipmentStatus::Dispatched => next.dispatched_at = next.dispatched_at.or(Some(at)),
+        ShipmentStatus::Delivered => next.delivered_at = next.delivered_at.or(Some(at)),
+        ShipmentStatus::Scheduled => {}
+    }
+    (current != Some(&next)).then_some(next)
+}
+
 /// A line of a checkout, priced from the catalog replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PricedLine {
@@ -495,6 +593,117 @@ mod tests {
             .when(OrderInput::ShipmentScheduled)
             .then_status(OrderStatus::Pending, None)
             .then_emitted(&[]);
+    }
+
+    fn scheduled() -> Event {
+        events::ShipmentScheduled {
+            order_id: ORDER.into(),
+            shipment_id: "s-1".into(),
+            carrier: "Bazaar Post".into(),
+            tracking_number: "BP123456789012".into(),
+            pickup_date: "2026-03-09".into(),
+        }
+        .into()
+    }
+
+    fn dispatched() -> Event {
+        events::ShipmentDispatched {
+            order_id: ORDER.into(),
+            shipment_id: "s-1".into(),
+        }
+        .into()
+    }
+
+    fn delivered() -> Event {
+        events::ShipmentDelivered {
+            order_id: ORDER.into(),
+            shipment_id: "s-1".into(),
+        }
+        .into()
+    }
+
+    /// given what is known of a shipment, when shipment events arrive, then what the order shows.
+    fn given_shipment(current: Option<Shipment>) -> Tracking {
+        Tracking { current }
+    }
+
+    struct Tracking {
+        current: Option<Shipment>,
+    }
+
+    impl Tracking {
+        fn when(mut self, event: Event, minute: u32) -> Self {
+            let at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 3, 9, 10, minute, 0)
+                .single()
+                .expect("a time");
+            if let Some(next) = track_shipment(self.current.as_ref(), &event, at) {
+                self.current = Some(next);
+            }
+            self
+        }
+
+        fn then(self, check: impl FnOnce(&Shipment)) -> Self {
+            check(self.current.as_ref().expect("a shipment"));
+            self
+        }
+    }
+
+    #[test]
+    fn a_scheduled_shipment_shows_carrier_tracking_and_pickup() {
+        given_shipment(None).when(scheduled(), 0).then(|shipment| {
+            assert_eq!(shipment.status, ShipmentStatus::Scheduled);
+            assert_eq!(shipment.carrier.as_deref(), Some("Bazaar Post"));
+            assert_eq!(shipment.tracking_number.as_deref(), Some("BP123456789012"));
+            assert_eq!(shipment.pickup_date, "2026-03-09".parse().ok());
+            assert_eq!(shipment.dispatched_at, None);
+        });
+    }
+
+    #[test]
+    fn a_shipment_moves_to_dispatched_then_delivered_keeping_the_first_times() {
+        given_shipment(None)
+            .when(scheduled(), 0)
+            .when(dispatched(), 5)
+            .then(|shipment| assert_eq!(shipment.status, ShipmentStatus::Dispatched))
+            .when(delivered(), 9)
+            .when(dispatched(), 12)
+            .when(delivered(), 15)
+            .then(|shipment| {
+                assert_eq!(shipment.status, ShipmentStatus::Delivered);
+                assert_eq!(
+                    shipment.dispatched_at.map(|t| t.format("%M").to_string()),
+                    Some("05".into())
+                );
+                assert_eq!(
+                    shipment.delivered_at.map(|t| t.format("%M").to_string()),
+                    Some("09".into())
+                );
+            });
+    }
+
+    #[test]
+    fn a_late_schedule_fills_in_details_without_moving_the_status_back() {
+        given_shipment(None)
+            .when(dispatched(), 5)
+            .then(|shipment| {
+                assert_eq!(shipment.status, ShipmentStatus::Dispatched);
+                assert_eq!(shipment.carrier, None);
+            })
+            .when(scheduled(), 6)
+            .then(|shipment| {
+                assert_eq!(shipment.status, ShipmentStatus::Dispatched);
+                assert_eq!(shipment.carrier.as_deref(), Some("Bazaar Post"));
+            });
+    }
+
+    #[test]
+    fn a_repeated_shipment_event_changes_nothing() {
+        let at = Utc::now();
+        let first = track_shipment(None, &scheduled(), at).expect("new");
+        assert_eq!(track_shipment(Some(&first), &scheduled(), at), None);
+        assert_eq!(track_shipment(Some(&first), &paid(), at), None);
+        assert_eq!(shipment_order(&paid()), None);
+        assert_eq!(shipment_order(&delivered()), Some(ORDER));
     }
 
     fn line(sku: &str, quantity: i32, price: i64, currency: &str) -> PricedLine {

@@ -12,7 +12,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::config::CheckoutSettings;
-use crate::db::{self, Cause, Existing, NewOrder, OrderDbError, OrderLineRow, OrderRow};
+use crate::db::{
+    self, Cause, Existing, NewOrder, OrderDbError, OrderLineRow, OrderRow, ShipmentRow,
+};
 use crate::domain::{self, CheckoutError, MAX_QUANTITY_PER_LINE, OrderInput, OrderStatus};
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -283,11 +285,14 @@ struct OrderView {
     #[serde(flatten)]
     order: OrderRow,
     items: Vec<OrderLineRow>,
+    /// Null until the shipping service has scheduled the shipment.
+    shipment: Option<ShipmentRow>,
 }
 
 async fn with_lines(pool: &PgPool, orders: Vec<OrderRow>) -> Result<Vec<OrderView>, ApiError> {
     let ids: Vec<Uuid> = orders.iter().map(|order| order.id).collect();
     let lines = db::lines_of(pool, &ids).await?;
+    let mut shipments = db::shipments_of(pool, &ids).await?;
     Ok(orders
         .into_iter()
         .map(|order| {
@@ -296,7 +301,15 @@ async fn with_lines(pool: &PgPool, orders: Vec<OrderRow>) -> Result<Vec<OrderVie
                 .filter(|line| line.order_id == order.id)
                 .cloned()
                 .collect();
-            OrderView { order, items }
+            let shipment = shipments
+                .iter()
+                .position(|shipment| shipment.order_id == order.id)
+                .map(|found| shipments.swap_remove(found));
+            OrderView {
+                order,
+                items,
+                shipment,
+            }
         })
         .collect())
 }
