@@ -37,13 +37,33 @@ pub fn routes(
         config
             .app_data(state.clone())
             .app_data(verifier.clone())
-            .route("/auth/register", web::post().to(register))
-            .route("/auth/login", web::post().to(login))
-            .route("/auth/refresh", web::post().to(refresh))
-            .route("/auth/logout", web::post().to(logout))
-            .route("/auth/me", web::get().to(me))
-            .route("/.well-known/jwks.json", web::get().to(jwks));
+            .service(only("/auth/register", "POST", web::post().to(register)))
+            .service(only("/auth/login", "POST", web::post().to(login)))
+            .service(only("/auth/refresh", "POST", web::post().to(refresh)))
+            .service(only("/auth/logout", "POST", web::post().to(logout)))
+            .service(only("/auth/me", "GET", web::get().to(me)))
+            .service(only("/.well-known/jwks.json", "GET", web::get().to(jwks)));
     }
+}
+
+/// A resource answering one method, and 405 (with `Allow`) in the shared shape to the others.
+fn only(path: &str, allowed: &'static str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(move || async move { method_not_allowed(allowed) }))
+}
+
+fn method_not_allowed(allowed: &'static str) -> HttpResponse {
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route only answers {allowed}"),
+    )
+    .error_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allowed));
+    response
 }
 
 /// Turns a handler's error enum into the shared error answer.
@@ -379,10 +399,13 @@ async fn logout(
     pool: web::Data<PgPool>,
     body: web::Bytes,
 ) -> Result<HttpResponse, LogoutError> {
+    // No body and a JSON `null` both mean "no particular session".
     let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LogoutRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|error| LogoutError::Body(error.to_string()))?
+        serde_json::from_slice::<Option<LogoutRequest>>(&body)
+            .map_err(|error| LogoutError::Body(error.to_string()))?
+            .unwrap_or_default()
     };
     let revoked = match request.refresh_token.as_deref().map(str::trim) {
         Some(token) if !token.is_empty() => {
@@ -488,6 +511,16 @@ mod tests {
         assert_eq!(
             response.headers().get(header::RETRY_AFTER),
             Some(&HeaderValue::from(42u64))
+        );
+    }
+
+    #[test]
+    fn other_methods_get_405_with_allow() {
+        let response = method_not_allowed("POST");
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            response.headers().get(header::ALLOW),
+            Some(&HeaderValue::from_static("POST"))
         );
     }
 

@@ -11,6 +11,7 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use platform::http::ApiError;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 /// The shared error answer.
@@ -32,11 +33,27 @@ struct ErrorDetail {
 
 #[derive(ToSchema)]
 struct RegisterRequest {
-    #[schema(example = "ada@example.com", max_length = 254)]
+    /// Unique regardless of case.
+    #[schema(
+        example = "ada@example.com",
+        max_length = 254,
+        pattern = r"^[A-Za-z0-9._%+-]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$"
+    )]
     email: String,
-    #[schema(example = "correct horse battery", min_length = 8, max_length = 128)]
+    /// 8 to 128 characters, not only spaces, not the e-mail address.
+    #[schema(
+        example = "correct horse battery",
+        min_length = 8,
+        max_length = 128,
+        pattern = r"\S"
+    )]
     password: String,
-    #[schema(example = "Ada Lovelace", min_length = 1, max_length = 100)]
+    /// The display name; no control characters.
+    #[schema(
+        example = "Ada Lovelace",
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: String,
 }
 
@@ -49,9 +66,9 @@ struct Account {
 
 #[derive(ToSchema)]
 struct LoginRequest {
-    #[schema(example = "ada@example.com")]
+    #[schema(example = "ada@example.com", min_length = 1, pattern = r"\S")]
     email: String,
-    #[schema(example = "correct horse battery")]
+    #[schema(example = "correct horse battery", min_length = 1)]
     password: String,
 }
 
@@ -70,6 +87,7 @@ struct TokenPair {
 
 #[derive(ToSchema)]
 struct RefreshRequest {
+    #[schema(min_length = 1, pattern = r"\S")]
     refresh_token: String,
 }
 
@@ -142,20 +160,27 @@ struct ProductPage {
 
 #[derive(ToSchema)]
 struct VariantDraft {
+    #[schema(pattern = r"^[A-Z0-9-]{1,64}$", example = "TEE-BLK-M")]
     sku: String,
+    #[schema(pattern = r"\S")]
     name: String,
     #[schema(required = false)]
     attributes: Option<BTreeMap<String, String>>,
+    #[schema(minimum = 0)]
     price_minor: i64,
+    #[schema(pattern = r"^[A-Z]{3}$", example = "EUR")]
     currency: String,
 }
 
 #[derive(ToSchema)]
 struct ProductDraft {
+    #[schema(pattern = r"\S", example = "classic-tee")]
     slug: String,
+    #[schema(pattern = r"\S")]
     name: String,
     #[schema(required = false)]
     description: Option<String>,
+    #[schema(min_items = 1)]
     variants: Vec<VariantDraft>,
 }
 
@@ -180,26 +205,28 @@ struct Cart {
 
 #[derive(ToSchema)]
 struct CartQuantity {
-    #[schema(minimum = 1, example = 2)]
+    #[schema(minimum = 1, maximum = 100, example = 2)]
     quantity: i32,
 }
 
 #[derive(ToSchema)]
 struct CheckoutLine {
+    #[schema(pattern = r"^[A-Z0-9-]{1,64}$", example = "TEE-BLK-M")]
     sku: String,
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 100)]
     quantity: i32,
 }
 
 #[derive(ToSchema)]
 struct CheckoutRequest {
     /// Omit to check out the cart.
-    #[schema(required = false)]
+    #[schema(required = false, min_items = 1)]
     items: Option<Vec<CheckoutLine>>,
     /// Test tokens: `tok_visa` succeeds, `tok_chargeDeclined` and
     /// `tok_chargeDeclinedInsufficientFunds` decline.
-    #[schema(example = "tok_visa")]
+    #[schema(example = "tok_visa", pattern = r"\S")]
     payment_token: String,
+    #[schema(max_length = 500, pattern = r"\S")]
     shipping_address: String,
 }
 
@@ -287,7 +314,7 @@ fn login() {}
 fn refresh() {}
 
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
-    request_body(content = LogoutRequest, description = "Optional", content_type = "application/json"),
+    request_body(content = Option<LogoutRequest>, description = "Optional", content_type = "application/json"),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Logged out"),
@@ -306,14 +333,18 @@ fn logout() {}
 fn me() {}
 
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
-    responses((status = 200, description = "The public keys access tokens are signed with", body = Jwks)))]
+    responses(
+        (status = 200, description = "The public keys access tokens are signed with",
+            body = Jwks, content_type = "application/jwk-set+json"),
+        (status = 405, description = "Only GET", body = Error),
+    ))]
 fn jwks() {}
 
 #[utoipa::path(get, path = "/api/products", tag = "catalog",
     params(
         ("q" = Option<String>, Query, description = "Text to search for"),
         ("cursor" = Option<String>, Query, description = "From the previous page's next_cursor"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1-100"),
+        ("limit" = Option<i64>, Query, description = "Page size", minimum = 1, maximum = 100),
     ),
     responses(
         (status = 200, description = "A page of products", body = ProductPage),
@@ -422,6 +453,7 @@ fn create_product() {}
         (status = 401, description = "No valid access token", body = Error),
         (status = 403, description = "Not an admin", body = Error),
         (status = 404, description = "No such product", body = Error),
+        (status = 409, description = "Slug or SKU taken by another product", body = Error),
         (status = 422, description = "Invalid product", body = Error),
     ))]
 fn update_product() {}
@@ -436,6 +468,16 @@ fn update_product() {}
         (status = 422, description = "Invalid quantity", body = Error),
     ))]
 fn set_stock() {}
+
+#[utoipa::path(get, path = "/api/admin/inventory/{sku}", tag = "admin", security(("bearer" = [])),
+    params(("sku" = String, Path)),
+    responses(
+        (status = 200, description = "The stock level", body = StockLevel),
+        (status = 401, description = "No valid access token", body = Error),
+        (status = 403, description = "Not an admin", body = Error),
+        (status = 404, description = "No stock recorded for this SKU", body = Error),
+    ))]
+fn get_stock() {}
 
 struct BearerAuth;
 
@@ -454,6 +496,51 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Answers any operation can give, added wherever not documented already: the gateway refuses
+/// malformed paths (400), over-long bodies (413), non-JSON bodies (415) and missing or bad tokens
+/// (401, on operations that need one), always in the shared error shape.
+struct CommonAnswers;
+
+impl Modify for CommonAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error = || {
+            ResponseBuilder::new().content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Error")))
+                    .build(),
+            )
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let mut common = vec![("400", "Malformed path, query or body")];
+                if operation.request_body.is_some() {
+                    common.push(("413", "Body too large"));
+                    common.push(("415", "The body is not JSON"));
+                }
+                if operation.security.is_some() {
+                    common.push(("401", "No valid access token"));
+                }
+                for (status, description) in common {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error().description(description).build().into());
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
@@ -467,9 +554,9 @@ impl Modify for BearerAuth {
         list_products, get_product,
         get_cart, put_cart_item, delete_cart_item,
         checkout, list_orders, get_order, cancel_order, order_events,
-        create_product, update_product, set_stock,
+        create_product, update_product, set_stock, get_stock,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonAnswers),
     tags(
         (name = "auth", description = "Accounts and tokens"),
         (name = "catalog", description = "Browsing products"),

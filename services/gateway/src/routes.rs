@@ -63,6 +63,8 @@ pub enum RouteError {
     /// Dot segments and the like, which could climb out of a service's public prefix once the
     /// upstream normalises the path.
     BadPath,
+    /// The route exists, for these methods only.
+    MethodNotAllowed(&'static str),
 }
 
 /// Auth routes anyone may call.
@@ -74,6 +76,9 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, RouteError> {
         return Err(RouteError::BadPath);
     }
     if path == "/.well-known/jwks.json" {
+        if *method != Method::GET {
+            return Err(RouteError::MethodNotAllowed("GET"));
+        }
         return Ok(upstream(Access::Public, Service::Auth, path));
     }
     let rest = path.strip_prefix("/api/").ok_or(RouteError::NotFound)?;
@@ -209,11 +214,15 @@ mod tests {
     }
 
     #[test]
-    fn the_jwks_is_public_and_served_by_auth() {
+    fn the_jwks_is_public_read_only_and_served_by_auth() {
         let (access, service, path, _) = target(Method::GET, "/.well-known/jwks.json");
         assert_eq!(
             (access, service, path.as_str()),
             (Access::Public, Service::Auth, "/.well-known/jwks.json")
+        );
+        assert_eq!(
+            resolve(&Method::POST, "/.well-known/jwks.json"),
+            Err(RouteError::MethodNotAllowed("GET"))
         );
     }
 

@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::middleware::from_fn;
 use actix_web::web::{self, Bytes, BytesMut};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use auth_kit::{AuthError, AuthenticatedUser, JwtVerifier, bearer_token};
 use futures::StreamExt;
 use platform::http::{ApiError, Readiness, ReadinessCheck};
@@ -111,10 +111,25 @@ async fn forward(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let route = routes::resolve(request.method(), request.path()).map_err(|error| match error {
-        RouteError::NotFound => ApiError::not_found("no such route"),
-        RouteError::BadPath => ApiError::bad_request("the path is not allowed"),
-    })?;
+    let route = match routes::resolve(request.method(), request.path()) {
+        Ok(route) => route,
+        Err(RouteError::NotFound) => return Err(ApiError::not_found("no such route").into()),
+        Err(RouteError::BadPath) => {
+            return Err(ApiError::bad_request("the path is not allowed").into());
+        }
+        Err(RouteError::MethodNotAllowed(allowed)) => {
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("this route only answers {allowed}"),
+            )
+            .error_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+            return Ok(response);
+        }
+    };
     authorize(&gate.verifier, route.access, &request).await?;
     let Target::Upstream {
         service,

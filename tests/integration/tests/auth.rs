@@ -954,6 +954,20 @@ async fn the_gateway_adds_request_id_and_trace_and_enforces_limits() {
     }
     let nowhere = stack.get_with("/api/nowhere", &access).await;
     assert_eq!((nowhere.status, nowhere.code()), (404, "not_found"));
+    for (method, path, allowed) in [
+        (reqwest::Method::GET, "/api/auth/login", "POST"),
+        (reqwest::Method::DELETE, "/api/auth/me", "GET"),
+        (reqwest::Method::POST, "/.well-known/jwks.json", "GET"),
+    ] {
+        let wrong = stack
+            .send(stack.gateway(method.clone(), path).bearer_auth(&access))
+            .await;
+        assert_eq!(
+            (wrong.status, wrong.code(), wrong.header("allow")),
+            (405, "method_not_allowed", Some(allowed)),
+            "{method} {path}"
+        );
+    }
 
     // CORS: the configured origin is let in, others get no grant.
     let preflight = stack
