@@ -1,19 +1,24 @@
 //! A whole Bazaar checkout stack in one test process: product, order, inventory and payment
 //! services, the payment gateway simulator and a JWKS endpoint, on free ports, each service with
-//! a fresh database, all sharing one Kafka topic prefix of their own.
+//! a fresh database, all sharing one Kafka topic prefix of their own. With
+//! [`StackOptions::fulfilment`], the shipping and notification services join in.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
+use auth_kit::AuthSettings;
 use auth_kit::testing::TestIssuer;
+use events::UserRegistered;
 use platform::app::Application;
 use platform::config::{HttpSettings, KafkaSettings, LogSettings, ServiceSettings};
 use reqwest::Method;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{eventually, fresh_database, isolated_kafka};
+use crate::publisher::Publisher;
+use crate::{eventually, fresh_database, isolated_kafka, unique_tag};
 
 /// A service running in this process.
 #[derive(Debug)]
@@ -47,7 +52,7 @@ impl Service {
 
 /// A plain actix server (simulator, JWKS) running in this process.
 #[derive(Debug)]
-struct Server {
+pub struct Server {
     stop: ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -60,10 +65,40 @@ impl Server {
         }
     }
 
-    async fn stop(self) {
+    pub async fn stop(self) {
         self.stop.stop(true).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
+}
+
+/// Serves `issuer`'s public keys as the auth service would, and returns the settings that make
+/// a service trust them.
+pub fn serve_jwks(issuer: &TestIssuer) -> anyhow::Result<(Server, AuthSettings)> {
+    let jwks_body = issuer.jwks_json();
+    let jwks_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let jwks_port = jwks_listener.local_addr()?.port();
+    let jwks = Server::spawn(
+        actix_web::HttpServer::new(move || {
+            let body = jwks_body.clone();
+            actix_web::App::new().route(
+                "/.well-known/jwks.json",
+                actix_web::web::get().to(move || {
+                    let body = body.clone();
+                    async move {
+                        actix_web::HttpResponse::Ok()
+                            .content_type("application/json")
+                            .body(body)
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .listen(jwks_listener)?
+        .run(),
+    );
+    let mut auth = issuer.settings().clone();
+    auth.jwks_url = format!("http://127.0.0.1:{jwks_port}/.well-known/jwks.json");
+    Ok((jwks, auth))
 }
 
 pub fn service_settings(
@@ -87,6 +122,9 @@ pub struct StackOptions {
     pub reservation_ttl: Duration,
     /// How long the payment service waits for the payment gateway.
     pub provider_timeout: Duration,
+    /// Also run what follows a payment: the shipping service, and the notification service
+    /// mailing into [`Stack::mail_dir`].
+    pub fulfilment: bool,
 }
 
 impl Default for StackOptions {
@@ -95,8 +133,20 @@ impl Default for StackOptions {
             order_deadline: Duration::from_secs(120),
             reservation_ttl: Duration::from_secs(120),
             provider_timeout: Duration::from_secs(2),
+            fulfilment: false,
         }
     }
+}
+
+/// The services that follow a payment, when [`StackOptions::fulfilment`] asks for them.
+#[derive(Debug)]
+pub struct Fulfilment {
+    pub shipping: Service,
+    pub notification: Service,
+    /// Where the notification service writes its e-mails, one `.eml` per message.
+    pub mail_dir: PathBuf,
+    /// Stands in for the auth service's UserRegistered events.
+    pub users: Publisher,
 }
 
 #[derive(Debug)]
@@ -108,6 +158,7 @@ pub struct Stack {
     pub inventory: Service,
     pub payment: Service,
     pub payment_gateway_url: String,
+    pub fulfilment: Option<Fulfilment>,
     pub http: reqwest::Client,
     jwks: Server,
     payment_gateway: Server,
@@ -118,6 +169,25 @@ pub struct Stack {
 pub struct Customer {
     pub user_id: Uuid,
     pub token: String,
+}
+
+impl Customer {
+    fn email_of(user_id: Uuid) -> String {
+        format!("{user_id}@example.com")
+    }
+
+    /// The address in the customer's token.
+    pub fn email(&self) -> String {
+        Self::email_of(self.user_id)
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 /// One HTTP answer.
@@ -135,30 +205,7 @@ impl Stack {
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
         crate::init_test_logging();
         let issuer = TestIssuer::new();
-        let jwks_body = issuer.jwks_json();
-        let jwks_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let jwks_port = jwks_listener.local_addr()?.port();
-        let jwks = Server::spawn(
-            actix_web::HttpServer::new(move || {
-                let body = jwks_body.clone();
-                actix_web::App::new().route(
-                    "/.well-known/jwks.json",
-                    actix_web::web::get().to(move || {
-                        let body = body.clone();
-                        async move {
-                            actix_web::HttpResponse::Ok()
-                                .content_type("application/json")
-                                .body(body)
-                        }
-                    }),
-                )
-            })
-            .workers(1)
-            .listen(jwks_listener)?
-            .run(),
-        );
-        let mut auth = issuer.settings().clone();
-        auth.jwks_url = format!("http://127.0.0.1:{jwks_port}/.well-known/jwks.json");
+        let (jwks, auth) = serve_jwks(&issuer)?;
 
         let mut simulator = payment_gateway::config::Config::defaults();
         simulator.http.port = 0;
@@ -205,6 +252,37 @@ impl Stack {
         payment_config.workers.lease_ms = 3_000;
         let payment = Service::start(payment_service::startup::build(payment_config)).await?;
 
+        let fulfilment = if options.fulfilment {
+            let mut shipping_config = shipping_service::config::Config::defaults();
+            shipping_config.service =
+                service_settings(fresh_database("shipping").await?, kafka_for("shipping"));
+            shipping_config.auth = auth.clone();
+            let shipping =
+                Service::start(shipping_service::startup::build(shipping_config)).await?;
+            let mail_dir = std::env::temp_dir().join(format!("bazaar-test-mail-{}", unique_tag()));
+            let mut notification_config = notification_service::config::Config::defaults();
+            notification_config.service = service_settings(
+                fresh_database("notification").await?,
+                kafka_for("notification"),
+            );
+            notification_config.auth = auth.clone();
+            notification_config.mail.file.dir = mail_dir.clone();
+            notification_config.delivery.poll_ms = 100;
+            notification_config.delivery.retry_initial_ms = 50;
+            notification_config.delivery.retry_max_ms = 500;
+            let notification =
+                Service::start(notification_service::startup::build(notification_config)).await?;
+            let users = Publisher::start("users", &kafka).await?;
+            Some(Fulfilment {
+                shipping,
+                notification,
+                mail_dir,
+                users,
+            })
+        } else {
+            None
+        };
+
         Ok(Self {
             issuer,
             kafka,
@@ -213,6 +291,7 @@ impl Stack {
             inventory,
             payment,
             payment_gateway_url,
+            fulfilment,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
@@ -223,9 +302,9 @@ impl Stack {
 
     pub fn customer(&self) -> Customer {
         let user_id = Uuid::now_v7();
-        let token =
-            self.issuer
-                .token_for(user_id, &format!("{user_id}@example.com"), &["customer"]);
+        let token = self
+            .issuer
+            .token_for(user_id, &Customer::email_of(user_id), &["customer"]);
         Customer { user_id, token }
     }
 
@@ -235,6 +314,30 @@ impl Stack {
             .token_for(user_id, "admin@example.com", &["customer", "admin"])
     }
 
+    /// The shipping and notification services; panics unless the stack was started with
+    /// [`StackOptions::fulfilment`].
+    pub fn fulfilment(&self) -> &Fulfilment {
+        self.fulfilment
+            .as_ref()
+            .expect("start the stack with StackOptions { fulfilment: true, .. }")
+    }
+
+    /// Announces `customer` as the auth service would on registration (UserRegistered), so the
+    /// notification service learns the address it mails to.
+    pub async fn register(&self, customer: &Customer, display_name: &str) -> anyhow::Result<()> {
+        let registered = UserRegistered {
+            user_id: customer.user_id.to_string(),
+            email: customer.email(),
+            display_name: display_name.to_owned(),
+            registered_at: now_millis(),
+        };
+        self.fulfilment()
+            .users
+            .publish(&[registered.into()])
+            .await?;
+        Ok(())
+    }
+
     /// The service URL that serves a public API path.
     pub fn url(&self, path: &str) -> String {
         let service =
@@ -242,6 +345,10 @@ impl Stack {
                 &self.product
             } else if path.starts_with("/api/admin/inventory") {
                 &self.inventory
+            } else if path.starts_with("/api/admin/shipments") {
+                &self.fulfilment().shipping
+            } else if path.starts_with("/api/notifications") {
+                &self.fulfilment().notification
             } else {
                 &self.order
             };
@@ -441,6 +548,12 @@ impl Stack {
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {
+        if let Some(fulfilment) = self.fulfilment {
+            fulfilment.notification.stop().await?;
+            fulfilment.shipping.stop().await?;
+            fulfilment.users.stop().await?;
+            let _ = std::fs::remove_dir_all(&fulfilment.mail_dir);
+        }
         self.order.stop().await?;
         self.inventory.stop().await?;
         self.payment.stop().await?;
