@@ -1,25 +1,41 @@
 //! `bazaar`: one tool for the people who run Bazaar.
+//!
+//! Exit codes: 0 success, 1 failure, 2 usage error, 3 refused (a precondition does not hold,
+//! nothing changed), 4 timed out waiting for a service, 5 Kafka, the registry or a database
+//! unreachable, 6 nothing found.
 
-use std::path::PathBuf;
+mod cmd;
+mod context;
+mod decode;
+mod exit;
+mod kafka;
+mod output;
+mod partitioner;
+mod saga;
+mod services;
+mod time;
+
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use messaging::TopicCatalog;
 use platform::config::KafkaSettings;
 
-/// Operate a Bazaar deployment: Kafka topics and broker checks.
+use crate::context::{Context, key_value};
+
+/// Operate a Bazaar deployment: topics, event taps, replays, rebuilds, dead letters, order
+/// timelines and stuck orders.
 #[derive(Debug, Parser)]
 #[command(version, propagate_version = true)]
 struct Cli {
     #[command(flatten)]
-    kafka: KafkaArgs,
+    global: GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Args)]
-struct KafkaArgs {
+struct GlobalArgs {
     /// Kafka bootstrap servers.
     #[arg(
         long,
@@ -36,13 +52,54 @@ struct KafkaArgs {
         default_value = ""
     )]
     topic_prefix: String,
+    /// Schema registry base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "BAZAAR__KAFKA__SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8088"
+    )]
+    registry: String,
+    /// Consumer groups are `<prefix><service>` unless set with --service-group.
+    #[arg(
+        long,
+        global = true,
+        env = "BAZAAR_GROUP_PREFIX",
+        default_value = "bazaar-"
+    )]
+    group_prefix: String,
+    /// A service's consumer group, e.g. order=bazaar-order-eu (repeatable).
+    #[arg(long = "service-group", global = true, value_name = "SERVICE=GROUP", value_parser = key_value)]
+    service_groups: Vec<(String, String)>,
+    /// A service's database URL, e.g. order=postgres://... (repeatable; otherwise
+    /// BAZAAR_<SERVICE>_DATABASE_URL, otherwise the local development database).
+    #[arg(long = "service-db", global = true, value_name = "SERVICE=URL", value_parser = key_value)]
+    service_dbs: Vec<(String, String)>,
+    /// Print JSON for scripts instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Kafka topics declared in infra/kafka/topics.toml.
+    /// Topics with partitions, end offsets and each consumer group's lag (`topics apply`
+    /// creates and updates them).
+    Topics(cmd::topics::TopicsArgs),
+    /// The consuming services this tool knows: consumer group, database, topics, projections.
+    Services,
+    /// Print events of topics as JSON lines, decoded through the schema registry.
+    Tap(cmd::tap::TapArgs),
+    /// Rewind a service's consumer group so it reprocesses history (dry run first).
+    Replay(cmd::replay::ReplayArgs),
+    /// Rebuild a service's read model from its topic into a fresh table and swap it in.
+    Rebuild(cmd::rebuild::RebuildArgs),
+    /// Dead-lettered messages and parked keys: list, show, redrive.
     #[command(subcommand)]
-    Topics(TopicsCommand),
+    Dlq(cmd::dlq::DlqCommand),
+    /// Every event of one order across the saga's topics, in causal order.
+    Timeline(cmd::timeline::TimelineArgs),
+    /// Orders not in a final state whose status has not changed for a while.
+    Stuck(cmd::stuck::StuckArgs),
     /// Wait until a Kafka broker answers a metadata request.
     WaitKafka {
         /// Give up after this many seconds.
@@ -51,80 +108,76 @@ enum Command {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum TopicsCommand {
-    /// Create missing topics and bring partitions and configs up to date. Safe to re-run.
-    Apply {
-        /// Topic catalog; defaults to the one this binary was built with.
-        #[arg(long, value_name = "FILE")]
-        file: Option<PathBuf>,
-        /// Replication factor for newly created topics (production: 3).
-        #[arg(long, env = "BAZAAR__KAFKA__REPLICATION_FACTOR", default_value_t = 1)]
-        replication_factor: i32,
-    },
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit::code_of(&error))
+        }
+    }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let mut settings = KafkaSettings::local_defaults("cli");
-    settings.bootstrap_servers = cli.kafka.bootstrap_servers;
-    settings.topic_prefix = cli.kafka.topic_prefix;
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let global = cli.global;
+    let mut kafka = KafkaSettings::local_defaults("cli");
+    kafka.bootstrap_servers = global.bootstrap_servers;
+    kafka.topic_prefix = global.topic_prefix;
+    kafka.schema_registry_url = global.registry;
+    let context = Context::new(
+        kafka,
+        global.json,
+        global.group_prefix,
+        &global.service_groups,
+        &global.service_dbs,
+    )?;
     match cli.command {
-        Command::Topics(TopicsCommand::Apply {
-            file,
-            replication_factor,
-        }) => {
-            settings.replication_factor = replication_factor;
-            let catalog = match file {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    TopicCatalog::parse(&text).with_context(|| format!("in {}", path.display()))?
-                }
-                None => TopicCatalog::bundled()?,
-            };
-            let report = messaging::topics::apply(&catalog, &settings)
-                .await
-                .with_context(|| format!("applying topics to {}", settings.bootstrap_servers))?;
-            for (label, names) in [
-                ("created", &report.created),
-                ("partitions added", &report.partitions_added),
-                ("config updated", &report.configs_updated),
-            ] {
-                for name in names {
-                    println!("{label:>16}  {name}");
-                }
-            }
-            println!(
-                "topics: {} created, {} grown, {} reconfigured, {} unchanged",
-                report.created.len(),
-                report.partitions_added.len(),
-                report.configs_updated.len(),
-                report.unchanged.len()
-            );
+        Command::Topics(args) => cmd::topics::run(&context, args).await,
+        Command::Services => {
+            cmd::services::run(&context);
             Ok(())
         }
-        Command::WaitKafka { timeout_secs } => {
-            let deadline = Instant::now() + Duration::from_secs(timeout_secs);
-            loop {
-                match messaging::client::ping(&settings, Duration::from_secs(2)).await {
-                    Ok(brokers) if brokers > 0 => {
-                        println!(
-                            "kafka: {brokers} broker(s) at {}",
-                            settings.bootstrap_servers
-                        );
-                        return Ok(());
-                    }
-                    outcome if Instant::now() >= deadline => {
-                        anyhow::bail!(
-                            "kafka at {} did not answer within {timeout_secs}s: {outcome:?}",
-                            settings.bootstrap_servers
-                        )
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(250)).await,
-                }
+        Command::Tap(args) => cmd::tap::run(&context, args).await,
+        Command::Replay(args) => cmd::replay::run(&context, args).await,
+        Command::Rebuild(args) => cmd::rebuild::run(&context, args).await,
+        Command::Dlq(command) => cmd::dlq::run(&context, command).await,
+        Command::Timeline(args) => cmd::timeline::run(&context, args).await,
+        Command::Stuck(args) => cmd::stuck::run(&context, args).await,
+        Command::WaitKafka { timeout_secs } => wait_kafka(&context.kafka, timeout_secs).await,
+    }
+}
+
+async fn wait_kafka(settings: &KafkaSettings, timeout_secs: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    loop {
+        match messaging::client::ping(settings, Duration::from_secs(2)).await {
+            Ok(brokers) if brokers > 0 => {
+                println!(
+                    "kafka: {brokers} broker(s) at {}",
+                    settings.bootstrap_servers
+                );
+                return Ok(());
             }
+            outcome if Instant::now() >= deadline => {
+                return Err(exit::Exit::Unavailable(format!(
+                    "kafka at {} did not answer within {timeout_secs}s: {outcome:?}",
+                    settings.bootstrap_servers
+                ))
+                .into());
+            }
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
 }

@@ -1,0 +1,10 @@
+//! One module per verb.
+
+pub mod dlq;
+pub mod rebuild;
+pub mod replay;
+pub mod services;
+pub mod stuck;
+pub mod tap;
+pub mod timeline;
+pub mod topics;

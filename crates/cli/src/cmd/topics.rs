@@ -1,0 +1,358 @@
+//! `bazaar topics`: every topic of the catalog with partitions, end offsets and the lag of
+//! each consumer group that reads it.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use messaging::TopicCatalog;
+use serde_json::{Value, json};
+
+use crate::context::Context;
+use crate::kafka::{Kafka, Watermarks};
+use crate::output::{Table, json_line};
+use crate::services::SERVICES;
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct TopicsArgs {
+    #[command(subcommand)]
+    pub command: Option<TopicsCommand>,
+    /// Show each partition's low and high watermark and each group's committed offset.
+    #[arg(long)]
+    pub partitions: bool,
+    /// Also report this consumer group (on every event topic it has committed offsets for).
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    /// Topic catalog; defaults to the one this binary was built with.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create missing topics and bring partitions and configs up to date. Safe to re-run.
+    Apply {
+        /// Topic catalog; defaults to the one this binary was built with.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Replication factor for newly created topics (production: 3).
+        #[arg(long, env = "BAZAAR__KAFKA__REPLICATION_FACTOR", default_value_t = 1)]
+        replication_factor: i32,
+    },
+}
+
+pub fn catalog(file: Option<&PathBuf>) -> anyhow::Result<TopicCatalog> {
+    match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Ok(TopicCatalog::parse(&text).with_context(|| format!("in {}", path.display()))?)
+        }
+        None => Ok(TopicCatalog::bundled()?),
+    }
+}
+
+pub async fn run(context: &Context, args: TopicsArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(TopicsCommand::Apply {
+            file,
+            replication_factor,
+        }) => apply(context, file.as_ref(), replication_factor).await,
+        None => list(context, &args).await,
+    }
+}
+
+async fn apply(
+    context: &Context,
+    file: Option<&PathBuf>,
+    replication_factor: i32,
+) -> anyhow::Result<()> {
+    let mut settings = context.kafka.clone();
+    settings.replication_factor = replication_factor;
+    let report = messaging::topics::apply(&catalog(file)?, &settings)
+        .await
+        .with_context(|| format!("applying topics to {}", settings.bootstrap_servers))?;
+    if context.json {
+        json_line(&json!({
+            "created": report.created,
+            "partitions_added": report.partitions_added,
+            "configs_updated": report.configs_updated,
+            "unchanged": report.unchanged,
+        }));
+        return Ok(());
+    }
+    for (label, names) in [
+        ("created", &report.created),
+        ("partitions added", &report.partitions_added),
+        ("config updated", &report.configs_updated),
+    ] {
+        for name in names {
+            println!("{label:>16}  {name}");
+        }
+    }
+    println!(
+        "topics: {} created, {} grown, {} reconfigured, {} unchanged",
+        report.created.len(),
+        report.partitions_added.len(),
+        report.configs_updated.len(),
+        report.unchanged.len()
+    );
+    Ok(())
+}
+
+/// One group's position on one topic.
+struct GroupOnTopic {
+    group: String,
+    service: Option<&'static str>,
+    /// Committed offset per partition, `None` where it never committed.
+    committed: Vec<Option<i64>>,
+}
+
+impl GroupOnTopic {
+    /// Messages the group has still to read; a partition without a commit will be read from
+    /// its oldest message (saga consumers start at the beginning).
+    fn lag(&self, marks: &[Watermarks]) -> i64 {
+        marks
+            .iter()
+            .map(|mark| {
+                let from = self
+                    .committed
+                    .get(usize::try_from(mark.partition).unwrap_or(usize::MAX))
+                    .copied()
+                    .flatten()
+                    .unwrap_or(mark.low);
+                (mark.high - from.max(mark.low)).max(0)
+            })
+            .sum()
+    }
+
+    fn has_commits(&self) -> bool {
+        self.committed.iter().any(Option::is_some)
+    }
+}
+
+struct TopicRow {
+    name: String,
+    full_name: String,
+    description: String,
+    marks: Option<Vec<Watermarks>>,
+    groups: Vec<GroupOnTopic>,
+}
+
+async fn list(context: &Context, args: &TopicsArgs) -> anyhow::Result<()> {
+    let kafka = Kafka::connect(&context.kafka).await?;
+    let catalog = catalog(args.file.as_ref())?;
+    let mut rows = Vec::new();
+    for spec in catalog.all_topics() {
+        let full_name = context.topic(&spec.name);
+        let marks = match kafka.partition_count(&full_name).await? {
+            Some(count) => Some(kafka.watermarks(&full_name, count).await?),
+            None => None,
+        };
+        rows.push(TopicRow {
+            name: spec.name.clone(),
+            full_name,
+            description: spec.description.clone(),
+            marks,
+            groups: Vec::new(),
+        });
+    }
+
+    // Known services on the topics they consume, extra groups on every non-DLQ topic.
+    let mut readers: Vec<(String, Option<&'static str>, Vec<String>)> = SERVICES
+        .iter()
+        .map(|service| {
+            (
+                context.group_of(service.name),
+                Some(service.name),
+                service.consumes.iter().map(|t| (*t).to_owned()).collect(),
+            )
+        })
+        .collect();
+    for group in &args.groups {
+        let topics = rows
+            .iter()
+            .filter(|row| !row.name.ends_with(".dlq"))
+            .map(|row| row.name.clone())
+            .collect();
+        readers.push((group.clone(), None, topics));
+    }
+    let mut group_states = Vec::new();
+    for (group, service, topics) in &readers {
+        let partitions: Vec<(String, i32)> = rows
+            .iter()
+            .filter(|row| topics.contains(&row.name))
+            .flat_map(|row| {
+                row.marks
+                    .iter()
+                    .flatten()
+                    .map(|mark| (row.full_name.clone(), mark.partition))
+            })
+            .collect();
+        let committed = kafka.committed(group, &partitions).await?;
+        let description = kafka.describe_group(group).await?;
+        let mut total_lag = 0;
+        for row in rows.iter_mut().filter(|row| topics.contains(&row.name)) {
+            let Some(marks) = &row.marks else { continue };
+            let position = GroupOnTopic {
+                group: group.clone(),
+                service: *service,
+                committed: marks
+                    .iter()
+                    .map(|mark| {
+                        committed
+                            .get(&(row.full_name.clone(), mark.partition))
+                            .copied()
+                            .flatten()
+                    })
+                    .collect(),
+            };
+            // An extra group is shown only where it has read something.
+            if service.is_none() && !position.has_commits() {
+                continue;
+            }
+            total_lag += position.lag(marks);
+            row.groups.push(position);
+        }
+        group_states.push((group.clone(), *service, description, total_lag));
+    }
+
+    if context.json {
+        let topics: Vec<Value> = rows
+            .iter()
+            .map(|row| {
+                let marks = row.marks.as_deref().unwrap_or_default();
+                json!({
+                    "topic": row.name,
+                    "full_name": row.full_name,
+                    "exists": row.marks.is_some(),
+                    "description": row.description,
+                    "partitions": marks.iter().map(|m| json!({"partition": m.partition, "low": m.low, "high": m.high})).collect::<Vec<_>>(),
+                    "end_offsets": marks.iter().map(|m| m.high).sum::<i64>(),
+                    "messages": marks.iter().map(|m| m.high - m.low).sum::<i64>(),
+                    "groups": row.groups.iter().map(|g| json!({
+                        "group": g.group,
+                        "service": g.service,
+                        "committed": g.committed,
+                        "lag": g.lag(marks),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let groups: Vec<Value> = group_states
+            .iter()
+            .map(|(group, service, description, lag)| {
+                json!({
+                    "group": group,
+                    "service": service,
+                    "state": description.state,
+                    "members": description.members.len(),
+                    "lag": lag,
+                })
+            })
+            .collect();
+        json_line(&json!({ "topics": topics, "groups": groups }));
+        return Ok(());
+    }
+
+    let mut table = Table::new([
+        "TOPIC",
+        "PARTS",
+        "END",
+        "MESSAGES",
+        "GROUP",
+        "COMMITTED",
+        "LAG",
+    ])
+    .right_aligned(&[1, 2, 3, 5, 6]);
+    for row in &rows {
+        let Some(marks) = &row.marks else {
+            table.row(vec![
+                row.name.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "missing (run `bazaar topics apply`)".into(),
+            ]);
+            continue;
+        };
+        let end: i64 = marks.iter().map(|m| m.high).sum();
+        let messages: i64 = marks.iter().map(|m| m.high - m.low).sum();
+        let mut first = vec![
+            row.name.clone(),
+            marks.len().to_string(),
+            end.to_string(),
+            messages.to_string(),
+        ];
+        if row.groups.is_empty() {
+            table.row(std::mem::take(&mut first));
+        }
+        for (i, group) in row.groups.iter().enumerate() {
+            let committed = if group.has_commits() {
+                group
+                    .committed
+                    .iter()
+                    .map(|c| c.unwrap_or(0))
+                    .sum::<i64>()
+                    .to_string()
+            } else {
+                "none".into()
+            };
+            let cells = vec![group.group.clone(), committed, group.lag(marks).to_string()];
+            if i == 0 {
+                first.extend(cells);
+                table.row(std::mem::take(&mut first));
+            } else {
+                let mut line = vec![String::new(); 4];
+                line.extend(cells);
+                table.row(line);
+            }
+        }
+        if args.partitions {
+            for mark in marks {
+                let mut line = vec![
+                    format!("  partition {}", mark.partition),
+                    String::new(),
+                    mark.high.to_string(),
+                    (mark.high - mark.low).to_string(),
+                ];
+                let committed: Vec<String> = row
+                    .groups
+                    .iter()
+                    .map(|group| {
+                        let offset = group
+                            .committed
+                            .get(usize::try_from(mark.partition).unwrap_or(usize::MAX))
+                            .copied()
+                            .flatten();
+                        format!(
+                            "{}={}",
+                            group.service.unwrap_or(&group.group),
+                            offset.map_or_else(|| "-".into(), |o| o.to_string())
+                        )
+                    })
+                    .collect();
+                if !committed.is_empty() {
+                    line.push(committed.join(" "));
+                }
+                table.row(line);
+            }
+        }
+    }
+    table.print();
+    println!();
+    let mut groups = Table::new(["GROUP", "SERVICE", "STATE", "MEMBERS", "LAG"])
+        .right_aligned(&[3, 4]);
+    for (group, service, description, lag) in &group_states {
+        groups.row(vec![
+            group.clone(),
+            service.unwrap_or("-").to_owned(),
+            description.state.clone(),
+            description.members.len().to_string(),
+            lag.to_string(),
+        ]);
+    }
+    groups.print();
+    Ok(())
+}
