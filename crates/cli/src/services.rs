@@ -11,9 +11,8 @@ pub struct ServiceSpec {
     pub projections: &'static [&'static str],
 }
 
-/// Every consuming service. Notification and shipping are listed with the topics the
-/// architecture gives them, so replay and lag work as soon as their consumers run; a group
-/// that never committed shows up as such.
+/// Every consuming service, with the topics of its `consumers::TOPICS` (an integration test
+/// keeps the two equal).
 pub const SERVICES: &[ServiceSpec] = &[
     ServiceSpec {
         name: "order",
@@ -47,7 +46,7 @@ pub const SERVICES: &[ServiceSpec] = &[
     },
     ServiceSpec {
         name: "shipping",
-        consumes: &["payment-events"],
+        consumes: &["order-events"],
         projections: &[],
     },
 ];

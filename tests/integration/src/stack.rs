@@ -20,13 +20,17 @@ use uuid::Uuid;
 use crate::publisher::Publisher;
 use crate::{eventually, fresh_database, isolated_kafka, unique_tag};
 
-/// A service running in this process.
+/// A service running in this process. It can be halted (as SIGTERM would) and started again
+/// while the rest of the stack runs on, e.g. to leave its consumer group empty.
 #[derive(Debug)]
 pub struct Service {
     pub base_url: String,
     pub pool: sqlx::PgPool,
+    /// What it was started with: its database URL and consumer group, for tools under test.
+    pub settings: ServiceSettings,
     stop: ServerHandle,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// `None` once halted.
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Service {
@@ -37,16 +41,40 @@ impl Service {
         Ok(Self {
             base_url: format!("http://127.0.0.1:{}", app.port()),
             pool: app.pool().clone(),
+            settings: app.settings().clone(),
             stop: app.stop_handle(),
-            task: tokio::spawn(app.run_until_stopped()),
+            task: Some(tokio::spawn(app.run_until_stopped())),
         })
     }
 
-    /// Stops as SIGTERM would and waits for a clean shutdown.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub fn is_running(&self) -> bool {
+        self.task.is_some()
+    }
+
+    /// Stops as SIGTERM would and waits for a clean shutdown; nothing happens if it is halted
+    /// already. Its pool stays usable for inspection.
+    pub async fn halt(&mut self) -> anyhow::Result<()> {
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
         self.stop.stop(true).await;
-        tokio::time::timeout(Duration::from_secs(30), self.task).await???;
+        tokio::time::timeout(Duration::from_secs(30), task).await???;
         Ok(())
+    }
+
+    /// Halts it if it runs, then runs `app` in its place (on a new port).
+    pub async fn restart(
+        &mut self,
+        app: impl Future<Output = anyhow::Result<Application>>,
+    ) -> anyhow::Result<()> {
+        self.halt().await?;
+        *self = Self::start(app).await?;
+        Ok(())
+    }
+
+    /// Stops as SIGTERM would and waits for a clean shutdown.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.halt().await
     }
 }
 
