@@ -4,7 +4,7 @@
 
 use events::{Event, EventMetadata};
 use messaging::{Relay, RelaySettings};
-use platform::config::KafkaSettings;
+use platform::config::{DatabaseSettings, KafkaSettings};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +21,11 @@ pub struct Publisher {
 impl Publisher {
     /// Publishes onto `kafka`'s topics (its prefix included).
     pub async fn start(label: &str, kafka: &KafkaSettings) -> anyhow::Result<Self> {
-        let database = fresh_database(label).await?;
+        let database = DatabaseSettings {
+            // Appends, and the relay's batches: a stand-in needs few of the server's connections.
+            max_connections: 2,
+            ..fresh_database(label).await?
+        };
         let pool = platform::db::connect_and_migrate(&database, &messaging::migrations::migrator())
             .await?;
         let relay = Relay::new(

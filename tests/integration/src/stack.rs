@@ -281,16 +281,25 @@ impl Stack {
         let payment = Service::start(payment_service::startup::build(payment_config)).await?;
 
         let fulfilment = if options.fulfilment {
+            // Light traffic: small pools leave the server's connections to the saga services
+            // when two stacks run side by side.
+            let small_pool =
+                |database: platform::config::DatabaseSettings| platform::config::DatabaseSettings {
+                    max_connections: 3,
+                    ..database
+                };
             let mut shipping_config = shipping_service::config::Config::defaults();
-            shipping_config.service =
-                service_settings(fresh_database("shipping").await?, kafka_for("shipping"));
+            shipping_config.service = service_settings(
+                small_pool(fresh_database("shipping").await?),
+                kafka_for("shipping"),
+            );
             shipping_config.auth = auth.clone();
             let shipping =
                 Service::start(shipping_service::startup::build(shipping_config)).await?;
             let mail_dir = std::env::temp_dir().join(format!("bazaar-test-mail-{}", unique_tag()));
             let mut notification_config = notification_service::config::Config::defaults();
             notification_config.service = service_settings(
-                fresh_database("notification").await?,
+                small_pool(fresh_database("notification").await?),
                 kafka_for("notification"),
             );
             notification_config.auth = auth.clone();
