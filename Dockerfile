@@ -17,6 +17,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/bazaar-process /usr/local/bin/bazaar-process
 COPY infra/demo /app/infra/demo
+# The notification service's mail folder; a volume mounted here inherits the owner.
+RUN mkdir -p /var/lib/bazaar/mail && chown 65532:65532 /var/lib/bazaar/mail
 WORKDIR /app
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/bazaar-process"]
