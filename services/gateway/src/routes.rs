@@ -153,6 +153,12 @@ fn is_order_event_stream(rest: &str) -> bool {
     matches!(segments.as_slice(), ["orders", id, "events"] if !id.is_empty())
 }
 
+/// Whether a query string may be forwarded: no NUL characters, which no service accepts and
+/// PostgreSQL refuses in text.
+pub fn is_clean_query(query: &str) -> bool {
+    !query.to_ascii_lowercase().contains("%00") && !query.contains('\0')
+}
+
 /// No `.` or `..` segments (also percent-encoded), no backslashes, no encoded slashes, no
 /// control characters.
 fn is_clean(path: &str) -> bool {
@@ -347,6 +353,9 @@ mod tests {
                 "{path}"
             );
         }
+        assert!(is_clean_query("q=shirt&cursor=abc"));
+        assert!(!is_clean_query("q=a%00b"));
+        assert!(!is_clean_query("q=%00"));
         // Dots inside a segment are fine.
         assert!(resolve(&Method::GET, "/api/products/a..b").is_ok());
     }

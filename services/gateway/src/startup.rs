@@ -111,6 +111,9 @@ async fn forward(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
+    if !routes::is_clean_query(request.query_string()) {
+        return Err(ApiError::bad_request("the query string is not allowed").into());
+    }
     let route = match routes::resolve(request.method(), request.path()) {
         Ok(route) => route,
         Err(RouteError::NotFound) => return Err(ApiError::not_found("no such route").into()),

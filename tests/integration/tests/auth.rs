@@ -952,6 +952,10 @@ async fn the_gateway_adds_request_id_and_trace_and_enforces_limits() {
         let status = raw_status(&stack.gateway_url, request.into_bytes()).await;
         assert!(status.contains(" 400 "), "{path}: {status}");
     }
+    let nul = stack
+        .send(stack.gateway(reqwest::Method::GET, "/api/products?q=a%00b"))
+        .await;
+    assert_eq!((nul.status, nul.code()), (400, "bad_request"));
     let nowhere = stack.get_with("/api/nowhere", &access).await;
     assert_eq!((nowhere.status, nowhere.code()), (404, "not_found"));
     for (method, path, allowed) in [
