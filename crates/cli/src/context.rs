@@ -152,7 +152,10 @@ mod tests {
             "postgres://bazaar_shipping:bazaar_shipping@127.0.0.1:5432/bazaar_shipping"
         );
         assert_eq!(context.database_url("payment", None), "postgres://x");
-        assert_eq!(context.database_url("payment", Some("postgres://y")), "postgres://y");
+        assert_eq!(
+            context.database_url("payment", Some("postgres://y")),
+            "postgres://y"
+        );
         assert_eq!(context.group_of("order"), "g");
         assert_eq!(context.group_of("inventory"), "bazaar-inventory");
     }

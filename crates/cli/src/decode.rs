@@ -30,9 +30,7 @@ impl Decoded {
         match (&self.metadata, &self.event) {
             (Ok(metadata), _) => Some(&metadata.event_type),
             (_, Ok(event)) => Some(event.type_name()),
-            _ => self
-                .record
-                .header(events::metadata::headers::EVENT_TYPE),
+            _ => self.record.header(events::metadata::headers::EVENT_TYPE),
         }
     }
 

@@ -123,7 +123,9 @@ impl Kafka {
             if found.error().is_some() || found.partitions().is_empty() {
                 return Ok(None);
             }
-            Ok(Some(i32::try_from(found.partitions().len()).unwrap_or(i32::MAX)))
+            Ok(Some(
+                i32::try_from(found.partitions().len()).unwrap_or(i32::MAX),
+            ))
         })
         .await
     }
@@ -139,7 +141,11 @@ impl Kafka {
     }
 
     /// Low and high watermark of every partition of a topic.
-    pub async fn watermarks(&self, topic: &str, partitions: i32) -> anyhow::Result<Vec<Watermarks>> {
+    pub async fn watermarks(
+        &self,
+        topic: &str,
+        partitions: i32,
+    ) -> anyhow::Result<Vec<Watermarks>> {
         let client = self.client.clone();
         let topic = topic.to_owned();
         let settings = self.settings.clone();

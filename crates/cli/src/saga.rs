@@ -127,6 +127,11 @@ pub fn progress(seen: &HashSet<&str>) -> Progress {
         }
         return Progress::Complete(if charged {
             "cancelled; stock released and payment refunded".into()
+        } else if has("StockReserved") && !has("PaymentFailed") {
+            // A charge may still be in flight; payment refunds it if it lands.
+            "cancelled; stock released; no payment outcome seen (nothing charged, or a charge \
+             in flight that payment will refund)"
+                .into()
         } else {
             "cancelled; stock released, nothing charged".into()
         });
@@ -210,15 +215,32 @@ mod tests {
         let cases: [(&[&str], &str); 7] = [
             (&["OrderCreated"], "inventory"),
             (&["OrderCreated", "StockReserved"], "payment"),
-            (&["OrderCreated", "StockReserved", "PaymentSucceeded"], "inventory"),
             (
-                &["OrderCreated", "StockReserved", "PaymentSucceeded", "StockCommitted"],
+                &["OrderCreated", "StockReserved", "PaymentSucceeded"],
+                "inventory",
+            ),
+            (
+                &[
+                    "OrderCreated",
+                    "StockReserved",
+                    "PaymentSucceeded",
+                    "StockCommitted",
+                ],
                 "order",
             ),
             (&["OrderCreated", "StockReserved", "PaymentFailed"], "order"),
-            (&["OrderCreated", "StockReserved", "OrderCancelled"], "inventory"),
             (
-                &["OrderCreated", "StockReserved", "PaymentSucceeded", "OrderCancelled", "StockReleased"],
+                &["OrderCreated", "StockReserved", "OrderCancelled"],
+                "inventory",
+            ),
+            (
+                &[
+                    "OrderCreated",
+                    "StockReserved",
+                    "PaymentSucceeded",
+                    "OrderCancelled",
+                    "StockReleased",
+                ],
                 "payment",
             ),
         ];
@@ -259,7 +281,11 @@ mod tests {
         // 2 was caused by 1 but stamped earlier (another host's clock); 3 is unrelated.
         let nodes = [node(1, None, 100), node(2, Some(1), 90), node(3, None, 95)];
         assert_eq!(causal_order(&nodes), vec![2, 0, 1]);
-        let nodes = [node(1, None, 100), node(2, Some(1), 110), node(3, None, 105)];
+        let nodes = [
+            node(1, None, 100),
+            node(2, Some(1), 110),
+            node(3, None, 105),
+        ];
         assert_eq!(causal_order(&nodes), vec![0, 2, 1]);
     }
 

@@ -38,13 +38,20 @@ impl Since {
         if let Ok(time) = DateTime::parse_from_rfc3339(text) {
             return Ok(Self::Time(time.with_timezone(&Utc)));
         }
-        for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+        for format in [
+            "%Y-%m-%d %H:%M:%S",
+            "%Y-%m-%dT%H:%M:%S",
+            "%Y-%m-%d %H:%M",
+            "%Y-%m-%dT%H:%M",
+        ] {
             if let Ok(time) = NaiveDateTime::parse_from_str(text, format) {
                 return Ok(Self::Time(time.and_utc()));
             }
         }
         if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-            return Ok(Self::Time(date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()));
+            return Ok(Self::Time(
+                date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc(),
+            ));
         }
         let ago = text.strip_suffix("ago").unwrap_or(text).trim();
         match humantime::parse_duration(ago) {
@@ -115,8 +122,14 @@ mod tests {
     fn since_reads_times_durations_offsets_and_the_beginning() {
         let parse = |text| Since::parse(text, true, now());
         assert_eq!(parse("beginning"), Ok(Since::Beginning));
-        assert_eq!(parse("2026-11-26T10:00:00Z"), Ok(at("2026-11-26T10:00:00Z")));
-        assert_eq!(parse("2026-11-26T11:00:00+01:00"), Ok(at("2026-11-26T10:00:00Z")));
+        assert_eq!(
+            parse("2026-11-26T10:00:00Z"),
+            Ok(at("2026-11-26T10:00:00Z"))
+        );
+        assert_eq!(
+            parse("2026-11-26T11:00:00+01:00"),
+            Ok(at("2026-11-26T10:00:00Z"))
+        );
         assert_eq!(parse("2026-11-26 10:30"), Ok(at("2026-11-26T10:30:00Z")));
         assert_eq!(parse("2026-11-25"), Ok(at("2026-11-25T00:00:00Z")));
         assert_eq!(parse("15m"), Ok(at("2026-11-26T11:45:00Z")));

@@ -200,8 +200,10 @@ async fn list(context: &Context, topic: Option<&str>, services: &[String]) -> an
                 format!("{} ago", short_signed(age)),
                 ids.len().to_string(),
                 id_list(service, &ids),
-                key.redrive_requested_at
-                    .map_or_else(|| "-".to_owned(), |at| format!("requested {}", short_signed(key.now - at))),
+                key.redrive_requested_at.map_or_else(
+                    || "-".to_owned(),
+                    |at| format!("requested {}", short_signed(key.now - at)),
+                ),
                 one_line(&key.error),
             ]);
             key_reports.push(json!({
@@ -360,7 +362,11 @@ async fn show(context: &Context, id: &str, service: Option<&str>) -> anyhow::Res
         _ => anyhow::bail!(
             "{} services have a parked message {number}: {}; say which, e.g. {}:{number}",
             found.len(),
-            found.iter().map(|(s, ..)| *s).collect::<Vec<_>>().join(", "),
+            found
+                .iter()
+                .map(|(s, ..)| *s)
+                .collect::<Vec<_>>()
+                .join(", "),
             found[0].0
         ),
     };
@@ -429,7 +435,10 @@ async fn show(context: &Context, id: &str, service: Option<&str>) -> anyhow::Res
             rfc3339(key.parked_at),
             one_line(&key.error),
             key.redrive_requested_at
-                .map_or_else(String::new, |at| format!("; redrive requested {}", rfc3339(at)))
+                .map_or_else(String::new, |at| format!(
+                    "; redrive requested {}",
+                    rfc3339(at)
+                ))
         ),
         None => println!("  key        not parked (released, or a keyless dead letter)"),
     }

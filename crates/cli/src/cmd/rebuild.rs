@@ -43,8 +43,29 @@ const TOPIC: &str = "product-snapshots";
 /// Snapshots applied per transaction while building the fresh table.
 const BATCH: usize = 200;
 
+/// Read models that look rebuildable but are not pure functions of retained events.
+const NOT_REBUILDABLE: &[(&str, &str, &str)] = &[(
+    "notification",
+    "feed",
+    "the notification feed keeps what no event carries (read marks, and the e-mails in \
+     outgoing_emails reference its rows), and its source topics keep 7 days, so a rebuilt feed \
+     would drop older notices and read marks and orphan or resend e-mails; replay the \
+     notification consumer instead (`bazaar replay notification --since ...`), which is \
+     idempotent per event",
+)];
+
 pub async fn run(context: &Context, args: RebuildArgs) -> anyhow::Result<()> {
     let service = context.service(&args.service)?;
+    if let Some((_, _, why)) = NOT_REBUILDABLE
+        .iter()
+        .find(|(s, p, _)| *s == service.name && *p == args.projection)
+    {
+        return Err(Exit::Refused(format!(
+            "{} {} cannot be rebuilt from the topics: {why}",
+            service.name, args.projection
+        ))
+        .into());
+    }
     if !service.projections.contains(&args.projection.as_str()) {
         let available: Vec<String> = SERVICES
             .iter()
@@ -263,9 +284,7 @@ async fn build_and_swap(
     let initial = ranges(&topic, &[], &first);
     let total: u64 = initial.iter().map(Range::len).sum();
     let bar = progress(context.json, total, "replaying product-snapshots");
-    rebuilder
-        .apply(connection, initial, false, &bar)
-        .await?;
+    rebuilder.apply(connection, initial, false, &bar).await?;
 
     let mut tx = connection.begin().await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(

@@ -177,7 +177,12 @@ pub async fn run(context: &Context, args: ReplayArgs) -> anyhow::Result<()> {
     let mut report = json!({
         "service": service.name,
         "group": group,
-        "since": format!("{since:?}"),
+        "since": args.since,
+        "since_resolved": match since {
+            Since::Beginning => json!("beginning"),
+            Since::Time(time) => json!(crate::decode::rfc3339(time)),
+            Since::Offset(offset) => json!(offset),
+        },
         "topics": per_topic.iter().map(|(topic, (partitions, count))| json!({
             "topic": topic, "partitions": partitions, "events": count.events, "already_handled": count.handled,
         })).collect::<Vec<_>>(),
@@ -194,7 +199,14 @@ pub async fn run(context: &Context, args: ReplayArgs) -> anyhow::Result<()> {
         "dry_run": args.dry_run,
     });
     if !context.json {
-        print_plan(service.name, &group, &args.since, &per_topic, &by_type, &rewinds);
+        print_plan(
+            service.name,
+            &group,
+            &args.since,
+            &per_topic,
+            &by_type,
+            &rewinds,
+        );
     }
     if args.dry_run {
         if context.json {
@@ -271,7 +283,10 @@ pub async fn run(context: &Context, args: ReplayArgs) -> anyhow::Result<()> {
         if context.json {
             json_line(&report);
         } else {
-            println!("not waiting (--no-wait): start the {} service to replay", service.name);
+            println!(
+                "not waiting (--no-wait): start the {} service to replay",
+                service.name
+            );
         }
         return Ok(());
     }
@@ -375,8 +390,8 @@ fn print_plan(
     rewinds: &[&PartitionPlan],
 ) {
     println!("replay of {service} (group {group}) since {since}");
-    let mut topics = Table::new(["TOPIC", "PARTITIONS", "EVENTS", "ALREADY HANDLED"])
-        .right_aligned(&[1, 2, 3]);
+    let mut topics =
+        Table::new(["TOPIC", "PARTITIONS", "EVENTS", "ALREADY HANDLED"]).right_aligned(&[1, 2, 3]);
     for (topic, (partitions, count)) in per_topic {
         topics.row(vec![
             topic.clone(),

@@ -81,7 +81,9 @@ pub async fn run(context: &Context, args: StuckArgs) -> anyhow::Result<()> {
         .copied()
         .filter(|status| status.parse::<OrderStatus>().is_ok_and(|s| !s.is_final()))
         .collect();
-    let pool = context.connect("order", args.database_url.as_deref()).await?;
+    let pool = context
+        .connect("order", args.database_url.as_deref())
+        .await?;
     // Ages come from the database clock, the one that stamped the orders.
     let orders: Vec<StuckOrder> = sqlx::query_as(
         "SELECT o.id, o.status, o.reason, o.created_at,
@@ -137,26 +139,27 @@ pub async fn run(context: &Context, args: StuckArgs) -> anyhow::Result<()> {
                 if let (true, Ok(metadata)) = (consumed, &last.metadata) {
                     last_ids.push(metadata.event_id);
                 }
-                last_events.insert(key, (last, progress, consumed));
+                last_events.insert(key, (last, progress, consumed.then_some(false)));
             }
         }
-        let handled: HashSet<Uuid> =
-            sqlx::query_as::<sqlx::Postgres, (Uuid,)>(
-                "SELECT event_id FROM messaging_inbox WHERE event_id = ANY($1)",
-            )
-            .bind(&last_ids)
-            .fetch_all(&pool)
-            .await?
-            .into_iter()
-            .map(|(id,)| id)
-            .collect();
-        for (last, _, consumed) in last_events.values_mut() {
-            // Whether the order service has handled it (only for topics it consumes).
-            *consumed = *consumed
-                && last
-                    .metadata
-                    .as_ref()
-                    .is_ok_and(|m| handled.contains(&m.event_id));
+        let handled: HashSet<Uuid> = sqlx::query_as::<sqlx::Postgres, (Uuid,)>(
+            "SELECT event_id FROM messaging_inbox WHERE event_id = ANY($1)",
+        )
+        .bind(&last_ids)
+        .fetch_all(&pool)
+        .await?
+        .into_iter()
+        .map(|(id,)| id)
+        .collect();
+        // Whether the order service has handled it; `None` for what it does not consume.
+        for (last, _, was_handled) in last_events.values_mut() {
+            if was_handled.is_some() {
+                *was_handled = Some(
+                    last.metadata
+                        .as_ref()
+                        .is_ok_and(|m| handled.contains(&m.event_id)),
+                );
+            }
         }
     }
 
@@ -237,17 +240,18 @@ pub async fn run(context: &Context, args: StuckArgs) -> anyhow::Result<()> {
             Some((decoded, progress, handled)) => {
                 let logical = context.logical(&decoded.record.topic);
                 let ago = decoded.occurred_at().map_or_else(String::new, |at| {
-                    format!(
-                        " {} ago",
-                        crate::time::short_signed(Utc::now() - at)
-                    )
+                    format!(" {} ago", crate::time::short_signed(Utc::now() - at))
                 });
                 (
                     format!(
                         "{} ({}){ago}{}",
                         decoded.event_type().unwrap_or("?"),
                         producer_of(logical),
-                        if *handled { ", handled" } else { "" }
+                        match handled {
+                            Some(true) => ", handled by order",
+                            Some(false) => ", not yet handled by order",
+                            None => "",
+                        }
                     ),
                     progress.describe(),
                 )

@@ -246,16 +246,20 @@ pub async fn run(context: &Context, args: TimelineArgs) -> anyhow::Result<()> {
         "order {}: {} event(s){}",
         args.order_id,
         steps.len(),
-        first
-            .zip(last)
-            .map_or_else(String::new, |(f, l)| format!(
-                ", {} from first to last",
-                short_signed(l - f)
-            ))
+        first.zip(last).map_or_else(String::new, |(f, l)| format!(
+            ", {} from first to last",
+            short_signed(l - f)
+        ))
     );
     println!();
     let mut table = Table::new([
-        "#", "TIME (UTC)", "+PREV", "SERVICE", "EVENT", "CAUSE", "DETAILS",
+        "#",
+        "TIME (UTC)",
+        "+PREV",
+        "SERVICE",
+        "EVENT",
+        "CAUSE",
+        "DETAILS",
     ])
     .right_aligned(&[0, 2]);
     let mut previous: Option<DateTime<Utc>> = None;
@@ -270,7 +274,10 @@ pub async fn run(context: &Context, args: TimelineArgs) -> anyhow::Result<()> {
             Ok(event) => summary(event),
             Err(error) => format!("(cannot decode: {error})"),
         };
-        let cause = match (cause, decoded.metadata.as_ref().ok().and_then(|m| m.causation_id)) {
+        let cause = match (
+            cause,
+            decoded.metadata.as_ref().ok().and_then(|m| m.causation_id),
+        ) {
             (Some(step), _) => format!("#{step}"),
             (None, Some(_)) => "elsewhere".into(),
             (None, None) => String::new(),
@@ -296,9 +303,8 @@ pub async fn run(context: &Context, args: TimelineArgs) -> anyhow::Result<()> {
                 service, message, ..
             } = &progress
         {
-            let waited = waiting_since.map_or_else(String::new, |at| {
-                format!(" for {}", short_signed(now - at))
-            });
+            let waited = waiting_since
+                .map_or_else(String::new, |at| format!(" for {}", short_signed(now - at)));
             println!("   ... waiting for {service}{waited}: {message}");
         }
     }

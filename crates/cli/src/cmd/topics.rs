@@ -309,7 +309,8 @@ async fn list(context: &Context, args: &TopicsArgs) -> anyhow::Result<()> {
                 table.row(line);
             }
         }
-        if args.partitions {
+        // Empty topics would only add rows of zeros.
+        if args.partitions && messages > 0 {
             for mark in marks {
                 let mut line = vec![
                     format!("  partition {}", mark.partition),
@@ -342,8 +343,8 @@ async fn list(context: &Context, args: &TopicsArgs) -> anyhow::Result<()> {
     }
     table.print();
     println!();
-    let mut groups = Table::new(["GROUP", "SERVICE", "STATE", "MEMBERS", "LAG"])
-        .right_aligned(&[3, 4]);
+    let mut groups =
+        Table::new(["GROUP", "SERVICE", "STATE", "MEMBERS", "LAG"]).right_aligned(&[3, 4]);
     for (group, service, description, lag) in &group_states {
         groups.row(vec![
             group.clone(),
