@@ -852,7 +852,10 @@ async fn a_dlq_redrive_releases_a_parked_key_in_order() {
         human.stdout.contains("order-A") && human.stdout.contains("poison"),
         "{human:?}"
     );
-    assert!(human.stdout.contains("order-events.dlq: 3"), "{human:?}");
+    assert!(
+        human.stdout.contains("order-events.dlq: 3 dead-lettered"),
+        "{human:?}"
+    );
 
     let shown = bazaar
         .run(&["dlq", "show", &ids[0], "--json"])

@@ -291,7 +291,7 @@ async fn list(context: &Context, topic: Option<&str>, services: &[String]) -> an
         table.print();
     }
     for (topic, messages) in &copies {
-        println!("{topic}: {messages} dead-lettered cop(ies) in Kafka");
+        println!("{topic}: {messages} dead-lettered message(s) in Kafka");
     }
     for problem in &problems {
         eprintln!("warning: {problem}");
@@ -431,7 +431,7 @@ async fn show(context: &Context, id: &str, service: Option<&str>) -> anyhow::Res
     println!("  error      {}", message.error);
     match &key_state {
         Some(key) => println!(
-            "  key        parked since {} ({}){}",
+            "  status     key parked since {} ({}){}",
             rfc3339(key.parked_at),
             one_line(&key.error),
             key.redrive_requested_at
@@ -440,7 +440,7 @@ async fn show(context: &Context, id: &str, service: Option<&str>) -> anyhow::Res
                     rfc3339(at)
                 ))
         ),
-        None => println!("  key        not parked (released, or a keyless dead letter)"),
+        None => println!("  status     key not parked (released, or a keyless dead letter)"),
     }
     println!("headers");
     let width = message
