@@ -49,20 +49,27 @@ pub struct TapArgs {
 pub async fn run(context: &Context, args: TapArgs) -> anyhow::Result<()> {
     let catalog = messaging::TopicCatalog::bundled()?;
     let known: Vec<String> = catalog.all_topics().into_iter().map(|t| t.name).collect();
-    let mut topics = Vec::new();
+    let mut topics: Vec<String> = Vec::new();
     for topic in &args.topics {
-        if topic == "all" {
-            topics.extend(events::codec::event_topics().into_iter().map(str::to_owned));
+        let named: Vec<String> = if topic == "all" {
+            events::codec::event_topics()
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
         } else if known.contains(topic) {
-            topics.push(topic.clone());
+            vec![topic.clone()]
         } else {
             anyhow::bail!(
                 "unknown topic {topic:?} (give it without the prefix); known: {}",
                 known.join(", ")
             );
+        };
+        for name in named {
+            if !topics.contains(&name) {
+                topics.push(name);
+            }
         }
     }
-    topics.dedup();
     let type_names: Vec<&str> = events::SCHEMAS.iter().map(|(_, name, _)| *name).collect();
     for wanted in &args.types {
         if !type_names.contains(&wanted.as_str()) {
