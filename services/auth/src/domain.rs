@@ -70,12 +70,18 @@ pub fn validate_registration(
 }
 
 /// Login needs both fields; their content is judged by the password check alone, so a
-/// malformed e-mail address gets the same 401 as a wrong password.
+/// malformed e-mail address gets the same 401 as a wrong password. Only what no account can
+/// have is refused up front: control characters (PostgreSQL refuses NUL in text) and addresses
+/// longer than any registration allows.
 pub fn validate_login(email: &str, password: &str) -> Result<String, FieldErrors> {
     let mut errors = FieldErrors::new();
     let email = email.trim();
     if email.is_empty() {
         errors.insert("email".into(), "is required".into());
+    } else if email.chars().any(char::is_control) {
+        errors.insert("email".into(), "must not contain control characters".into());
+    } else if email.chars().count() > MAX_EMAIL_CHARS {
+        errors.insert("email".into(), "is too long".into());
     }
     if password.is_empty() {
         errors.insert("password".into(), "is required".into());
@@ -320,6 +326,15 @@ mod tests {
         assert_eq!(validate_login(" x ", "y"), Ok("x".into()));
         let errors = validate_login("", "").expect_err("both missing");
         assert_eq!(errors.len(), 2);
+    }
+
+    #[test]
+    fn login_refuses_what_no_account_can_have() {
+        assert!(validate_login("a\u{0}@b.co", "y").is_err());
+        assert!(validate_login("a\u{1b}@b.co", "y").is_err());
+        assert!(validate_login(&format!("{}@b.co", "a".repeat(300)), "y").is_err());
+        // A password may hold anything: it only ever reaches argon2.
+        assert!(validate_login("a@b.co", "pass\u{0}word").is_ok());
     }
 
     #[test]

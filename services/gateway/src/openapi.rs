@@ -66,7 +66,12 @@ struct Account {
 
 #[derive(ToSchema)]
 struct LoginRequest {
-    #[schema(example = "ada@example.com", min_length = 1, pattern = r"\S")]
+    #[schema(
+        example = "ada@example.com",
+        min_length = 1,
+        max_length = 254,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*\S[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     email: String,
     #[schema(example = "correct horse battery", min_length = 1)]
     password: String,
@@ -258,6 +263,76 @@ struct Order {
     currency: String,
     created_at: String,
     updated_at: String,
+    /// Null until the shipping service has scheduled the shipment.
+    shipment: Option<OrderShipment>,
+}
+
+#[derive(ToSchema)]
+struct OrderShipment {
+    shipment_id: String,
+    #[schema(example = "Bazaar Post")]
+    carrier: Option<String>,
+    #[schema(example = "BP313403501569")]
+    tracking_number: Option<String>,
+    #[schema(example = "2026-11-27")]
+    pickup_date: Option<String>,
+    /// `scheduled`, `dispatched` or `delivered`; it only moves forward.
+    status: String,
+    dispatched_at: Option<String>,
+    delivered_at: Option<String>,
+    updated_at: String,
+}
+
+#[derive(ToSchema)]
+struct Notification {
+    id: uuid::Uuid,
+    /// `order_paid`, `order_rejected`, `order_cancelled`, `payment_refunded`,
+    /// `shipment_scheduled`, `shipment_dispatched` or `shipment_delivered`.
+    kind: String,
+    order_id: Option<uuid::Uuid>,
+    subject: String,
+    body: String,
+    read: bool,
+    read_at: Option<String>,
+    /// When the event it tells of happened.
+    created_at: String,
+}
+
+#[derive(ToSchema)]
+struct NotificationFeed {
+    /// Newest first.
+    items: Vec<Notification>,
+    /// Unread notifications of the caller, all of them (not only this page).
+    unread: i64,
+}
+
+#[derive(ToSchema)]
+struct Shipment {
+    id: uuid::Uuid,
+    order_id: uuid::Uuid,
+    carrier: String,
+    tracking_number: String,
+    pickup_date: String,
+    /// `scheduled`, `dispatched` or `delivered`.
+    status: String,
+    shipping_address: String,
+    item_count: i32,
+    created_at: String,
+    dispatched_at: Option<String>,
+    delivered_at: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+enum ShipmentStatusFilter {
+    Scheduled,
+    Dispatched,
+    Delivered,
+}
+
+#[derive(ToSchema)]
+struct ShipmentList {
+    items: Vec<Shipment>,
 }
 
 #[derive(ToSchema)]
@@ -479,6 +554,65 @@ fn set_stock() {}
     ))]
 fn get_stock() {}
 
+#[utoipa::path(get, path = "/api/notifications", tag = "notifications", security(("bearer" = [])),
+    params(("limit" = Option<i64>, Query, description = "How many, newest first", minimum = 1, maximum = 200)),
+    responses(
+        (status = 200, description = "The caller's notifications and unread count", body = NotificationFeed),
+        (status = 401, description = "No valid access token", body = Error),
+        (status = 422, description = "Limit out of range", body = Error),
+    ))]
+fn list_notifications() {}
+
+#[utoipa::path(post, path = "/api/notifications/{id}/read", tag = "notifications", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "Marked read (the first read time is kept)", body = Notification),
+        (status = 401, description = "No valid access token", body = Error),
+        (status = 404, description = "No such notification (or another user's)", body = Error),
+    ))]
+fn read_notification() {}
+
+#[utoipa::path(get, path = "/api/admin/shipments", tag = "admin", security(("bearer" = [])),
+    params(
+        ("status" = Option<ShipmentStatusFilter>, Query, description = "Only shipments in this status"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500),
+    ),
+    responses(
+        (status = 200, description = "The newest shipments", body = ShipmentList),
+        (status = 403, description = "Not an admin", body = Error),
+        (status = 422, description = "Unknown status or limit out of range", body = Error),
+    ))]
+fn list_shipments() {}
+
+#[utoipa::path(get, path = "/api/admin/shipments/{order_id}", tag = "admin", security(("bearer" = [])),
+    params(("order_id" = uuid::Uuid, Path, description = "The order the shipment is for")),
+    responses(
+        (status = 200, description = "The order's shipment", body = Shipment),
+        (status = 403, description = "Not an admin", body = Error),
+        (status = 404, description = "No shipment for this order", body = Error),
+    ))]
+fn get_shipment() {}
+
+#[utoipa::path(post, path = "/api/admin/shipments/{order_id}/dispatch", tag = "admin", security(("bearer" = [])),
+    params(("order_id" = uuid::Uuid, Path, description = "The order the shipment is for")),
+    responses(
+        (status = 200, description = "Dispatched (or already was); ShipmentDispatched is published once", body = Shipment),
+        (status = 403, description = "Not an admin", body = Error),
+        (status = 404, description = "No shipment for this order", body = Error),
+        (status = 409, description = "Already delivered", body = Error),
+    ))]
+fn dispatch_shipment() {}
+
+#[utoipa::path(post, path = "/api/admin/shipments/{order_id}/deliver", tag = "admin", security(("bearer" = [])),
+    params(("order_id" = uuid::Uuid, Path, description = "The order the shipment is for")),
+    responses(
+        (status = 200, description = "Delivered (or already was); ShipmentDelivered is published once", body = Shipment),
+        (status = 403, description = "Not an admin", body = Error),
+        (status = 404, description = "No shipment for this order", body = Error),
+        (status = 409, description = "Not dispatched yet", body = Error),
+    ))]
+fn deliver_shipment() {}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -555,6 +689,8 @@ impl Modify for CommonAnswers {
         get_cart, put_cart_item, delete_cart_item,
         checkout, list_orders, get_order, cancel_order, order_events,
         create_product, update_product, set_stock, get_stock,
+        list_notifications, read_notification,
+        list_shipments, get_shipment, dispatch_shipment, deliver_shipment,
     ),
     modifiers(&BearerAuth, &CommonAnswers),
     tags(
@@ -562,6 +698,7 @@ impl Modify for CommonAnswers {
         (name = "catalog", description = "Browsing products"),
         (name = "cart", description = "The caller's server-side cart"),
         (name = "orders", description = "Checkout and the caller's orders"),
+        (name = "notifications", description = "The caller's notification feed"),
         (name = "admin", description = "Needs the admin role"),
     )
 )]
@@ -639,6 +776,12 @@ mod tests {
             ("/api/admin/products", "post"),
             ("/api/admin/products/{id}", "put"),
             ("/api/admin/inventory/{sku}", "put"),
+            ("/api/notifications", "get"),
+            ("/api/notifications/{id}/read", "post"),
+            ("/api/admin/shipments", "get"),
+            ("/api/admin/shipments/{order_id}", "get"),
+            ("/api/admin/shipments/{order_id}/dispatch", "post"),
+            ("/api/admin/shipments/{order_id}/deliver", "post"),
         ] {
             assert!(
                 paths.get(path).and_then(|item| item.get(method)).is_some(),

@@ -652,6 +652,14 @@ async fn login_is_rate_limited_per_account_and_per_address() {
         .expect("seconds");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
 
+    // What no account can have is refused before it reaches the database.
+    let nul = stack.login("nul\u{0}@example.com", PASSWORD).await;
+    assert_eq!(
+        (nul.status, nul.code()),
+        (422, "validation_failed"),
+        "{nul:?}"
+    );
+
     // An unknown address answers exactly like a wrong password.
     let unknown = stack.login("nobody@example.com", "wrong password").await;
     assert_eq!(unknown.status, 401);
