@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use actix_web::{HttpResponse, web};
 use auth_kit::AuthenticatedUser;
 use platform::http::ApiError;
@@ -10,8 +12,15 @@ use crate::db;
 /// The notification service's own routes (health endpoints come from `platform`).
 pub fn routes(config: &mut web::ServiceConfig) {
     config
+        .app_data(query_config())
         .route("/notifications", web::get().to(list))
         .route("/notifications/{id}/read", web::post().to(mark_read));
+}
+
+/// A malformed query string answers in the shared error shape, not actix's plain text.
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default()
+        .error_handler(|error, _request| ApiError::bad_request(error.to_string()).into())
 }
 
 const DEFAULT_LIMIT: i64 = 50;
@@ -28,7 +37,13 @@ async fn list(
     pool: web::Data<PgPool>,
     query: web::Query<FeedQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::validation(BTreeMap::from([(
+            "limit".to_owned(),
+            format!("must be between 1 and {MAX_LIMIT}"),
+        )])));
+    }
     let (items, unread) = db::feed(&pool, user.user_id, limit).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "unread": unread })))
 }

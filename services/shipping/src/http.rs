@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use actix_web::{HttpResponse, web};
 use auth_kit::AdminUser;
 use platform::http::ApiError;
@@ -11,6 +13,7 @@ use crate::domain::{ShipmentStatus, Step};
 /// The shipping service's own routes (health endpoints come from `platform`).
 pub fn routes(config: &mut web::ServiceConfig) {
     config
+        .app_data(query_config())
         .route("/admin/shipments", web::get().to(list))
         .route("/admin/shipments/{order_id}", web::get().to(get_one))
         .route(
@@ -22,6 +25,19 @@ pub fn routes(config: &mut web::ServiceConfig) {
             web::post().to(deliver),
         );
 }
+
+/// A malformed query string answers in the shared error shape, not actix's plain text.
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default()
+        .error_handler(|error, _request| ApiError::bad_request(error.to_string()).into())
+}
+
+fn field_error(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::validation(BTreeMap::from([(field.to_owned(), message.into())]))
+}
+
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 500;
 
 fn no_shipment() -> ApiError {
     ApiError::not_found("no shipment for this order")
@@ -42,15 +58,21 @@ async fn list(
     pool: web::Data<PgPool>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    // An empty `status=` is no filter, as a form with nothing chosen sends it.
     let status = query
         .status
         .as_deref()
+        .filter(|status| !status.is_empty())
         .map(str::parse::<ShipmentStatus>)
         .transpose()
-        .map_err(|why| {
-            ApiError::validation(std::collections::BTreeMap::from([("status".into(), why)]))
-        })?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 500);
+        .map_err(|why| field_error("status", why))?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(field_error(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
     let items = db::shipments(&pool, status, limit).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }

@@ -2,7 +2,7 @@
 # Fuzzes the public API with schemathesis, driven by the gateway's own /api/openapi.json.
 #
 # Starts the gateway and the services behind the documented routes (auth, product, order,
-# inventory) on spare ports, each with a fresh database and its own topic prefix on the local
+# inventory, notification, shipping) on spare ports, each with a fresh database and its own topic prefix on the local
 # broker, creates an admin, then lets schemathesis loose with the admin's token. Prints how many
 # requests were made and how many got a 5xx answer; the exit code is non-zero if any did.
 # Needs PostgreSQL, Kafka and the schema registry running (`make up`, or `make test` once).
@@ -35,13 +35,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+SERVICES_UNDER_TEST=(auth product order inventory notification shipping)
 declare -A PORT=([gateway]=$BASE_PORT [auth]=$((BASE_PORT + 1)) [product]=$((BASE_PORT + 2))
-                 [order]=$((BASE_PORT + 3)) [inventory]=$((BASE_PORT + 4)))
+                 [order]=$((BASE_PORT + 3)) [inventory]=$((BASE_PORT + 4))
+                 [notification]=$((BASE_PORT + 5)) [shipping]=$((BASE_PORT + 6)))
 url_of() { echo "http://127.0.0.1:${PORT[$1]}"; }
 db_of() { echo "${ADMIN_URL%/*}/bazaar_test_${TAG}_$1"; }
 
 say "fresh databases and topics (prefix $PREFIX)"
-for svc in auth product order inventory; do
+for svc in "${SERVICES_UNDER_TEST[@]}"; do
   psql -q "$ADMIN_URL" -c "CREATE DATABASE bazaar_test_${TAG}_$svc"
 done
 BAZAAR__KAFKA__TOPIC_PREFIX="$PREFIX" "$BIN_DIR/bazaar" topics apply >/dev/null
@@ -50,7 +52,8 @@ BAZAAR__KAFKA__TOPIC_PREFIX="$PREFIX" "$BIN_DIR/bazaar" topics apply >/dev/null
 env_of() {
   echo "BAZAAR__HTTP__PORT=${PORT[$1]} BAZAAR__DATABASE__URL=$(db_of "$1")" \
     "BAZAAR__KAFKA__TOPIC_PREFIX=$PREFIX BAZAAR__KAFKA__GROUP_ID=$TAG-$1" \
-    "BAZAAR__AUTH__JWKS_URL=$(url_of auth)/.well-known/jwks.json"
+    "BAZAAR__AUTH__JWKS_URL=$(url_of auth)/.well-known/jwks.json" \
+    "BAZAAR__MAIL__FILE__DIR=$OUT/mail"
 }
 
 say "seeding the demo catalog and creating an admin"
@@ -62,8 +65,8 @@ ADMIN_PASSWORD="fuzz-$(date +%s%N)"
 env $(env_of auth) BAZAAR_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
   "$(binary_of auth)" create-admin --email fuzz-admin@example.com --name Fuzz >/dev/null
 
-say "starting auth, product, order, inventory and the gateway on ports ${BASE_PORT}-$((BASE_PORT + 4))"
-for svc in auth product order inventory; do
+say "starting ${SERVICES_UNDER_TEST[*]} and the gateway on ports ${BASE_PORT}-$((BASE_PORT + 6))"
+for svc in "${SERVICES_UNDER_TEST[@]}"; do
   # shellcheck disable=SC2046
   env $(env_of "$svc") "$(binary_of "$svc")" >"$OUT/$svc.log" 2>&1 &
   pids+=($!)
@@ -71,6 +74,8 @@ done
 env BAZAAR__HTTP__PORT="${PORT[gateway]}" BAZAAR__UPSTREAMS__AUTH="$(url_of auth)" \
   BAZAAR__UPSTREAMS__PRODUCT="$(url_of product)" BAZAAR__UPSTREAMS__ORDER="$(url_of order)" \
   BAZAAR__UPSTREAMS__INVENTORY="$(url_of inventory)" \
+  BAZAAR__UPSTREAMS__NOTIFICATION="$(url_of notification)" \
+  BAZAAR__UPSTREAMS__SHIPPING="$(url_of shipping)" \
   BAZAAR__AUTH__JWKS_URL="$(url_of auth)/.well-known/jwks.json" \
   "$(binary_of gateway)" >"$OUT/gateway.log" 2>&1 &
 pids+=($!)
@@ -82,7 +87,7 @@ wait_up() {
     sleep 0.3
   done
 }
-for svc in auth product order inventory; do wait_up "$svc" readyz; done
+for svc in "${SERVICES_UNDER_TEST[@]}"; do wait_up "$svc" readyz; done
 wait_up gateway healthz
 
 TOKEN="$(curl -fsS "$(url_of gateway)/api/auth/login" -H 'content-type: application/json' \
