@@ -115,10 +115,20 @@ pub async fn run_sender(
             futures::future::join_all(sends).await;
             continue;
         }
+        let poll = Duration::from_millis(settings.poll_ms);
         tokio::select! {
             () = shutdown.cancelled() => break,
-            _ = listener.try_recv() => {}
-            () = tokio::time::sleep(Duration::from_millis(settings.poll_ms)) => {}
+            received = listener.try_recv() => {
+                // A lost connection answers at once (and reconnects on the next call): wait a
+                // poll interval rather than spin while the database is away.
+                if !matches!(received, Ok(Some(_))) {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(poll) => {}
+                    }
+                }
+            }
+            () = tokio::time::sleep(poll) => {}
         }
     }
     Ok(())
