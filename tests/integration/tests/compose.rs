@@ -123,6 +123,7 @@ fn every_workspace_service_is_deployed_with_its_configuration() {
                 "BAZAAR__DATABASE__URL",
                 "BAZAAR__KAFKA__BOOTSTRAP_SERVERS",
                 "BAZAAR__KAFKA__REPLICATION_FACTOR",
+                "BAZAAR__KAFKA__SCHEMA_REGISTRY_URL",
             ] {
                 assert!(has(key), "{name}: missing {key}");
             }
