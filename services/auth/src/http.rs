@@ -403,9 +403,14 @@ async fn logout(
     let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LogoutRequest::default()
     } else {
-        serde_json::from_slice::<Option<LogoutRequest>>(&body)
-            .map_err(|error| LogoutError::Body(error.to_string()))?
-            .unwrap_or_default()
+        match serde_json::from_slice(&body) {
+            Ok(serde_json::Value::Null) => LogoutRequest::default(),
+            // serde would also read a struct from an array; only an object is a request.
+            Ok(value @ serde_json::Value::Object(_)) => serde_json::from_value(value)
+                .map_err(|error| LogoutError::Body(error.to_string()))?,
+            Ok(_) => return Err(LogoutError::Body("expected a JSON object".into())),
+            Err(error) => return Err(LogoutError::Body(error.to_string())),
+        }
     };
     let revoked = match request.refresh_token.as_deref().map(str::trim) {
         Some(token) if !token.is_empty() => {

@@ -423,6 +423,20 @@ async fn accounts_work_end_to_end_through_the_gateway() {
         (401, "invalid_refresh_token")
     );
 
+    let not_an_object = stack
+        .send(
+            stack
+                .gateway(reqwest::Method::POST, "/api/auth/logout")
+                .bearer_auth(&new_access)
+                .header("content-type", "application/json")
+                .body(r#"[""]"#),
+        )
+        .await;
+    assert_eq!(
+        (not_an_object.status, not_an_object.code()),
+        (422, "invalid_body")
+    );
+
     // Logout without a body ends every session of the user.
     let first = stack.login("ada@example.com", PASSWORD).await.body;
     let second = stack.login("ada@example.com", PASSWORD).await.body;
