@@ -64,6 +64,7 @@ Bazaar is running (ready after $((SECONDS - started)) s).
 
   Storefront:   http://127.0.0.1:$GATEWAY_PORT/
   Public API:   http://127.0.0.1:$GATEWAY_PORT/api/products
+  API docs:     http://127.0.0.1:$GATEWAY_PORT/api/docs/   (OpenAPI: /api/openapi.json)
   Kafka:        127.0.0.1:9092      PostgreSQL: 127.0.0.1:5432
   Schemas:      http://127.0.0.1:8088/subjects   (Confluent-compatible registry)
   Logs:         $LOG_DIR  ('make logs')
