@@ -108,6 +108,10 @@ fn every_workspace_service_is_deployed_with_its_configuration() {
                     "{name}: upstream {upstream}"
                 );
             }
+            assert!(
+                has("BAZAAR__AUTH__JWKS_URL"),
+                "{name}: checks tokens against the auth service's keys"
+            );
         } else if name == PAYMENT_GATEWAY {
             assert!(
                 has("BAZAAR__HTTP__HOST"),
