@@ -48,7 +48,8 @@ pub struct GroupDescription {
 #[derive(Clone)]
 pub struct Kafka {
     settings: KafkaSettings,
-    client: Arc<BaseConsumer>,
+    /// Taken only by `Drop`.
+    client: Option<Arc<BaseConsumer>>,
 }
 
 impl std::fmt::Debug for Kafka {
@@ -56,6 +57,19 @@ impl std::fmt::Debug for Kafka {
         f.debug_struct("Kafka")
             .field("bootstrap_servers", &self.settings.bootstrap_servers)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        // Closing a librdkafka handle blocks; keep it off the tokio workers.
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(client))),
+            Err(_) => drop(client),
+        }
     }
 }
 
@@ -104,13 +118,19 @@ impl Kafka {
         .await?;
         Ok(Self {
             settings: settings.clone(),
-            client: Arc::new(client),
+            client: Some(Arc::new(client)),
         })
+    }
+
+    fn client(&self) -> Arc<BaseConsumer> {
+        self.client
+            .clone()
+            .unwrap_or_else(|| unreachable!("the client is taken only on drop"))
     }
 
     /// Partition count of a topic (full name), `None` if it does not exist.
     pub async fn partition_count(&self, topic: &str) -> anyhow::Result<Option<i32>> {
-        let client = self.client.clone();
+        let client = self.client();
         let topic = topic.to_owned();
         let settings = self.settings.clone();
         blocking(move || {
@@ -146,7 +166,7 @@ impl Kafka {
         topic: &str,
         partitions: i32,
     ) -> anyhow::Result<Vec<Watermarks>> {
-        let client = self.client.clone();
+        let client = self.client();
         let topic = topic.to_owned();
         let settings = self.settings.clone();
         blocking(move || {
@@ -174,7 +194,7 @@ impl Kafka {
         partitions: i32,
         timestamp_ms: i64,
     ) -> anyhow::Result<Vec<Option<i64>>> {
-        let client = self.client.clone();
+        let client = self.client();
         let topic = topic.to_owned();
         let settings = self.settings.clone();
         blocking(move || {
@@ -267,7 +287,7 @@ impl Kafka {
 
     /// State and live members of a consumer group.
     pub async fn describe_group(&self, group: &str) -> anyhow::Result<GroupDescription> {
-        let client = self.client.clone();
+        let client = self.client();
         let name = group.to_owned();
         let settings = self.settings.clone();
         blocking(move || {
