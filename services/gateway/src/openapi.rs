@@ -692,6 +692,8 @@ impl Modify for CommonAnswers {
         list_notifications, read_notification,
         list_shipments, get_shipment, dispatch_shipment, deliver_shipment,
     ),
+    // Types used only as parameters are not collected on their own.
+    components(schemas(ShipmentStatusFilter)),
     modifiers(&BearerAuth, &CommonAnswers),
     tags(
         (name = "auth", description = "Accounts and tokens"),
@@ -792,5 +794,32 @@ mod tests {
             document["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
         );
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        fn references<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+            match value {
+                Value::Object(map) => {
+                    if let Some(Value::String(target)) = map.get("$ref") {
+                        found.push(target);
+                    }
+                    map.values().for_each(|inner| references(inner, found));
+                }
+                Value::Array(items) => items.iter().for_each(|inner| references(inner, found)),
+                _ => {}
+            }
+        }
+        let document: Value = serde_json::from_str(document()).expect("json");
+        let mut found = Vec::new();
+        references(&document, &mut found);
+        assert!(!found.is_empty());
+        for target in found {
+            let pointer = target.strip_prefix('#').expect("local reference");
+            assert!(
+                document.pointer(pointer).is_some(),
+                "{target} does not resolve"
+            );
+        }
     }
 }
