@@ -55,12 +55,14 @@ async fn main() -> anyhow::Result<()> {
             let pool = connect(&config).await?;
             let ttl = std::time::Duration::from_secs(config.tokens.access_ttl_secs);
             let rotation = auth_service::keys::rotate(&pool, ttl).await?;
-            println!(
-                "auth: signing with {}; {} stays published until {}",
-                rotation.active,
-                rotation.retired.as_deref().unwrap_or("(no previous key)"),
-                rotation.retired_published_until.to_rfc3339()
-            );
+            match &rotation.retired {
+                Some(retired) => println!(
+                    "auth: signing with {}; {retired} stays published until {}",
+                    rotation.active,
+                    rotation.retired_published_until.to_rfc3339()
+                ),
+                None => println!("auth: signing with {} (there was no key)", rotation.active),
+            }
             Ok(())
         }
     }
