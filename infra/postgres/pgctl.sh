@@ -19,7 +19,7 @@ Commands:
   install        apt-get install postgresql if it is missing
   start          install, start the cluster if it is down, provision roles and databases
   provision      create (or update) one role and one database per service; idempotent
-  drop-test-dbs  drop the per-test databases (bazaar_test_*) left by earlier test runs
+  drop-test-dbs  drop per-test databases (bazaar_test_*) more than an hour old
   stop           stop the cluster, only if 'start' started it
   status         print whether PostgreSQL accepts connections
   psql [ARGS]    psql as the postgres superuser
@@ -98,7 +98,13 @@ GRANT ALL ON DATABASE $role TO $role;
 
 drop_test_dbs() {
   local names
-  names=$(superuser_psql -d postgres -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'bazaar\\_test\\_%'")
+  # Test databases end in a UUID v7, whose first 48 bits are its creation time in ms: only
+  # those older than an hour are dropped, so tests running right now keep their databases.
+  names=$(superuser_psql -d postgres -At -c "
+    SELECT datname FROM pg_database
+     WHERE datname ~ '^bazaar_test_.*_[0-9a-f]{32}\$'
+       AND ('x' || substr(right(datname, 32), 1, 12))::bit(48)::bigint
+           < (extract(epoch FROM now() - interval '1 hour') * 1000)::bigint")
   if [ -z "$names" ]; then return 0; fi
   log "dropping $(wc -l <<<"$names") test database(s) from earlier runs"
   while read -r name; do

@@ -91,6 +91,7 @@ async fn append(pool: &PgPool, events: &[Event]) -> anyhow::Result<Vec<Uuid>> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    bazaar_integration_tests::init_test_logging();
     let repo_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let database = fresh_database("bench").await?;
     let pool =
