@@ -74,9 +74,20 @@ impl ApiError {
     }
 
     /// A failure that is our fault. The cause is logged; the client sees a generic message.
+    ///
+    /// One cause is the client's after all: text PostgreSQL cannot store (a NUL character)
+    /// is refused with 422 wherever it reaches the database, instead of failing with 500.
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        let cause = cause.into();
+        if is_unstorable_text(&cause) {
+            return Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_text",
+                "text must not contain NUL characters",
+            );
+        }
         Self {
-            cause: Some(cause.into()),
+            cause: Some(cause),
             ..Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
@@ -107,6 +118,17 @@ impl fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// PostgreSQL's "character not in repertoire" and "untranslatable character": text with NUL.
+fn is_unstorable_text(cause: &anyhow::Error) -> bool {
+    cause.chain().any(|error| {
+        error
+            .downcast_ref::<sqlx::Error>()
+            .and_then(sqlx::Error::as_database_error)
+            .and_then(|db| db.code())
+            .is_some_and(|code| code == "22021" || code == "22P05")
+    })
+}
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
@@ -256,6 +278,20 @@ async fn unknown_route() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("no such route"))
 }
 
+/// Malformed query strings answer in the shared error shape instead of actix's plain text.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|error, _request| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", error.to_string()).into()
+    })
+}
+
+/// Malformed path segments answer in the shared error shape instead of actix's plain text.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|error, _request| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", error.to_string()).into()
+    })
+}
+
 /// Malformed JSON bodies answer in the shared error shape instead of actix's plain text.
 pub fn json_config() -> web::JsonConfig {
     web::JsonConfig::default()
@@ -301,6 +337,8 @@ where
         App::new()
             .wrap(TracingLogger::default())
             .app_data(json_config())
+            .app_data(query_config())
+            .app_data(path_config())
             .app_data(readiness.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))

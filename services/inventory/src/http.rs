@@ -64,6 +64,7 @@ async fn set_stock(
                         .into_iter()
                         .collect(),
                 ),
+                StockError::Database(error) => error.into(),
                 other => ApiError::internal(other),
             })?;
     tx.commit().await?;

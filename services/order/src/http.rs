@@ -97,6 +97,7 @@ async fn put_cart_item(
         .await
         .map_err(|error| match error {
             OrderDbError::UnknownSku { .. } => field_error("sku", error.to_string()),
+            OrderDbError::Database(error) => error.into(),
             other => ApiError::internal(other),
         })?;
     Ok(HttpResponse::Ok().json(cart_view(&pool, user.user_id).await?))

@@ -163,6 +163,8 @@ fn write_failed(error: CatalogWriteError) -> ApiError {
         CatalogWriteError::SlugTaken(_) | CatalogWriteError::SkuTaken(_) => {
             ApiError::conflict(error.to_string())
         }
+        // Keeps the sqlx error itself in view, so unstorable text is reported as the client's.
+        CatalogWriteError::Database(error) => error.into(),
         other => ApiError::internal(other),
     }
 }

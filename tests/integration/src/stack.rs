@@ -187,10 +187,24 @@ pub struct Stack {
     pub payment: Service,
     pub payment_gateway_url: String,
     pub fulfilment: Option<Fulfilment>,
+    /// The public entry point: every `/api/...` call of the tests goes through it.
+    pub gateway_url: String,
     pub http: reqwest::Client,
     jwks: Server,
     payment_gateway: Server,
+    gateway: Server,
 }
+
+/// Every SKU of `infra/demo/catalog.json`.
+pub const DEMO_SKUS: [&str; 7] = [
+    "TEE-BLK-M",
+    "TEE-BLK-L",
+    "TEE-WHT-M",
+    "TOTE-NAT",
+    "CUP-ESP-GRY",
+    "CUP-ESP-BLU",
+    "PRINT-A3-001",
+];
 
 /// A customer with a valid token.
 #[derive(Debug, Clone)]
@@ -320,7 +334,32 @@ impl Stack {
             None
         };
 
+        let closed = "http://127.0.0.1:1".to_owned();
+        let mut gateway_config = gateway::config::Config::defaults();
+        gateway_config.http.port = 0;
+        gateway_config.auth = auth.clone();
+        // The JWKS server stands in for the auth service, whose keys the gateway republishes.
+        gateway_config.upstreams.auth = auth
+            .jwks_url
+            .trim_end_matches("/.well-known/jwks.json")
+            .to_owned();
+        gateway_config.upstreams.product = product.base_url.clone();
+        gateway_config.upstreams.order = order.base_url.clone();
+        gateway_config.upstreams.inventory = inventory.base_url.clone();
+        gateway_config.upstreams.payment = payment.base_url.clone();
+        gateway_config.upstreams.shipping = fulfilment
+            .as_ref()
+            .map_or(closed.clone(), |f| f.shipping.base_url.clone());
+        gateway_config.upstreams.notification = fulfilment
+            .as_ref()
+            .map_or(closed, |f| f.notification.base_url.clone());
+        let gateway = gateway::startup::build(gateway_config)?;
+        let gateway_url = format!("http://127.0.0.1:{}", gateway.port);
+        let gateway = Server::spawn(gateway.server);
+
         Ok(Self {
+            gateway_url,
+            gateway,
             issuer,
             kafka,
             product,
@@ -375,8 +414,14 @@ impl Stack {
         Ok(())
     }
 
-    /// The service URL that serves a public API path.
+    /// The gateway URL of a public API path.
     pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.gateway_url, path)
+    }
+
+    /// The URL of the service that owns a public API path, bypassing the gateway (for checks
+    /// that a service defends itself).
+    pub fn direct_url(&self, path: &str) -> String {
         let service =
             if path.starts_with("/api/products") || path.starts_with("/api/admin/products") {
                 &self.product
@@ -433,7 +478,11 @@ impl Stack {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/demo/catalog.json");
         product_service::seed::seed_demo_catalog(&self.product.pool, &demo).await?;
         inventory_service::seed::seed_demo_stock(&self.inventory.pool, &demo).await?;
-        self.wait_for_replica("PRINT-A3-001").await
+        // Each product's snapshot travels on its own partition: wait for every one of them.
+        for sku in DEMO_SKUS {
+            self.wait_for_replica(sku).await?;
+        }
+        Ok(())
     }
 
     /// Waits until the order service can sell `sku`.
@@ -585,6 +634,7 @@ impl Stack {
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.gateway.stop().await;
         if let Some(fulfilment) = self.fulfilment {
             fulfilment.notification.stop().await?;
             fulfilment.shipping.stop().await?;

@@ -40,28 +40,23 @@ struct Args {
     rate: u32,
 }
 
-type CommitTimes = Arc<Mutex<HashMap<Uuid, Instant>>>;
+type Times = Arc<Mutex<HashMap<Uuid, Instant>>>;
 
-/// Records, per event, the time from its commit to this handler running.
-struct LatencyProbe {
-    committed: CommitTimes,
-    hops: Arc<Mutex<Vec<Duration>>>,
+/// Records when each event reached its handler. Commit times are recorded by the producer side;
+/// a hop can be faster than the producer noting its commit, so the two are joined at the end.
+struct ArrivalProbe {
+    arrived: Times,
 }
 
-impl EventHandler for LatencyProbe {
+impl EventHandler for ArrivalProbe {
     async fn handle(
         &self,
         _tx: &mut PgConnection,
         event: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
         let now = Instant::now();
-        let committed = self
-            .committed
-            .lock()
-            .ok()
-            .and_then(|map| map.get(&event.metadata.event_id).copied());
-        if let (Some(committed), Ok(mut hops)) = (committed, self.hops.lock()) {
-            hops.push(now.saturating_duration_since(committed));
+        if let Ok(mut arrived) = self.arrived.lock() {
+            arrived.entry(event.metadata.event_id).or_insert(now);
         }
         Ok(())
     }
@@ -141,8 +136,8 @@ async fn main() -> anyhow::Result<()> {
     let relay_rate = published as f64 / started.elapsed().as_secs_f64();
 
     // Latency: a running relay and consumer; events committed one per transaction at `rate`.
-    let committed: CommitTimes = Arc::default();
-    let hops = Arc::new(Mutex::new(Vec::with_capacity(args.latency_events)));
+    let committed: Times = Arc::default();
+    let arrived: Times = Arc::default();
     let shutdown = CancellationToken::new();
     let mut latency_kafka = kafka.clone();
     latency_kafka.topic_prefix = format!("{}latency.", kafka.topic_prefix);
@@ -159,28 +154,23 @@ async fn main() -> anyhow::Result<()> {
         pool.clone(),
         latency_kafka.clone(),
         ConsumerSettings::for_topics(&["stock-levels"]),
-        LatencyProbe {
-            committed: committed.clone(),
-            hops: hops.clone(),
+        ArrivalProbe {
+            arrived: arrived.clone(),
         },
     );
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
+    let count = |times: &Times| times.lock().map(|t| t.len()).unwrap_or(0);
     // Warm up: the consumer joins its group and the registry ids get cached.
-    let warm = append(&pool, &[level(0)]).await?;
-    if let Ok(mut map) = committed.lock() {
-        map.extend(warm.iter().map(|id| (*id, Instant::now())));
-    }
+    append(&pool, &[level(0)]).await?;
     let warm_deadline = Instant::now() + Duration::from_secs(60);
-    while hops.lock().map(|h| h.is_empty()).unwrap_or(true) {
+    while count(&arrived) == 0 {
         anyhow::ensure!(
             Instant::now() < warm_deadline,
-            "warm-up event {warm:?} never arrived"
+            "the warm-up event never arrived"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if let Ok(mut hops) = hops.lock() {
-        hops.clear();
-    }
+    let warmed_up = count(&arrived);
     println!(
         "measuring one-hop latency over {} events at {}/s...",
         args.latency_events, args.rate
@@ -193,22 +183,36 @@ async fn main() -> anyhow::Result<()> {
         let mut tx = pool.begin().await?;
         messaging::outbox::append(&mut tx, &event, &metadata).await?;
         tx.commit().await?;
+        let at = Instant::now();
         if let Ok(mut map) = committed.lock() {
-            map.insert(metadata.event_id, Instant::now());
+            map.insert(metadata.event_id, at);
         }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while hops.lock().map(|h| h.len()).unwrap_or(0) < args.latency_events {
+    while count(&arrived) < warmed_up + args.latency_events {
+        let so_far = count(&arrived) - warmed_up;
         anyhow::ensure!(
             Instant::now() < deadline,
-            "not every latency event arrived within 60 s"
+            "only {so_far} of {} latency events arrived within 60 s",
+            args.latency_events
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     shutdown.cancel();
     relay_task.await??;
     consumer_task.await??;
-    let mut samples = hops.lock().map(|h| h.clone()).unwrap_or_default();
+    let mut samples: Vec<Duration> = {
+        let committed = committed.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let arrived = arrived.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        committed
+            .iter()
+            .filter_map(|(id, at)| {
+                arrived
+                    .get(id)
+                    .map(|reached| reached.saturating_duration_since(*at))
+            })
+            .collect()
+    };
     let hop = Percentiles::of(&mut samples).ok_or_else(|| anyhow::anyhow!("no samples"))?;
 
     // Floor 2: Kafka's own end-to-end latency on this broker.
@@ -237,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
         commit.p50, commit.p99
     );
     println!(
-        "| target: hop p50 ≤ Kafka p50 + commit p50 + 2 ms | {:.2} ≤ {budget:.2} ms: {} |",
+        "| target: hop p50 ≤ Kafka average + commit p50 + 2 ms | {:.2} ≤ {budget:.2} ms: {} |",
         hop.p50,
         if hop.p50 <= budget { "met" } else { "NOT met" }
     );
