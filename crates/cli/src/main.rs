@@ -24,7 +24,7 @@ use platform::config::KafkaSettings;
 use crate::context::{Context, key_value};
 
 /// Operate a Bazaar deployment: topics, event taps, replays, rebuilds, dead letters, order
-/// timelines and stuck orders.
+/// timelines, stuck orders and the global invariants.
 #[derive(Debug, Parser)]
 #[command(version, propagate_version = true)]
 struct Cli {
@@ -100,6 +100,9 @@ enum Command {
     Timeline(cmd::timeline::TimelineArgs),
     /// Orders not in a final state whose status has not changed for a while.
     Stuck(cmd::stuck::StuckArgs),
+    /// Check the global invariants across every service database and the processor's ledger:
+    /// orders final, one charge per order, stock conserved, one shipment and each notice once.
+    Check(cmd::check::CheckArgs),
     /// Wait until a Kafka broker answers a metadata request.
     WaitKafka {
         /// Give up after this many seconds.
@@ -155,6 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(command) => cmd::dlq::run(&context, command).await,
         Command::Timeline(args) => cmd::timeline::run(&context, args).await,
         Command::Stuck(args) => cmd::stuck::run(&context, args).await,
+        Command::Check(args) => cmd::check::run(&context, args).await,
         Command::WaitKafka { timeout_secs } => wait_kafka(&context.kafka, timeout_secs).await,
     }
 }

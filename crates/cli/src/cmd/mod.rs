@@ -1,5 +1,6 @@
 //! One module per verb.
 
+pub mod check;
 pub mod dlq;
 pub mod rebuild;
 pub mod replay;
