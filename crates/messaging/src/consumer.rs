@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::dead_letter;
+use crate::fault::{self, CrashPoint};
 use crate::registry::{RegistryError, SchemaRegistryClient};
 use crate::relay::Backoff;
 
@@ -210,6 +211,7 @@ pub struct IdempotentConsumer<H> {
     settings: ConsumerSettings,
     handler: Arc<H>,
     registry: SchemaRegistryClient,
+    exit_after_commit: CrashPoint,
 }
 
 impl<H> std::fmt::Debug for IdempotentConsumer<H> {
@@ -237,6 +239,10 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             settings,
             handler: Arc::new(handler),
             registry,
+            exit_after_commit: CrashPoint::from_env(
+                fault::CONSUMER_EXIT_AFTER_COMMIT,
+                fault::CONSUMER_EXIT_CODE,
+            ),
         }
     }
 
@@ -282,6 +288,10 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                         match self.process(&raw, &shutdown).await {
                             Some(outcome) => {
                                 metrics::counter!("consumer_messages_total", "outcome" => format!("{outcome:?}").to_lowercase()).increment(1);
+                                // The window a consumer crash leaves: committed, not yet stored.
+                                if outcome != Handled::Duplicate {
+                                    self.exit_after_commit.maybe_exit();
+                                }
                                 consumer.store_offset_from_message(&message)?;
                             }
                             // Shutdown interrupted a retry: the offset stays unstored, and the

@@ -5,10 +5,12 @@
 //! - [`consumer`]: the idempotent consumer (inbox, retries, offsets stored after commit).
 //! - [`dead_letter`]: poison messages, parked keys and redrive.
 //! - [`registry`]: the schema registry client.
+//! - [`fault`]: opt-in crash points for fault-injection tests.
 
 pub mod client;
 pub mod consumer;
 pub mod dead_letter;
+pub mod fault;
 pub mod migrations;
 pub mod outbox;
 pub mod registry;

@@ -20,6 +20,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use crate::fault::{self, CrashPoint};
 use crate::outbox::PayloadFormat;
 use crate::registry::SchemaRegistryClient;
 
@@ -95,6 +96,7 @@ pub struct Relay {
     schema_ids: HashMap<String, u32>,
     service: &'static str,
     backlog_recorded_at: Option<Instant>,
+    exit_after_ack: CrashPoint,
 }
 
 impl std::fmt::Debug for Relay {
@@ -141,6 +143,10 @@ impl Relay {
             schema_ids: HashMap::new(),
             service,
             backlog_recorded_at: None,
+            exit_after_ack: CrashPoint::from_env(
+                fault::RELAY_EXIT_AFTER_ACK,
+                fault::RELAY_EXIT_CODE,
+            ),
         })
     }
 
@@ -297,6 +303,8 @@ impl Relay {
             }
         }
         if mark == MarkPublished::Yes && !acknowledged.is_empty() {
+            // The window a relay crash leaves: in Kafka, still pending here.
+            self.exit_after_ack.maybe_exit();
             sqlx::query(
                 "UPDATE messaging_outbox SET published_at = clock_timestamp() WHERE id = ANY($1)",
             )
