@@ -8,3 +8,4 @@ pub mod openapi;
 pub mod proxy;
 pub mod routes;
 pub mod startup;
+pub mod storefront;

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::guard;
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::middleware::from_fn;
@@ -15,8 +16,6 @@ use crate::config::Config;
 use crate::edge::{CorsPolicy, RequestContext, edge};
 use crate::proxy::{self, Forwarding, Upstream};
 use crate::routes::{self, Access, RouteError, Service, Target};
-
-const STOREFRONT: &str = include_str!("../static/index.html");
 
 /// What the forwarding handler needs.
 #[derive(Debug, Clone)]
@@ -80,7 +79,8 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
         service
             .app_data(gate.clone())
             .app_data(cors.clone())
-            .route("/", web::get().to(storefront))
+            .route("/", get_or_head().to(crate::storefront::index))
+            .route("/assets/{name}", get_or_head().to(crate::storefront::asset))
             .service(
                 web::scope("/api")
                     .wrap(from_fn(edge))
@@ -99,10 +99,9 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
     Ok(Gateway { port, server })
 }
 
-async fn storefront() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(STOREFRONT)
+/// A route for GET and HEAD (actix answers HEAD without the body).
+fn get_or_head() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// Every public API call: route, check the token, read the body within the limit, forward.
