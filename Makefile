@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bazaar/target
 
-.PHONY: help run up test down logs lint fmt topics kafka postgres bench-messaging bench-checkout
+.PHONY: help run up test down logs lint fmt topics kafka postgres bench-messaging bench-checkout bench test-browser
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -14,8 +14,11 @@ run: ## Start everything (PostgreSQL, Kafka, services, gateway) and print where 
 up: ## Like run, but return once ready and leave it running ('make down' stops it)
 	@scripts/run.sh --detach
 
-test: ## Start what the tests need, run fmt/clippy/every test, stop what was started
+test: ## Start what the tests need, run fmt/clippy/every test and the browser tests, stop what was started
 	@scripts/test.sh
+
+test-browser: ## Only the storefront's browser tests (headless Chromium); reuses a running Bazaar or starts one
+	@tests/browser/run.sh
 
 down: ## Stop everything run/up/test started
 	@scripts/down.sh
@@ -29,6 +32,9 @@ lint: ## cargo fmt --check and clippy -D warnings
 
 fmt: ## Format the code
 	cargo fmt --all
+
+bench: ## Load benchmark of the whole checkout; writes docs/benchmarks.md and a latency chart (release build)
+	@scripts/bench.sh load-bench
 
 bench-messaging: ## Benchmark the messaging runtime (release build) against Kafka's and PostgreSQL's floors
 	@scripts/bench.sh messaging-bench

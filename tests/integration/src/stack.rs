@@ -153,6 +153,9 @@ pub struct StackOptions {
     /// Also run what follows a payment: the shipping service, and the notification service
     /// mailing into [`Stack::mail_dir`].
     pub fulfilment: bool,
+    /// Run the real auth service (registration, login, its own signing key) instead of a
+    /// stand-in JWKS; tokens minted by [`Stack::customer`] are then signed with its key.
+    pub auth_service: bool,
 }
 
 impl Default for StackOptions {
@@ -162,6 +165,7 @@ impl Default for StackOptions {
             reservation_ttl: Duration::from_secs(120),
             provider_timeout: Duration::from_secs(2),
             fulfilment: false,
+            auth_service: false,
         }
     }
 }
@@ -190,7 +194,7 @@ pub struct Stack {
     /// The public entry point: every `/api/...` call of the tests goes through it.
     pub gateway_url: String,
     pub http: reqwest::Client,
-    jwks: Server,
+    identity: Identity,
     payment_gateway: Server,
     gateway: Server,
 }
@@ -243,11 +247,45 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Who issues tokens in a stack.
+#[derive(Debug)]
+enum Identity {
+    /// A stand-in that only publishes a test key.
+    Jwks(Server),
+    /// The real auth service.
+    AuthService(Service),
+}
+
 impl Stack {
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
         crate::init_test_logging();
-        let issuer = TestIssuer::new();
-        let (jwks, auth) = serve_jwks(&issuer)?;
+        let kafka = isolated_kafka("stack");
+        messaging::topics::apply(&messaging::TopicCatalog::bundled()?, &kafka).await?;
+        let (issuer, auth, identity) = if options.auth_service {
+            let mut auth_config = auth_service::config::Config::defaults();
+            auth_config.service = service_settings(
+                fresh_database("auth").await?,
+                KafkaSettings {
+                    group_id: format!("{}-auth", kafka.group_id),
+                    ..kafka.clone()
+                },
+            );
+            // Every simulated customer logs in from this one address.
+            auth_config.login_limit.max_attempts_per_address = u32::MAX;
+            let mut auth = auth_config.auth.clone();
+            let service = Service::start(auth_service::startup::build(auth_config)).await?;
+            auth.jwks_url = format!("{}/.well-known/jwks.json", service.base_url);
+            let key = auth_service::keys::active_signing_key(&service.pool).await?;
+            (
+                TestIssuer::from_signing_key(auth.clone(), key),
+                auth,
+                Identity::AuthService(service),
+            )
+        } else {
+            let issuer = TestIssuer::new();
+            let (jwks, auth) = serve_jwks(&issuer)?;
+            (issuer, auth, Identity::Jwks(jwks))
+        };
 
         let mut simulator = payment_gateway::config::Config::defaults();
         simulator.http.port = 0;
@@ -255,8 +293,6 @@ impl Stack {
         let payment_gateway_url = format!("http://127.0.0.1:{}", simulator.port);
         let payment_gateway = Server::spawn(simulator.server);
 
-        let kafka = isolated_kafka("stack");
-        messaging::topics::apply(&messaging::TopicCatalog::bundled()?, &kafka).await?;
         let kafka_for = |service: &str| KafkaSettings {
             group_id: format!("{}-{service}", kafka.group_id),
             ..kafka.clone()
@@ -338,7 +374,7 @@ impl Stack {
         let mut gateway_config = gateway::config::Config::defaults();
         gateway_config.http.port = 0;
         gateway_config.auth = auth.clone();
-        // The JWKS server stands in for the auth service, whose keys the gateway republishes.
+        // The auth service, or the JWKS server standing in for it.
         gateway_config.upstreams.auth = auth
             .jwks_url
             .trim_end_matches("/.well-known/jwks.json")
@@ -371,7 +407,7 @@ impl Stack {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
-            jwks,
+            identity,
             payment_gateway,
         })
     }
@@ -646,7 +682,10 @@ impl Stack {
         self.payment.stop().await?;
         self.product.stop().await?;
         self.payment_gateway.stop().await;
-        self.jwks.stop().await;
+        match self.identity {
+            Identity::Jwks(jwks) => jwks.stop().await,
+            Identity::AuthService(auth) => auth.stop().await?,
+        }
         Ok(())
     }
 }
