@@ -179,13 +179,7 @@ async fn main() -> anyhow::Result<()> {
         f64::NAN
     });
 
-    let report = render(
-        &args,
-        &results,
-        login,
-        (kafka_avg, kafka_p50, kafka_p99),
-        pgbench_tps,
-    );
+    let report = render(&args, &results, login, kafka, pgbench_tps);
     println!("\n{report}");
     if let Some(dir) = args.report.parent() {
         std::fs::create_dir_all(dir)?;
