@@ -10,7 +10,11 @@ fi
 
 # cmake + libcurl headers: rdkafka's cmake build of librdkafka. kcat: reading topics by hand.
 # openjdk + maven: the Kafka broker, assembled from Maven Central.
-packages=(cmake libcurl4-openssl-dev pkg-config g++ make curl kcat postgresql openjdk-17-jre-headless maven python3-venv)
+# chromium: the storefront's browser tests (tests/browser), driven by playwright-core from npm.
+packages=(cmake libcurl4-openssl-dev pkg-config g++ make curl kcat postgresql openjdk-17-jre-headless maven python3-venv chromium)
+# Node.js and npm run the browser tests; a machine that already has a node (e.g. Node 20 from
+# another source) keeps it.
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

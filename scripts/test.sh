@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: starts what the tests need (reusing what is already up), checks formatting and
-# lints, runs every test in the workspace, and stops what it started. Exit code: the verdict.
+# lints, runs every test in the workspace and the storefront's browser tests, and stops what it
+# started. Exit code: the verdict.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -9,8 +10,11 @@ if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
 Usage: scripts/test.sh [CARGO TEST ARGS...]
 
 Starts PostgreSQL and Kafka if they are not already running, runs cargo fmt --check,
-cargo clippy -D warnings and cargo test --workspace against them, then stops what it started.
-Extra arguments go to cargo test (e.g. 'scripts/test.sh -p messaging').
+cargo clippy -D warnings and cargo test --workspace against them, then the storefront's
+browser tests (tests/browser/run.sh: every service and the gateway, headless Chromium), then
+stops what it started. The verdict fails if either kind of test fails.
+Extra arguments go to cargo test (e.g. 'scripts/test.sh -p messaging'); such a narrowed run
+skips the browser tests unless BAZAAR_BROWSER_TESTS=1 (BAZAAR_BROWSER_TESTS=0 always skips them).
 USAGE
   exit 0
 fi
@@ -54,4 +58,21 @@ cargo fmt --all -- --check
 say "linting (clippy, warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 say "building and running the tests"
-cargo test --workspace --no-fail-fast "$@"
+cargo_status=0
+cargo test --workspace --no-fail-fast "$@" || cargo_status=$?
+
+# The storefront in headless Chromium against the whole running system (tests/browser/run.sh
+# reuses a Bazaar already up on :8080, else starts every service and stops them afterwards).
+# Part of the full run; a run narrowed with cargo arguments skips it unless asked for.
+browser_status=skipped
+if [ "${BAZAAR_BROWSER_TESTS:-$([ $# -eq 0 ] && echo 1 || echo 0)}" = 1 ]; then
+  say "running the storefront's browser tests"
+  browser_status=0
+  BAZAAR_SKIP_BUILD=1 "$REPO_ROOT/tests/browser/run.sh" || browser_status=$?
+fi
+
+verdict() { case "$1" in 0) echo passed ;; skipped) echo skipped ;; *) echo "FAILED (exit $1)" ;; esac; }
+say "cargo test: $(verdict "$cargo_status"); browser tests: $(verdict "$browser_status")"
+if [ "$cargo_status" != 0 ] || { [ "$browser_status" != 0 ] && [ "$browser_status" != skipped ]; }; then
+  exit 1
+fi

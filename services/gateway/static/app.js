@@ -527,7 +527,6 @@ class Tracker {
         "li",
         { class: `event event-${FAILED_STATUSES.has(change.status) ? "bad" : "good"}`, dataset: { testid: "status-event", status: change.status } },
         h("span", { class: "event-status", text: statusLabel(change.status) }),
-        h("code", { class: "event-code", text: change.status }),
         h("time", { datetime: change.at, class: "muted small", text: clock(change.at) }),
       ),
     );

@@ -1,0 +1,258 @@
+// End-to-end tests of the storefront in headless Chromium (Debian's /usr/bin/chromium driven by
+// playwright-core) against a running Bazaar: the gateway at BAZAAR_BASE_URL and every service
+// behind it. tests/browser/run.sh starts one when none is running.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const BASE_URL = process.env.BAZAAR_BASE_URL ?? "http://127.0.0.1:8080";
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), "artifacts");
+/** How long the saga may take to move an order (inventory, payment, shipping over Kafka). */
+const SAGA_TIMEOUT = 60_000;
+const PASSWORD = "correct horse battery staple";
+
+/** @type {import("playwright-core").BrowserContext} */
+let context;
+let userDataDir = "";
+const startedAt = Date.now();
+
+before(async () => {
+  await mkdir(ARTIFACTS, { recursive: true });
+  for (const name of await readdir(ARTIFACTS)) {
+    if (name.endsWith(".png")) await rm(path.join(ARTIFACTS, name));
+  }
+  userDataDir = await mkdtemp(path.join(tmpdir(), "bazaar-chromium-"));
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+    viewport: { width: 1280, height: 900 },
+    locale: "en-GB",
+    timezoneId: "UTC",
+  });
+  context.setDefaultTimeout(15_000);
+});
+
+after(async () => {
+  await context?.close();
+  if (userDataDir) await rm(userDataDir, { recursive: true, force: true });
+  console.log(`browser tests ran for ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
+});
+
+/** A page with its console errors, failed requests and navigations recorded. */
+async function openStorefront() {
+  const page = await context.newPage();
+  const problems = [];
+  const navigations = [];
+  const streams = [];
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
+  });
+  page.on("framenavigated", (frame) => {
+    if (frame === page.mainFrame()) navigations.push(frame.url());
+  });
+  page.on("request", (request) => {
+    if (/\/api\/orders\/[^/]+\/events$/.test(new URL(request.url()).pathname)) {
+      streams.push({ url: request.url(), authorization: request.headers().authorization ?? "" });
+    }
+  });
+  const response = await page.goto(`${BASE_URL}/`);
+  assert.equal(response?.status(), 200);
+  await page.locator("body[data-ready=true]").waitFor();
+  await page.locator('[data-testid="product"]').first().waitFor();
+  return { page, problems, navigations, streams };
+}
+
+async function screenshot(page, name) {
+  const file = path.join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  console.log(`screenshot: ${file}`);
+  return file;
+}
+
+function uniqueEmail(tag) {
+  return `shopper-${tag}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}@example.com`;
+}
+
+/** Registers a new customer through the page; registration signs them in. */
+async function registerCustomer(page, tag) {
+  const email = uniqueEmail(tag);
+  await page.getByRole("tab", { name: "Create account" }).click();
+  await page.getByLabel("Name").fill(`Test Shopper ${tag}`);
+  await page.locator('[data-testid="register-email"]').fill(email);
+  await page.locator('[data-testid="register-password"]').fill(PASSWORD);
+  await page.locator('[data-testid="register-submit"]').click();
+  await page.locator('[data-testid="account-summary"]').waitFor();
+  await assertText(page.locator('[data-testid="account-name"]'), `Test Shopper ${tag}`);
+  return email;
+}
+
+async function assertText(locator, expected, timeout = 15_000) {
+  await locator.filter({ hasText: expected }).first().waitFor({ timeout });
+}
+
+/** Searches the catalog, adds one SKU and checks out with the given card; returns the order id. */
+async function buy(page, { query, slug, sku, token, shot }) {
+  await page.getByLabel("Search products").fill(query);
+  await page.getByRole("button", { name: "Search" }).click();
+  const product = page.locator(`[data-testid="product"][data-slug="${slug}"]`);
+  await product.waitFor();
+  await page.locator('[data-testid="product"]').nth(1).waitFor({ state: "detached" });
+
+  await product.locator(`[data-testid="add-to-cart"][data-sku="${sku}"]`).click();
+  const line = page.locator(`[data-testid="cart-item"][data-sku="${sku}"]`);
+  await line.waitFor();
+  await assertText(line.locator('[data-testid="cart-quantity"]'), "1");
+  assert.equal(await page.locator('[data-testid="cart-count"]').textContent(), "1");
+
+  await page.getByLabel("Shipping address").fill("1 Test Street\n12345 Springfield");
+  await page.getByLabel("Test payment card").selectOption(token);
+  if (shot) await screenshot(page, shot);
+  await page.locator('[data-testid="checkout-submit"]').click();
+  const panel = page.locator('[data-testid="order-panel"]');
+  await panel.waitFor();
+  await page.locator('[data-testid="cart-empty"]').waitFor();
+  const orderId = await panel.getAttribute("data-order-id");
+  assert.match(orderId ?? "", /^[0-9a-f-]{36}$/);
+  return orderId;
+}
+
+/** Records, in the page, each status the live tracker shows, in order of appearance. */
+async function recordStatuses(page) {
+  await page.evaluate(() => {
+    window.__bazaarMarker = "same document";
+    window.__seenStatuses = [];
+    const timeline = document.querySelector('[data-testid="order-timeline"]');
+    const note = () => {
+      for (const item of timeline.querySelectorAll('[data-testid="status-event"]')) {
+        if (!item.dataset.recorded) {
+          item.dataset.recorded = "1";
+          window.__seenStatuses.push(item.dataset.status);
+        }
+      }
+    };
+    new MutationObserver(note).observe(timeline, { childList: true });
+    note();
+  });
+}
+
+test("a new customer registers, buys with tok_visa and watches the order go live to shipping", { timeout: 180_000 }, async () => {
+  const { page, problems, navigations, streams } = await openStorefront();
+
+  // Browse: products with variants and formatted prices.
+  const tee = page.locator('[data-testid="product"][data-slug="classic-tee"]');
+  await tee.waitFor();
+  assert.equal(await tee.locator('[data-testid="variant"]').count(), 3);
+  await assertText(tee.locator('[data-testid="variant-price"]'), "€19.99");
+
+  await registerCustomer(page, "visa");
+  await screenshot(page, "a-catalog-signed-in");
+  await recordStatuses(page);
+  const navigationsBefore = navigations.length;
+
+  const orderId = await buy(page, { query: "tote", slug: "canvas-tote", sku: "TOTE-NAT", token: "tok_visa", shot: "a-cart-checkout" });
+  await assertText(page.locator('[data-testid="order-total"]'), "€12.50");
+
+  // Live: paid, then shipping_scheduled, pushed by the event stream into this same document.
+  const event = (status) => page.locator(`[data-testid="status-event"][data-status="${status}"]`);
+  await event("paid").waitFor({ timeout: SAGA_TIMEOUT });
+  await event("shipping_scheduled").waitFor({ timeout: SAGA_TIMEOUT });
+  await page.locator('[data-testid="order-status"][data-status="shipping_scheduled"]').waitFor();
+  const seen = await page.evaluate(() => window.__seenStatuses);
+  assert.deepEqual(seen, ["pending", "paid", "shipping_scheduled"], `statuses in order of appearance: ${seen}`);
+  assert.equal(await page.evaluate(() => window.__bazaarMarker), "same document", "the page was reloaded");
+  assert.equal(navigations.length, navigationsBefore, `navigations: ${navigations.slice(navigationsBefore)}`);
+  assert.ok(streams.some((stream) => stream.url.includes(orderId) && stream.authorization.startsWith("Bearer ")),
+    "the order's event stream was requested with the bearer token");
+
+  // The shipment, from GET /api/orders/{id}.
+  const shipment = page.locator('[data-testid="shipment"]');
+  await shipment.waitFor();
+  assert.match(await page.locator('[data-testid="shipment-carrier"]').textContent(), /^Bazaar (Post|Parcel|Freight)$/);
+  assert.match(await page.locator('[data-testid="shipment-tracking"]').textContent(), /^B[PCF]\d{12}$/);
+  assert.equal(await page.locator('[data-testid="shipment-status"]').textContent(), "scheduled");
+  assert.notEqual((await page.locator('[data-testid="shipment-pickup"]').textContent()).trim(), "");
+  await page.locator('[data-testid="stream-state"][data-state="done"]').waitFor();
+  await screenshot(page, "a-order-shipping-scheduled");
+
+  // The notification feed: this order's notices arrive, unread, and can be marked read.
+  const notices = page.locator(`[data-testid="notification"][data-order-id="${orderId}"]`);
+  await page.locator(`[data-testid="notification"][data-order-id="${orderId}"][data-kind="shipment_scheduled"]`)
+    .waitFor({ timeout: SAGA_TIMEOUT });
+  const unread = async () => Number(await page.locator('[data-testid="unread-count"]').textContent());
+  const before = await unread();
+  assert.ok(before >= 1, `unread count ${before}`);
+  assert.ok(await notices.count() >= 1);
+  const first = page.locator('[data-testid="notification"][data-read="false"]').first();
+  const noticeId = await first.getAttribute("data-id");
+  await first.locator('[data-testid="mark-read"]').click();
+  await page.locator(`[data-testid="notification"][data-id="${noticeId}"][data-read="true"]`).waitFor();
+  assert.equal(await unread(), before - 1);
+  await screenshot(page, "a-notifications");
+
+  // The order history lists it.
+  await page.locator(`[data-testid="order-row"][data-order-id="${orderId}"][data-status="shipping_scheduled"]`).waitFor();
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test("a declined card cancels the order and shows the reason", { timeout: 180_000 }, async () => {
+  const { page, problems } = await openStorefront();
+  await registerCustomer(page, "declined");
+  await recordStatuses(page);
+
+  await buy(page, { query: "espresso", slug: "espresso-cup", sku: "CUP-ESP-GRY", token: "tok_chargeDeclined" });
+  await page.locator('[data-testid="status-event"][data-status="cancelled"]').waitFor({ timeout: SAGA_TIMEOUT });
+  const reason = page.locator('[data-testid="order-reason"]');
+  await reason.waitFor();
+  assert.equal(await reason.getAttribute("data-reason"), "payment_declined");
+  assert.match(await reason.textContent(), /payment_declined/);
+  assert.match(await reason.textContent(), /declined/i);
+  assert.equal(await page.locator('[data-testid="order-status"]').getAttribute("data-status"), "cancelled");
+  const seen = await page.evaluate(() => window.__seenStatuses);
+  assert.deepEqual(seen, ["pending", "cancelled"]);
+  assert.equal(await page.locator('[data-testid="shipment"]').isVisible(), false);
+  await page.locator('[data-testid="stream-state"][data-state="done"]').waitFor();
+  await screenshot(page, "b-order-declined");
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test("wrong credentials and invalid registrations show the API's message next to the fields", { timeout: 60_000 }, async () => {
+  const { page, problems } = await openStorefront();
+  await page.locator('[data-testid="login-email"]').fill(uniqueEmail("nobody"));
+  await page.locator('[data-testid="login-password"]').fill("not the password");
+  await page.locator('[data-testid="login-submit"]').click();
+  await assertText(page.locator('[data-testid="login-error"]'), "wrong e-mail address or password");
+
+  await page.getByRole("tab", { name: "Create account" }).click();
+  await page.getByLabel("Name").fill("Short Password");
+  await page.locator('[data-testid="register-email"]').fill(uniqueEmail("short"));
+  await page.locator('[data-testid="register-password"]').fill("short");
+  await page.locator('[data-testid="register-submit"]').click();
+  await page.locator('[data-testid="register-error"]').waitFor();
+  assert.equal(await page.locator('[data-testid="register-password"]').getAttribute("aria-invalid"), "true");
+  assert.ok(await page.locator("#register-password-error").isVisible());
+
+  // Adding to the cart while signed out asks to sign in.
+  await page.locator('[data-testid="add-to-cart"]').first().click();
+  await assertText(page.locator('[data-testid="flash"]'), "Sign in");
+  await screenshot(page, "c-errors");
+  // The browser logs the refused requests themselves (401, 422) as console errors.
+  assert.deepEqual(problems.filter((problem) => !/status of (401|422)/.test(problem)), []);
+  await page.close();
+});
