@@ -1,0 +1,615 @@
+//! A whole Bazaar as separate processes: the real service binaries
+//! (`$CARGO_TARGET_DIR/debug/<name>`), each on a free port with a fresh database of its own, all
+//! on a topic prefix and consumer groups of their own, sharing the broker, the PostgreSQL server
+//! and the schema registry that `make test` / `make chaos` start, and a payment gateway
+//! simulator of their own (its ledger is theirs alone).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bazaar_integration_tests::{
+    bootstrap_servers, fresh_database, schema_registry_url, unique_tag,
+};
+use bazaar_invariants::{Checker, Expectations, Sources};
+use platform::config::KafkaSettings;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::process::{Ending, Process, free_port};
+
+/// The services, in start order: auth first (the others fetch its keys), the saga after.
+pub const SERVICES: [&str; 7] = [
+    "auth",
+    "product",
+    "order",
+    "inventory",
+    "payment",
+    "notification",
+    "shipping",
+];
+/// The card processor simulator; not a service of Bazaar's, never killed by the scenarios.
+pub const SIMULATOR: &str = "payment-gateway";
+
+/// The services whose consumers take part in the checkout saga, with their topics.
+pub fn consumed_topics(service: &str) -> &'static [&'static str] {
+    match service {
+        "order" => order_service::consumers::TOPICS,
+        "inventory" => inventory_service::consumers::TOPICS,
+        "payment" => payment_service::consumers::TOPICS,
+        "notification" => notification_service::consumers::TOPICS,
+        "shipping" => shipping_service::consumers::TOPICS,
+        _ => &[],
+    }
+}
+
+/// The checkout's catalog: three SKUs that never run out, two that sell out within seconds so
+/// rejections keep coming.
+pub const COMMON_SKUS: [(&str, i64); 3] = [
+    ("CHAOS-TEE", 1999),
+    ("CHAOS-MUG", 890),
+    ("CHAOS-TOTE", 1250),
+];
+pub const SCARCE_SKUS: [(&str, i64, i64); 2] =
+    [("CHAOS-PRINT", 4500, 12), ("CHAOS-POSTER", 3000, 6)];
+const COMMON_STOCK: i64 = 1_000_000;
+
+pub fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest.join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// `BAZAAR_RUN_DIR`, as the scripts resolve it.
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("BAZAAR_RUN_DIR").map_or_else(|| repo_root().join(".run"), PathBuf::from)
+}
+
+/// Where `cargo build --workspace --bins` put the binaries: next to this test's own directory.
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    let test = std::env::current_exe()?;
+    let dir = test
+        .parent()
+        .and_then(Path::parent)
+        .context("the test binary has no target directory")?
+        .to_path_buf();
+    Ok(dir)
+}
+
+fn binary_of(name: &str) -> anyhow::Result<PathBuf> {
+    let file = match name {
+        SIMULATOR | "bazaar" => name.to_owned(),
+        other => format!("{other}-service"),
+    };
+    let path = bin_dir()?.join(file);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins; make test and \
+         make chaos do)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A registered, signed-in customer.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub email: String,
+    pub token: String,
+    /// The card this customer pays with: declining tokens make cancelled orders.
+    pub payment_token: &'static str,
+}
+
+/// Timing of the saga in the cluster, shorter than production so that stuck orders show.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The order service cancels an order still pending after this.
+    pub order_deadline: Duration,
+    /// Inventory releases an unpaid reservation after this.
+    pub reservation_ttl: Duration,
+    /// How long payment waits for the simulator.
+    pub provider_timeout: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            order_deadline: Duration::from_secs(60),
+            reservation_ttl: Duration::from_secs(90),
+            provider_timeout: Duration::from_millis(1000),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub tag: String,
+    /// Logs, mail and the catalog of this cluster.
+    pub dir: PathBuf,
+    pub kafka: KafkaSettings,
+    pub processes: BTreeMap<&'static str, Process>,
+    pub database_urls: BTreeMap<&'static str, String>,
+    /// Small pools for the harness's own reads (the checker, progress probes).
+    pub pools: BTreeMap<&'static str, PgPool>,
+    pub customers: Vec<Customer>,
+    pub initial_stock: BTreeMap<String, i64>,
+    pub mail_dir: PathBuf,
+    pub http: reqwest::Client,
+}
+
+fn millis(duration: Duration) -> String {
+    duration.as_millis().to_string()
+}
+
+impl Cluster {
+    pub fn group_of(&self, service: &str) -> String {
+        format!("{}-{service}", self.kafka.group_id)
+    }
+
+    pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let tag = unique_tag();
+        let dir = run_dir().join("chaos").join(&tag);
+        let mail_dir = dir.join("mail");
+        std::fs::create_dir_all(&mail_dir)?;
+        let kafka = KafkaSettings {
+            bootstrap_servers: bootstrap_servers(),
+            topic_prefix: format!("chaos-{tag}."),
+            group_id: format!("chaos-{tag}"),
+            replication_factor: 1,
+            schema_registry_url: schema_registry_url(),
+        };
+        messaging::topics::apply(&messaging::TopicCatalog::bundled()?, &kafka)
+            .await
+            .context("creating the cluster's topics")?;
+
+        let catalog = dir.join("catalog.json");
+        let mut initial_stock = BTreeMap::new();
+        let mut products = Vec::new();
+        let scarce = SCARCE_SKUS
+            .iter()
+            .map(|(sku, price, stock)| (*sku, *price, *stock));
+        let common = COMMON_SKUS
+            .iter()
+            .map(|(sku, price)| (*sku, *price, COMMON_STOCK));
+        for (sku, price, stock) in common.chain(scarce) {
+            initial_stock.insert(sku.to_owned(), stock);
+            products.push(json!({
+                "slug": sku.to_lowercase(),
+                "name": sku,
+                "description": "chaos test stock",
+                "variants": [{"sku": sku, "name": "one size", "price_minor": price, "currency": "EUR", "stock": stock}],
+            }));
+        }
+        std::fs::write(
+            &catalog,
+            serde_json::to_vec_pretty(&json!({ "products": products }))?,
+        )?;
+
+        let mut ports = BTreeMap::new();
+        for name in SERVICES.iter().chain(&[SIMULATOR]) {
+            ports.insert(*name, free_port()?);
+        }
+        let url = |name: &str| format!("http://127.0.0.1:{}", ports[name]);
+        let mut database_urls = BTreeMap::new();
+        for name in SERVICES {
+            let database = fresh_database(&format!("chaos_{name}")).await?;
+            database_urls.insert(name, database.url().to_owned());
+        }
+
+        let mut processes = BTreeMap::new();
+        let simulator_env = vec![
+            ("BAZAAR__HTTP__HOST".to_owned(), "127.0.0.1".to_owned()),
+            (
+                "BAZAAR__HTTP__PORT".to_owned(),
+                ports[SIMULATOR].to_string(),
+            ),
+        ];
+        processes.insert(
+            SIMULATOR,
+            Process::new(
+                SIMULATOR,
+                binary_of(SIMULATOR)?,
+                ports[SIMULATOR],
+                simulator_env,
+                dir.join(format!("{SIMULATOR}.log")),
+                dir.clone(),
+            ),
+        );
+        for name in SERVICES {
+            let mut env: Vec<(String, String)> = vec![
+                ("BAZAAR__HTTP__HOST".into(), "127.0.0.1".into()),
+                ("BAZAAR__HTTP__PORT".into(), ports[name].to_string()),
+                ("BAZAAR__DATABASE__URL".into(), database_urls[name].clone()),
+                (
+                    "BAZAAR__DATABASE__MAX_CONNECTIONS".into(),
+                    // The saga's three carry the load; the server's connections are shared
+                    // with every other test.
+                    if matches!(name, "order" | "inventory" | "payment") {
+                        "4"
+                    } else {
+                        "3"
+                    }
+                    .into(),
+                ),
+                (
+                    "BAZAAR__KAFKA__BOOTSTRAP_SERVERS".into(),
+                    kafka.bootstrap_servers.clone(),
+                ),
+                (
+                    "BAZAAR__KAFKA__TOPIC_PREFIX".into(),
+                    kafka.topic_prefix.clone(),
+                ),
+                (
+                    "BAZAAR__KAFKA__GROUP_ID".into(),
+                    format!("{}-{name}", kafka.group_id),
+                ),
+                (
+                    "BAZAAR__KAFKA__SCHEMA_REGISTRY_URL".into(),
+                    kafka.schema_registry_url.clone(),
+                ),
+            ];
+            if name != "auth" && name != "payment" {
+                env.push((
+                    "BAZAAR__AUTH__JWKS_URL".into(),
+                    format!("{}/.well-known/jwks.json", url("auth")),
+                ));
+            }
+            let extra: Vec<(&str, String)> = match name {
+                "order" => vec![
+                    (
+                        "BAZAAR__CHECKOUT__DEADLINE_MS",
+                        millis(options.order_deadline),
+                    ),
+                    ("BAZAAR__CHECKOUT__DEADLINE_INTERVAL_MS", "500".into()),
+                ],
+                "inventory" => vec![
+                    (
+                        "BAZAAR__RESERVATIONS__TTL_MS",
+                        millis(options.reservation_ttl),
+                    ),
+                    ("BAZAAR__RESERVATIONS__EXPIRY_INTERVAL_MS", "500".into()),
+                ],
+                "payment" => vec![
+                    ("BAZAAR__PROVIDER__BASE_URL", url(SIMULATOR)),
+                    (
+                        "BAZAAR__PROVIDER__TIMEOUT_MS",
+                        millis(options.provider_timeout),
+                    ),
+                    ("BAZAAR__WORKERS__POLL_MS", "200".into()),
+                    ("BAZAAR__WORKERS__RETRY_INITIAL_MS", "100".into()),
+                    ("BAZAAR__WORKERS__RETRY_MAX_MS", "2000".into()),
+                    // A killed worker's claim lapses this soon.
+                    ("BAZAAR__WORKERS__LEASE_MS", "5000".into()),
+                ],
+                "notification" => vec![
+                    ("BAZAAR__MAIL__FILE__DIR", mail_dir.display().to_string()),
+                    ("BAZAAR__DELIVERY__POLL_MS", "200".into()),
+                    ("BAZAAR__DELIVERY__RETRY_INITIAL_MS", "100".into()),
+                    ("BAZAAR__DELIVERY__RETRY_MAX_MS", "2000".into()),
+                    ("BAZAAR__DELIVERY__LEASE_MS", "10000".into()),
+                ],
+                _ => vec![],
+            };
+            env.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+            processes.insert(
+                name,
+                Process::new(
+                    name,
+                    binary_of(name)?,
+                    ports[name],
+                    env,
+                    dir.join(format!("{name}.log")),
+                    dir.clone(),
+                ),
+            );
+        }
+
+        let mut pools = BTreeMap::new();
+        for name in SERVICES {
+            let pool = PgPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy(&database_urls[name])?;
+            pools.insert(name, pool);
+        }
+
+        let mut cluster = Self {
+            tag,
+            dir,
+            kafka,
+            processes,
+            database_urls,
+            pools,
+            customers: Vec::new(),
+            initial_stock,
+            mail_dir,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+        };
+        let catalog = catalog.display().to_string();
+        for name in ["product", "inventory"] {
+            let process = &cluster.processes[name];
+            tokio::task::block_in_place(|| process.run_to_end(&["seed-demo", "--file", &catalog]))?;
+        }
+        for name in std::iter::once(SIMULATOR).chain(SERVICES) {
+            cluster.process(name).start()?;
+        }
+        for name in std::iter::once(SIMULATOR).chain(SERVICES) {
+            cluster.wait_ready(name, Duration::from_secs(90)).await?;
+        }
+        cluster.wait_for_catalog().await?;
+        cluster.register_customers().await?;
+        println!(
+            "cluster {} up in {:.1}s (logs in {})",
+            cluster.tag,
+            started.elapsed().as_secs_f64(),
+            cluster.dir.display()
+        );
+        Ok(cluster)
+    }
+
+    pub fn process(&mut self, name: &str) -> &mut Process {
+        self.processes
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("no process {name}"))
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        self.processes[name].base_url()
+    }
+
+    /// Polls `/readyz` until 200; fails at once if the process exits.
+    pub async fn wait_ready(&mut self, name: &str, within: Duration) -> anyhow::Result<()> {
+        let url = format!("{}/readyz", self.url(name));
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(ending) = self.process(name).reap()? {
+                anyhow::bail!(
+                    "{name} exited ({ending:?}) while starting; last log lines:\n{}",
+                    self.processes[name].log_tail(30)
+                );
+            }
+            let ready = self
+                .http
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|answer| answer.status().is_success());
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "{name} not ready after {within:?}; last log lines:\n{}",
+                    self.processes[name].log_tail(30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_for_catalog(&self) -> anyhow::Result<()> {
+        let expected = i64::try_from(self.initial_stock.len())?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let found: Result<(i64,), _> =
+                sqlx::query_as("SELECT count(*) FROM catalog_replica WHERE available")
+                    .fetch_one(&self.pools["order"])
+                    .await;
+            if found.is_ok_and(|(count,)| count == expected) {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the order service's catalog replica did not fill within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Six customers through the real auth service (so notification learns their addresses
+    /// from UserRegistered): four pay by Visa, one card is declined, one lacks funds.
+    async fn register_customers(&mut self) -> anyhow::Result<()> {
+        let cards = [
+            "tok_visa",
+            "tok_visa",
+            "tok_mastercard",
+            "tok_visa",
+            "tok_chargeDeclined",
+            "tok_chargeDeclinedInsufficientFunds",
+        ];
+        let auth = self.url("auth");
+        for (i, card) in cards.into_iter().enumerate() {
+            let email = format!("chaos-{}-{i}@example.com", self.tag);
+            let password = format!("chaos-password-{i}");
+            let registered = self
+                .http
+                .post(format!("{auth}/auth/register"))
+                .json(&json!({"email": email, "password": password, "name": format!("Chaos {i}")}))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                registered.status().as_u16() == 201,
+                "register {email}: {}",
+                registered.text().await?
+            );
+            let login: Value = self
+                .http
+                .post(format!("{auth}/auth/login"))
+                .json(&json!({"email": email, "password": password}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let token = login["access_token"]
+                .as_str()
+                .with_context(|| format!("no access token for {email}: {login}"))?
+                .to_owned();
+            self.customers.push(Customer {
+                email,
+                token,
+                payment_token: card,
+            });
+        }
+        Ok(())
+    }
+
+    /// Restarts every process that ended by itself, and returns what ended. Crash points exit
+    /// with their own codes; anything else is a real crash.
+    pub fn restart_exited(&mut self) -> anyhow::Result<Vec<(&'static str, Ending)>> {
+        let mut ended = Vec::new();
+        for (name, process) in &mut self.processes {
+            if let Some(ending) = process.reap()? {
+                ended.push((*name, ending));
+                process.start()?;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Endings that no fault injection explains, per process.
+    pub fn crashes(&self) -> Vec<String> {
+        let injected = [
+            messaging::fault::RELAY_EXIT_CODE,
+            messaging::fault::CONSUMER_EXIT_CODE,
+        ];
+        self.processes
+            .values()
+            .flat_map(|process| {
+                process
+                    .unplanned
+                    .iter()
+                    .filter(
+                        |ending| !matches!(ending, Ending::Code(code) if injected.contains(code)),
+                    )
+                    .map(|ending| format!("{} ended by itself: {ending:?}", process.name))
+            })
+            .collect()
+    }
+
+    /// How many times each crash point fired, per service.
+    pub fn injected_exits(&self, code: i32) -> BTreeMap<&'static str, usize> {
+        self.processes
+            .values()
+            .map(|process| {
+                (
+                    process.name,
+                    process
+                        .unplanned
+                        .iter()
+                        .filter(|ending| **ending == Ending::Code(code))
+                        .count(),
+                )
+            })
+            .filter(|(_, count)| *count > 0)
+            .collect()
+    }
+
+    /// Replaces the simulator's injected faults (`{}` clears them).
+    pub async fn set_faults(&self, faults: Value) -> anyhow::Result<()> {
+        let answer = self
+            .http
+            .put(format!("{}/_sim/faults", self.url(SIMULATOR)))
+            .json(&faults)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            answer.status().is_success(),
+            "setting faults: {}",
+            answer.text().await?
+        );
+        Ok(())
+    }
+
+    /// Orders the order service holds as `pending`: sagas in flight.
+    pub async fn pending_orders(&self) -> i64 {
+        sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM orders WHERE status = 'pending'")
+            .fetch_one(&self.pools["order"])
+            .await
+            .map_or(-1, |(count,)| count)
+    }
+
+    /// Messages the cluster's consumer groups have not committed yet, over all their topics.
+    pub async fn total_lag(&self) -> anyhow::Result<i64> {
+        let mut total = 0;
+        for service in SERVICES {
+            let topics = consumed_topics(service);
+            if topics.is_empty() {
+                continue;
+            }
+            total += bazaar_integration_tests::offsets::lag(
+                &self.kafka,
+                &self.group_of(service),
+                topics,
+            )
+            .await?;
+        }
+        Ok(total)
+    }
+
+    pub fn checker(&self) -> Checker {
+        Checker::new(Sources {
+            order: self.pools["order"].clone(),
+            inventory: Some(self.pools["inventory"].clone()),
+            payment: Some(self.pools["payment"].clone()),
+            shipping: Some(self.pools["shipping"].clone()),
+            notification: Some(self.pools["notification"].clone()),
+            payment_gateway: Some(self.url(SIMULATOR)),
+            mail_dir: Some(self.mail_dir.clone()),
+        })
+    }
+
+    pub fn expectations(&self, accepted: Vec<String>) -> Expectations {
+        Expectations {
+            accepted,
+            initial_stock: self.initial_stock.clone(),
+            ..Expectations::default()
+        }
+    }
+
+    /// The `bazaar` tool pointed at this cluster's topics, groups and databases.
+    pub fn bazaar(&self, args: &[&str]) -> anyhow::Result<std::process::Command> {
+        let mut command = std::process::Command::new(binary_of("bazaar")?);
+        command
+            .args(args)
+            .args(["--bootstrap-servers", &self.kafka.bootstrap_servers])
+            .args(["--topic-prefix", &self.kafka.topic_prefix])
+            .args(["--registry", &self.kafka.schema_registry_url])
+            .stdin(std::process::Stdio::null())
+            .env_remove("BAZAAR__KAFKA__TOPIC_PREFIX")
+            .env_remove("BAZAAR_GROUP_PREFIX");
+        for service in SERVICES {
+            if consumed_topics(service).is_empty() {
+                continue;
+            }
+            command
+                .args([
+                    "--service-group",
+                    &format!("{service}={}", self.group_of(service)),
+                ])
+                .args([
+                    "--service-db",
+                    &format!("{service}={}", self.database_urls[service]),
+                ]);
+        }
+        Ok(command)
+    }
+
+    /// Stops every process (SIGTERM) and deletes the cluster's topics; its databases are left
+    /// for `pgctl.sh drop-test-dbs`, its logs in [`Cluster::dir`].
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        for name in SERVICES.iter().rev().chain(&[SIMULATOR]) {
+            let process = self.process(name);
+            tokio::task::block_in_place(|| process.terminate(Duration::from_secs(20)))?;
+        }
+        for pool in self.pools.values() {
+            pool.close().await;
+        }
+        crate::infra::delete_topics(&self.kafka).await
+    }
+}

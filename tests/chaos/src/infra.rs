@@ -1,0 +1,302 @@
+//! The shared infrastructure under the cluster: the Kafka broker and the PostgreSQL server the
+//! scripts start (`infra/kafka/kafkactl.sh`, `infra/postgres/pgctl.sh`), broken on purpose and
+//! always restored, and raw access to topics.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use platform::config::KafkaSettings;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::cluster::{repo_root, run_dir};
+
+fn run(command: &mut Command) -> anyhow::Result<String> {
+    let shown = format!("{command:?}");
+    let output = command
+        .output()
+        .with_context(|| format!("running {shown}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    anyhow::ensure!(output.status.success(), "{shown} failed: {text}");
+    Ok(text)
+}
+
+fn kill(signal: &str, pid: u32) -> anyhow::Result<()> {
+    run(Command::new("kill").args(["-s", signal, &pid.to_string()]))?;
+    Ok(())
+}
+
+fn kafkactl() -> Command {
+    let mut command = Command::new(repo_root().join("infra/kafka/kafkactl.sh"));
+    // A broker holding every test's topics takes its time to load them after a crash.
+    command.env("KAFKA_START_TIMEOUT", "240");
+    command
+}
+
+/// The broker `kafkactl.sh` runs, found through its pid file.
+#[derive(Debug)]
+pub struct Broker {
+    pid: u32,
+    state: BrokerState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BrokerState {
+    Running,
+    Stopped,
+    Killed,
+}
+
+impl Broker {
+    pub fn find() -> anyhow::Result<Self> {
+        let file: PathBuf = run_dir().join("pids/kafka.pid");
+        let text = std::fs::read_to_string(&file).with_context(|| {
+            format!(
+                "{} is missing: these scenarios need the broker that infra/kafka/kafkactl.sh runs",
+                file.display()
+            )
+        })?;
+        let pid: u32 = text.trim().parse().context("the broker's pid file")?;
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        anyhow::ensure!(
+            cmdline.contains("kafka.Kafka"),
+            "pid {pid} from {} is not the Kafka broker",
+            file.display()
+        );
+        Ok(Self {
+            pid,
+            state: BrokerState::Running,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// SIGKILL: the broker loses whatever it had not flushed; clients see connections drop.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        kill("KILL", self.pid)?;
+        self.state = BrokerState::Killed;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(format!("/proc/{}", self.pid)).is_ok()
+            && !process_is_zombie(self.pid)
+        {
+            anyhow::ensure!(Instant::now() < deadline, "the broker outlived SIGKILL");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Starts the broker again with `kafkactl.sh start` (which waits until it serves).
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        run(kafkactl().arg("start"))?;
+        let restarted = Self::find()?;
+        self.pid = restarted.pid;
+        self.state = BrokerState::Running;
+        Ok(())
+    }
+
+    /// SIGSTOP: connections stay open but nothing answers, as in a long GC pause.
+    pub fn pause(&mut self) -> anyhow::Result<()> {
+        kill("STOP", self.pid)?;
+        self.state = BrokerState::Stopped;
+        Ok(())
+    }
+
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        kill("CONT", self.pid)?;
+        self.state = BrokerState::Running;
+        Ok(())
+    }
+}
+
+fn process_is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|status| {
+            status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+        })
+        .unwrap_or(true)
+}
+
+impl Drop for Broker {
+    /// Whatever happens to the test, the broker the other tests share comes back.
+    fn drop(&mut self) {
+        match self.state {
+            BrokerState::Running => {}
+            BrokerState::Stopped => {
+                let _ = kill("CONT", self.pid);
+            }
+            BrokerState::Killed => {
+                let _ = run(kafkactl().arg("start"));
+            }
+        }
+    }
+}
+
+/// The PostgreSQL cluster `pgctl.sh` manages: the newest version's first cluster, as
+/// `pg_lsclusters` lists it.
+#[derive(Debug)]
+pub struct Postgres {
+    version: String,
+    name: String,
+    down: bool,
+}
+
+impl Postgres {
+    pub fn find() -> anyhow::Result<Self> {
+        let listing = run(Command::new("pg_lsclusters").arg("--no-header"))?;
+        let mut clusters: Vec<(u32, String, String)> = listing
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                let version = words.next()?;
+                let name = words.next()?;
+                Some((version.parse().ok()?, version.to_owned(), name.to_owned()))
+            })
+            .collect();
+        clusters.sort_by_key(|cluster| std::cmp::Reverse(cluster.0));
+        let (_, version, name) = clusters
+            .into_iter()
+            .next()
+            .context("pg_lsclusters lists no PostgreSQL cluster")?;
+        Ok(Self {
+            version,
+            name,
+            down: false,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        format!("{}/{}", self.version, self.name)
+    }
+
+    /// `pg_ctlcluster <version> <name> restart -m immediate`: every backend is killed without
+    /// a checkpoint, and the server recovers from its WAL on start.
+    pub fn restart_immediate(&mut self) -> anyhow::Result<()> {
+        self.down = true;
+        run(Command::new("pg_ctlcluster").args([
+            &self.version,
+            &self.name,
+            "restart",
+            "-m",
+            "immediate",
+        ]))?;
+        self.wait_ready(Duration::from_secs(60))?;
+        self.down = false;
+        Ok(())
+    }
+
+    fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let ready = Command::new("pg_isready")
+                .args(["-q", "-h", "127.0.0.1"])
+                .status()
+                .is_ok_and(|status| status.success());
+            if ready {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "PostgreSQL did not accept connections within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.down {
+            let _ = Command::new("pg_ctlcluster")
+                .args([&self.version, &self.name, "start"])
+                .status();
+        }
+    }
+}
+
+/// Deletes every topic of the catalog under `kafka`'s prefix (the broker is shared, and every
+/// partition costs it memory and start-up time).
+pub async fn delete_topics(kafka: &KafkaSettings) -> anyhow::Result<()> {
+    let catalog = messaging::TopicCatalog::bundled()?;
+    let names: Vec<String> = catalog
+        .all_topics()
+        .into_iter()
+        .map(|topic| kafka.topic(&topic.name))
+        .collect();
+    let admin: AdminClient<DefaultClientContext> =
+        messaging::client::base_config(kafka).create()?;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    admin
+        .delete_topics(
+            &refs,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Total messages a topic holds, from its watermarks.
+pub async fn messages_in(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<i64> {
+    let config = messaging::client::base_config(kafka);
+    let topic = kafka.topic(topic);
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create()?;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let mut total = 0;
+        for partition in metadata
+            .topics()
+            .first()
+            .map_or(&[][..], |t| t.partitions())
+        {
+            let (low, high) = consumer.fetch_watermarks(&topic, partition.id(), timeout)?;
+            total += high - low;
+        }
+        Ok(total)
+    })
+    .await?
+}
+
+/// Produces one raw message, as a buggy or hostile producer would.
+pub async fn produce_raw(
+    kafka: &KafkaSettings,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: &[(&str, String)],
+) -> anyhow::Result<()> {
+    let producer: FutureProducer =
+        messaging::relay::producer_config(kafka, Duration::from_millis(0)).create()?;
+    let headers = headers.iter().fold(
+        rdkafka::message::OwnedHeaders::new(),
+        |headers, (name, value)| {
+            headers.insert(rdkafka::message::Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            })
+        },
+    );
+    let topic = kafka.topic(topic);
+    producer
+        .send(
+            FutureRecord::to(&topic)
+                .key(key)
+                .payload(payload)
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(error, _)| anyhow::anyhow!("producing to {topic}: {error}"))?;
+    Ok(())
+}
