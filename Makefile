@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bazaar/target
 
-.PHONY: help run up test down logs lint fmt topics kafka postgres bench-messaging bench-checkout bench test-browser
+.PHONY: help run up test down logs lint fmt topics kafka postgres bench-messaging bench-checkout bench test-browser chaos
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ test: ## Start what the tests need, run fmt/clippy/every test and the browser te
 
 test-browser: ## Only the storefront's browser tests (headless Chromium); reuses a running Bazaar or starts one
 	@tests/browser/run.sh
+
+chaos: ## Fault injection under load, every scenario, each ended by the invariant checker (minutes; breaks the shared Kafka/PostgreSQL for a while)
+	@scripts/chaos.sh
 
 down: ## Stop everything run/up/test started
 	@scripts/down.sh

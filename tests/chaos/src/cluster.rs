@@ -227,10 +227,10 @@ impl Cluster {
                     "BAZAAR__DATABASE__MAX_CONNECTIONS".into(),
                     // The saga's three carry the load; the server's connections are shared
                     // with every other test.
-                    if matches!(name, "order" | "inventory" | "payment") {
-                        "4"
-                    } else {
-                        "3"
+                    match name {
+                        "payment" => "6",
+                        "order" | "inventory" => "4",
+                        _ => "3",
                     }
                     .into(),
                 ),
@@ -278,6 +278,8 @@ impl Cluster {
                         "BAZAAR__PROVIDER__TIMEOUT_MS",
                         millis(options.provider_timeout),
                     ),
+                    // No more charges in flight than the pool has connections to record them.
+                    ("BAZAAR__WORKERS__CONCURRENCY", "4".into()),
                     ("BAZAAR__WORKERS__POLL_MS", "200".into()),
                     ("BAZAAR__WORKERS__RETRY_INITIAL_MS", "100".into()),
                     ("BAZAAR__WORKERS__RETRY_MAX_MS", "2000".into()),

@@ -46,6 +46,9 @@ fn kafkactl() -> Command {
 pub struct Broker {
     pid: u32,
     state: BrokerState,
+    /// The heap it was started with: a restart with less could run out of memory loading the
+    /// partitions the shared broker has accumulated.
+    heap: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,15 +69,32 @@ impl Broker {
         })?;
         let pid: u32 = text.trim().parse().context("the broker's pid file")?;
         let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&str> = cmdline.split('\0').collect();
         anyhow::ensure!(
-            cmdline.contains("kafka.Kafka"),
+            args.contains(&"kafka.Kafka"),
             "pid {pid} from {} is not the Kafka broker",
             file.display()
         );
+        let heap = args
+            .iter()
+            .filter(|arg| arg.starts_with("-Xms") || arg.starts_with("-Xmx"))
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
         Ok(Self {
             pid,
             state: BrokerState::Running,
+            heap,
         })
+    }
+
+    fn kafkactl_start(&self) -> anyhow::Result<String> {
+        let mut command = kafkactl();
+        command.arg("start");
+        if !self.heap.is_empty() && std::env::var_os("KAFKA_HEAP_OPTS").is_none() {
+            command.env("KAFKA_HEAP_OPTS", &self.heap);
+        }
+        run(&mut command)
     }
 
     pub fn pid(&self) -> u32 {
@@ -97,9 +117,8 @@ impl Broker {
 
     /// Starts the broker again with `kafkactl.sh start` (which waits until it serves).
     pub fn start(&mut self) -> anyhow::Result<()> {
-        run(kafkactl().arg("start"))?;
-        let restarted = Self::find()?;
-        self.pid = restarted.pid;
+        self.kafkactl_start()?;
+        self.pid = Self::find()?.pid;
         self.state = BrokerState::Running;
         Ok(())
     }
@@ -137,7 +156,7 @@ impl Drop for Broker {
                 let _ = kill("CONT", self.pid);
             }
             BrokerState::Killed => {
-                let _ = run(kafkactl().arg("start"));
+                let _ = self.kafkactl_start();
             }
         }
     }

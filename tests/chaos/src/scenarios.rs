@@ -560,12 +560,14 @@ pub async fn gateway_faults(
     supervise_for(cluster, window).await?;
     cluster.set_faults(json!({})).await?;
     let log = std::fs::read_to_string(cluster.processes["payment"].log_path())?;
-    let retried = log
-        .lines()
-        .filter(|line| line.contains("payment provider call failed"))
-        .count();
+    let count = |message: &str| {
+        let field = format!("\"message\":\"{message}\"");
+        log.lines().filter(|line| line.contains(&field)).count()
+    };
+    let failed = count("charge failed") + count("refund failed");
+    let answered = count("charge succeeded") + count("charge declined") + count("refund succeeded");
     run.note(format!(
-        "{retried} payment provider call(s) failed or timed out and were retried"
+        "{failed} processor call(s) failed or timed out (retried with the same idempotency key), {answered} answered"
     ));
     run.recovered(10, Duration::from_secs(60)).await?;
     run.finish(cluster).await

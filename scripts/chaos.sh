@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# `make chaos`: every fault scenario of tests/chaos, one at a time, each on a fresh cluster of
+# the real service binaries under a steady stream of checkouts, each ending with the invariant
+# checker. Starts what it needs (reusing what is already up) and stops what it started.
+#
+# Scenarios 4 and 5 SIGKILL/SIGSTOP the shared Kafka broker and restart PostgreSQL in immediate
+# mode: any other test using them at the time will fail. They restore both before returning.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
+  cat <<USAGE
+Usage: scripts/chaos.sh [FILTER...]
+
+Runs the fault-injection scenarios of tests/chaos (the ignored scenario_* tests) one at a time
+and prints a table of the results (also appended to \$BAZAAR_RUN_DIR/chaos/results.jsonl).
+FILTER narrows them like a cargo test filter, e.g. 'scripts/chaos.sh scenario_4'.
+Takes several minutes. Scenarios 4 and 5 break the shared broker and PostgreSQL for a while.
+USAGE
+  exit 0
+fi
+
+"$REPO_ROOT/scripts/deps.sh"
+
+kafka_was_running=false
+"$REPO_ROOT/infra/kafka/kafkactl.sh" status >/dev/null 2>&1 && kafka_was_running=true
+postgres_was_running=false
+"$REPO_ROOT/infra/postgres/pgctl.sh" status >/dev/null 2>&1 && postgres_was_running=true
+registry_started=false
+
+stop_what_we_started() {
+  $registry_started && stop_pid registry
+  $kafka_was_running || "$REPO_ROOT/infra/kafka/kafkactl.sh" stop || true
+  $postgres_was_running || "$REPO_ROOT/infra/postgres/pgctl.sh" stop || true
+}
+trap stop_what_we_started EXIT
+
+say "starting PostgreSQL and Kafka"
+"$REPO_ROOT/infra/postgres/pgctl.sh" start
+"$REPO_ROOT/infra/kafka/kafkactl.sh" start
+
+cd "$REPO_ROOT"
+say "building the service binaries and the chaos tests"
+cargo build --workspace --bins
+cargo test --no-run -p bazaar-chaos --test chaos
+if curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:8088/readyz 2>/dev/null; then
+  say "schema registry already running on :8088; reusing it"
+else
+  say "starting the schema registry"
+  start_process registry
+  registry_started=true
+  wait_ready registry 8088 60 || die "the schema registry did not become ready (see $LOG_DIR/registry.log)"
+fi
+
+results="$BAZAAR_RUN_DIR/chaos/results.jsonl"
+mkdir -p "$(dirname "$results")"
+touch "$results"
+before=$(wc -l <"$results")
+
+say "running the fault scenarios (logs of each cluster under $BAZAAR_RUN_DIR/chaos/)"
+status=0
+started=$SECONDS
+cargo test -p bazaar-chaos --test chaos -- --ignored --test-threads=1 --nocapture "$@" || status=$?
+
+say "results ($((SECONDS - started)) s)"
+tail -n +"$((before + 1))" "$results" | python3 -c '
+import json, sys
+rows = [json.loads(line) for line in sys.stdin if line.strip()]
+print(f"{\"SCENARIO\":<72} {\"ORDERS\":>6} {\"NOT ACC.\":>8} {\"VIOLATIONS\":>10} {\"SETTLE\":>7}")
+for r in rows:
+    refused = sum(r["not_accepted"].values())
+    print(f"{r[\"scenario\"][:72]:<72} {r[\"accepted\"]:>6} {refused:>8} {r[\"violations\"]:>10} {r[\"settle_ms\"] / 1000:>6.1f}s")
+    print("    final: " + ", ".join(f"{k} {v}" for k, v in sorted(r["final"].items())))
+'
+exit $status
