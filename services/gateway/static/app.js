@@ -832,6 +832,7 @@ async function onSignedIn() {
   const session = currentSession();
   if (!session) return;
   $("auth-forms").hidden = true;
+  $("sign-in-link").hidden = true;
   $("account-summary").hidden = false;
   $("sign-out").hidden = false;
   $("account-email").textContent = session.email;
@@ -879,6 +880,7 @@ function onSignedOut(why) {
     // Nothing to forget.
   }
   $("auth-forms").hidden = false;
+  $("sign-in-link").hidden = false;
   $("account-summary").hidden = true;
   $("sign-out").hidden = true;
   $("signed-in-as").hidden = true;
@@ -916,6 +918,12 @@ function start() {
     loadProducts();
   });
   $("load-more").addEventListener("click", () => loadProducts(true));
+  $("sign-in-link").addEventListener("click", (event) => {
+    event.preventDefault();
+    $("account-panel").scrollIntoView({ block: "start" });
+    showTab("login");
+    $("login-email").focus();
+  });
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") loadFeed();
   });
