@@ -29,8 +29,9 @@ KAFKA_CONTROLLER_PORT="${BAZAAR_KAFKA_CONTROLLER_PORT:-9093}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 
-# Broker JVM: 512 MB heap is plenty for a dev broker. Override with KAFKA_HEAP_OPTS / KAFKA_JVM_OPTS.
-KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms512m -Xmx512m}"
+# Broker JVM: 1 GB heap; every test makes its own topics, and metadata for thousands of
+# partitions outgrew 512 MB. Override with KAFKA_HEAP_OPTS / KAFKA_JVM_OPTS.
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms1g -Xmx1g}"
 KAFKA_JVM_OPTS="${KAFKA_JVM_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true}"
 # CLI tools are short-lived JVMs: a small heap, serial GC and C1 only start noticeably faster.
 KAFKA_TOOL_OPTS="${KAFKA_TOOL_OPTS:--Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true}"

@@ -253,7 +253,7 @@ enum Identity {
     /// A stand-in that only publishes a test key.
     Jwks(Server),
     /// The real auth service.
-    AuthService(Service),
+    AuthService(Box<Service>),
 }
 
 impl Stack {
@@ -279,7 +279,7 @@ impl Stack {
             (
                 TestIssuer::from_signing_key(auth.clone(), key),
                 auth,
-                Identity::AuthService(service),
+                Identity::AuthService(Box::new(service)),
             )
         } else {
             let issuer = TestIssuer::new();

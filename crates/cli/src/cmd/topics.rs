@@ -40,6 +40,13 @@ pub enum TopicsCommand {
         #[arg(long, env = "BAZAAR__KAFKA__REPLICATION_FACTOR", default_value_t = 1)]
         replication_factor: i32,
     },
+    /// Delete the topics tests made (`test-<UUID v7>.<topic>`) longer ago than a duration, so
+    /// a long-lived development broker does not pile up partitions.
+    PruneTests {
+        /// Keep topics younger than this (e.g. `30m`, `2h`): their tests may still run.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+    },
 }
 
 pub fn catalog(file: Option<&PathBuf>) -> anyhow::Result<TopicCatalog> {
@@ -59,6 +66,7 @@ pub async fn run(context: &Context, args: TopicsArgs) -> anyhow::Result<()> {
             file,
             replication_factor,
         }) => apply(context, file.as_ref(), replication_factor).await,
+        Some(TopicsCommand::PruneTests { older_than }) => prune_tests(context, older_than).await,
         None => list(context, &args).await,
     }
 }
@@ -98,6 +106,63 @@ async fn apply(
         report.configs_updated.len(),
         report.unchanged.len()
     );
+    Ok(())
+}
+
+/// When a test topic was made, from the UUID v7 in its `test-<uuid>.` prefix.
+fn test_topic_created_ms(name: &str) -> Option<u64> {
+    let uuid = name.strip_prefix("test-")?.split('.').next()?;
+    if uuid.len() != 32 || !uuid.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(uuid.get(..12)?, 16).ok()
+}
+
+async fn prune_tests(context: &Context, older_than: std::time::Duration) -> anyhow::Result<()> {
+    let settings = context.kafka.clone();
+    let config = messaging::client::base_config(&settings);
+    let names: Vec<String> = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        let consumer: rdkafka::consumer::BaseConsumer = config.create()?;
+        let metadata = rdkafka::consumer::Consumer::fetch_metadata(
+            &consumer,
+            None,
+            std::time::Duration::from_secs(30),
+        )?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .map(|topic| topic.name().to_owned())
+            .collect())
+    })
+    .await??;
+    let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    let cutoff = now_ms.saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX));
+    let stale: Vec<String> = names
+        .into_iter()
+        .filter(|name| test_topic_created_ms(name).is_some_and(|created| created < cutoff))
+        .collect();
+    let admin = messaging::client::admin_client(&settings)?;
+    let options = rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(std::time::Duration::from_secs(60)));
+    let mut deleted = 0;
+    for chunk in stale.chunks(200) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        for outcome in admin.delete_topics(&refs, &options).await? {
+            match outcome {
+                Ok(_) => deleted += 1,
+                Err((topic, code)) => eprintln!("could not delete {topic}: {code}"),
+            }
+        }
+    }
+    if context.json {
+        json_line(&json!({ "deleted": deleted, "stale": stale.len() }));
+    } else {
+        println!(
+            "test topics: {deleted} deleted ({} older than {})",
+            stale.len(),
+            humantime::format_duration(older_than)
+        );
+    }
     Ok(())
 }
 
@@ -356,4 +421,20 @@ async fn list(context: &Context, args: &TopicsArgs) -> anyhow::Result<()> {
     }
     groups.print();
     Ok(())
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::test_topic_created_ms;
+
+    #[test]
+    fn only_test_topics_carry_a_creation_time() {
+        // 0x01a2164a941b = 1795672512795 ms.
+        assert_eq!(
+            test_topic_created_ms("test-01a2164a941b7530943a778be3d1a44d.order-events"),
+            Some(0x01a2_164a_941b)
+        );
+        assert_eq!(test_topic_created_ms("order-events"), None);
+        assert_eq!(test_topic_created_ms("test-nothex.order-events"), None);
+    }
 }
