@@ -86,6 +86,14 @@ struct PendingRow {
     created_at: DateTime<Utc>,
 }
 
+/// How a stretch as the active relay ended.
+enum Active {
+    /// Shutdown was requested; the lock's session is still open.
+    Stopped(PgConnection),
+    /// The lock (or what it needs) was lost; the relay competes for it again.
+    SteppedDown(String),
+}
+
 /// Publishes one database's outbox.
 pub struct Relay {
     pool: PgPool,
@@ -151,21 +159,70 @@ impl Relay {
     }
 
     /// Runs until `shutdown`: waits to become the active relay, then publishes as rows appear.
+    /// A relay whose lock session dies (the database restarted or failed over) steps down and
+    /// competes for the lock again; it never stops for good while the service runs.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut lock = loop {
+        let mut lock = None;
+        while let Some(connection) = self.become_active(&shutdown).await {
+            match self.publish_while_active(connection, &shutdown).await {
+                Active::Stopped(connection) => {
+                    lock = Some(connection);
+                    break;
+                }
+                Active::SteppedDown(reason) => {
+                    tracing::warn!(service = self.service, %reason, "outbox relay stepped down; competing for the lock again");
+                    metrics::counter!("outbox_relay_step_downs_total").increment(1);
+                }
+            }
+        }
+
+        let producer = self.producer.clone();
+        if let Err(error) =
+            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await?
+        {
+            tracing::warn!(%error, "producer not flushed; unacknowledged rows stay pending");
+        }
+        if let Some(lock) = lock
+            && let Err(error) = lock.close().await
+        {
+            tracing::debug!(%error, "closing the relay lock's session");
+        }
+        tracing::info!(service = self.service, "outbox relay stopped");
+        Ok(())
+    }
+
+    /// Waits until this relay holds the lock; `None` once shutdown is requested.
+    async fn become_active(&self, shutdown: &CancellationToken) -> Option<PgConnection> {
+        loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
             match self.acquire_lock().await {
-                Ok(Some(connection)) => break connection,
+                Ok(Some(connection)) => return Some(connection),
                 Ok(None) => tracing::debug!("another relay is active; standing by"),
                 Err(error) => tracing::warn!(%error, "cannot take the relay lock; retrying"),
             }
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => return None,
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
+        }
+    }
+
+    /// Publishes while `lock`'s session holds the lock.
+    async fn publish_while_active(
+        &mut self,
+        mut lock: PgConnection,
+        shutdown: &CancellationToken,
+    ) -> Active {
+        let mut listener = match PgListener::connect_with(&self.pool).await {
+            Ok(listener) => listener,
+            Err(error) => return Active::SteppedDown(format!("cannot listen: {error}")),
         };
+        if let Err(error) = listener.listen(NOTIFY_CHANNEL).await {
+            return Active::SteppedDown(format!("cannot listen: {error}"));
+        }
         tracing::info!(service = self.service, "outbox relay active");
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(NOTIFY_CHANNEL).await?;
         let mut last_purge = Instant::now();
         let mut backoff = Backoff::default();
 
@@ -176,12 +233,13 @@ impl Relay {
                 () = shutdown.cancelled() => break,
                 round = self.publish_pending(MarkPublished::Yes) => round,
             };
-            match round {
+            let failed = match round {
                 Ok(published) => {
                     backoff.reset();
                     if published as i64 == self.settings.batch_size {
                         continue;
                     }
+                    false
                 }
                 Err(error) => {
                     tracing::warn!(%error, "publishing the outbox failed; retrying");
@@ -190,19 +248,24 @@ impl Relay {
                         () = shutdown.cancelled() => break,
                         () = tokio::time::sleep(backoff.next()) => {}
                     }
-                    continue;
+                    true
                 }
-            }
-            if last_purge.elapsed() >= self.settings.purge_interval {
+            };
+            let purge_due = last_purge.elapsed() >= self.settings.purge_interval;
+            if purge_due {
                 last_purge = Instant::now();
                 if let Err(error) = self.purge().await {
                     tracing::warn!(%error, "purging published outbox rows failed");
                 }
-                // The lock lives as long as its session; a dead session means another relay
-                // may be active now, so this one must step down.
-                if sqlx::query("SELECT 1").execute(&mut lock).await.is_err() {
-                    anyhow::bail!("lost the relay lock's database session");
-                }
+            }
+            // The lock lives as long as its session; a dead session means another relay may be
+            // active now, so this one must step down. A failed round is the likeliest sign of
+            // a database restart, so it is checked then too, not only once a purge interval.
+            if (purge_due || failed) && sqlx::query("SELECT 1").execute(&mut lock).await.is_err() {
+                return Active::SteppedDown("lost the relay lock's database session".into());
+            }
+            if failed {
+                continue;
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -215,16 +278,7 @@ impl Relay {
                 () = tokio::time::sleep(self.settings.poll_interval) => {}
             }
         }
-
-        let producer = self.producer.clone();
-        if let Err(error) =
-            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await?
-        {
-            tracing::warn!(%error, "producer not flushed; unacknowledged rows stay pending");
-        }
-        lock.close().await?;
-        tracing::info!(service = self.service, "outbox relay stopped");
-        Ok(())
+        Active::Stopped(lock)
     }
 
     async fn acquire_lock(&self) -> Result<Option<PgConnection>, sqlx::Error> {

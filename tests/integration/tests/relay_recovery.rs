@@ -1,0 +1,122 @@
+//! The outbox relay against a database that goes away under it. A PostgreSQL restart (found by
+//! the chaos suite's scenario 5) kills the session that holds the relay's advisory lock; the
+//! relay must step down and take the lock again, not stop publishing for good.
+
+use std::time::Duration;
+
+use bazaar_integration_tests::{eventually, fresh_database, isolated_kafka};
+use events::{Event, EventMetadata, StockLevelChanged};
+use messaging::{Relay, RelaySettings};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// The backend holding this database's relay lock, if any.
+async fn lock_holder(pool: &PgPool) -> Option<i32> {
+    sqlx::query_as::<_, (i32,)>(
+        "SELECT pid FROM pg_locks
+          WHERE locktype = 'advisory' AND granted
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten()
+    .map(|(pid,)| pid)
+}
+
+async fn append_level(pool: &PgPool, on_hand: i64) {
+    let event: Event = StockLevelChanged {
+        sku: "SKU-R".into(),
+        on_hand,
+        reserved: 0,
+    }
+    .into();
+    let metadata = EventMetadata::originating(event.type_name(), event.key(), None);
+    let mut tx = pool.begin().await.expect("begin");
+    messaging::outbox::append(&mut tx, &event, &metadata)
+        .await
+        .expect("append");
+    tx.commit().await.expect("commit");
+}
+
+async fn unpublished(pool: &PgPool) -> i64 {
+    sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM messaging_outbox WHERE published_at IS NULL")
+        .fetch_one(pool)
+        .await
+        .map_or(-1, |(count,)| count)
+}
+
+#[tokio::test]
+async fn a_relay_whose_lock_session_dies_takes_the_lock_again_and_keeps_publishing() {
+    bazaar_integration_tests::init_test_logging();
+    let database = fresh_database("relay_lock").await.expect("database");
+    let pool = platform::db::connect_and_migrate(&database, &messaging::migrations::migrator())
+        .await
+        .expect("migrations");
+    let kafka = isolated_kafka("relay_lock");
+    messaging::topics::apply(
+        &messaging::TopicCatalog::bundled().expect("catalog"),
+        &kafka,
+    )
+    .await
+    .expect("topics");
+    let relay = Relay::new(
+        "test",
+        pool.clone(),
+        kafka,
+        RelaySettings {
+            poll_interval: Duration::from_millis(100),
+            // The lock's session is checked at least this often.
+            purge_interval: Duration::from_millis(200),
+            ..RelaySettings::default()
+        },
+    )
+    .expect("relay");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay.run(shutdown.clone()));
+
+    append_level(&pool, 1).await;
+    eventually(
+        "the first event to be published",
+        Duration::from_secs(30),
+        || async { (unpublished(&pool).await == 0).then_some(()) },
+    )
+    .await;
+    let first = eventually(
+        "the relay to hold its lock",
+        Duration::from_secs(10),
+        || lock_holder(&pool),
+    )
+    .await;
+
+    // What a server restart does to the lock: its session ends under the relay's feet.
+    let (terminated,): (bool,) = sqlx::query_as("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .fetch_one(&pool)
+        .await
+        .expect("terminate");
+    assert!(terminated);
+    let second = eventually(
+        "the relay to take the lock again in a new session",
+        Duration::from_secs(30),
+        || async { lock_holder(&pool).await.filter(|pid| *pid != first) },
+    )
+    .await;
+    assert_ne!(first, second);
+    assert!(!task.is_finished(), "the relay must not stop");
+
+    append_level(&pool, 2).await;
+    eventually(
+        "an event appended after the loss to be published",
+        Duration::from_secs(30),
+        || async { (unpublished(&pool).await == 0).then_some(()) },
+    )
+    .await;
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("stops within 30 s")
+        .expect("no panic")
+        .expect("clean stop");
+}
