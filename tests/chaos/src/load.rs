@@ -141,6 +141,14 @@ impl Load {
         self.tally.lock().map_or(0, |tally| tally.accepted.len())
     }
 
+    /// The ids accepted after the first `skip`.
+    pub fn accepted_after(&self, skip: usize) -> Vec<String> {
+        self.tally
+            .lock()
+            .map(|tally| tally.accepted.iter().skip(skip).cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Waits until `more` further checkouts have been accepted, or `within` has passed; returns
     /// how many were.
     pub async fn wait_for_accepted(&self, more: usize, within: Duration) -> usize {

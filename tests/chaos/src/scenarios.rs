@@ -153,16 +153,38 @@ impl Run {
         Ok(())
     }
 
-    /// Proves the flow resumed after the fault: `count` more checkouts accepted.
-    async fn recovered(&mut self, count: usize, within: Duration) -> anyhow::Result<()> {
+    /// Proves the sagas run again after the fault: `count` orders placed from now on reach
+    /// `shipping_scheduled`, every service and hop having done its part.
+    async fn recovered(
+        &mut self,
+        cluster: &Cluster,
+        count: usize,
+        within: Duration,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
-        let got = self.load.wait_for_accepted(count, within).await;
-        anyhow::ensure!(
-            got >= count,
-            "only {got} of {count} checkouts accepted within {within:?} after the fault"
-        );
-        self.notes.push(format!(
-            "checkouts flowing again: {count} accepted in {:.1}s",
+        let mark = self.load.accepted_so_far();
+        let shipped = loop {
+            let placed = self.load.accepted_after(mark);
+            let (shipped,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM orders WHERE id::text = ANY($1) AND status = 'shipping_scheduled'",
+            )
+            .bind(&placed)
+            .fetch_one(&cluster.pools["order"])
+            .await
+            .unwrap_or((0,));
+            let shipped = usize::try_from(shipped).unwrap_or(0);
+            if shipped >= count {
+                break shipped;
+            }
+            anyhow::ensure!(
+                started.elapsed() < within,
+                "only {shipped} of {count} orders placed after the fault shipped within {within:?} ({} placed)",
+                placed.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        self.note(format!(
+            "sagas complete again: {shipped} orders placed after the fault shipped {:.1}s later",
             started.elapsed().as_secs_f64()
         ));
         Ok(())
@@ -284,7 +306,7 @@ pub async fn sigkill_each(
             down.elapsed().as_secs_f64()
         ));
     }
-    run.recovered(15, Duration::from_secs(60)).await?;
+    run.recovered(cluster, 15, Duration::from_secs(60)).await?;
     run.finish(cluster).await
 }
 
@@ -337,7 +359,7 @@ pub async fn relay_crash(
     let exits = cluster.injected_exits(messaging::fault::RELAY_EXIT_CODE);
     anyhow::ensure!(!exits.is_empty(), "the relay crash point never fired");
     run.note(format!("relay exits after ack: {exits:?}"));
-    run.recovered(10, Duration::from_secs(60)).await?;
+    run.recovered(cluster, 10, Duration::from_secs(60)).await?;
     let mut scenario = run.finish(cluster).await?;
     for (producer, topic) in [
         ("order", "order-events"),
@@ -388,7 +410,7 @@ pub async fn consumer_crash(
     let exits = cluster.injected_exits(messaging::fault::CONSUMER_EXIT_CODE);
     anyhow::ensure!(!exits.is_empty(), "the consumer crash point never fired");
     run.note(format!("consumer exits after commit: {exits:?}"));
-    run.recovered(10, Duration::from_secs(90)).await?;
+    run.recovered(cluster, 10, Duration::from_secs(90)).await?;
     run.finish(cluster).await
 }
 
@@ -415,7 +437,7 @@ pub async fn broker_outage(cluster: &mut Cluster) -> anyhow::Result<ScenarioRepo
         "broker SIGKILLed with {pending} order(s) pending; {accepted_while_down} checkouts accepted while it was down; serving again {:.1}s after the kill",
         killed.elapsed().as_secs_f64()
     ));
-    run.recovered(20, Duration::from_secs(120)).await?;
+    run.recovered(cluster, 20, Duration::from_secs(120)).await?;
 
     let pending = cluster.pending_orders().await;
     broker.pause()?;
@@ -425,7 +447,7 @@ pub async fn broker_outage(cluster: &mut Cluster) -> anyhow::Result<ScenarioRepo
     run.note(format!(
         "broker SIGSTOPped for 15 s with {pending} order(s) pending, then SIGCONT"
     ));
-    run.recovered(20, Duration::from_secs(120)).await?;
+    run.recovered(cluster, 20, Duration::from_secs(120)).await?;
     run.finish(cluster).await
 }
 
@@ -447,7 +469,7 @@ pub async fn postgres_restart(cluster: &mut Cluster) -> anyhow::Result<ScenarioR
         postgres.describe(),
         down.elapsed().as_secs_f64()
     ));
-    run.recovered(20, Duration::from_secs(120)).await?;
+    run.recovered(cluster, 20, Duration::from_secs(120)).await?;
     // Periodic work meets the new server only when it next runs (a relay checks its lock
     // session once a minute): keep checkouts coming until every such task has.
     let observed = Duration::from_secs(65);
@@ -527,7 +549,7 @@ pub async fn poison(cluster: &mut Cluster) -> anyhow::Result<ScenarioReport> {
         consumers.join(", "),
         injected.elapsed().as_secs_f64()
     ));
-    run.recovered(15, Duration::from_secs(60)).await?;
+    run.recovered(cluster, 15, Duration::from_secs(60)).await?;
     let mut scenario = run.finish(cluster).await?;
     let dead_letters = infra::messages_in(&cluster.kafka, "order-events.dlq").await?;
     let expected = i64::try_from(2 * consumers.len())?;
@@ -577,7 +599,7 @@ pub async fn gateway_faults(
     run.note(format!(
         "{failed} processor call(s) failed or timed out (retried with the same idempotency key), {answered} answered"
     ));
-    run.recovered(10, Duration::from_secs(60)).await?;
+    run.recovered(cluster, 10, Duration::from_secs(60)).await?;
     run.finish(cluster).await
 }
 
@@ -634,7 +656,7 @@ pub async fn replay_everything(cluster: &mut Cluster) -> anyhow::Result<Scenario
     for (service, summary) in &replayed {
         run.note(format!("{service}: {summary}"));
     }
-    run.recovered(20, Duration::from_secs(60)).await?;
+    run.recovered(cluster, 20, Duration::from_secs(60)).await?;
     let mut stopped = run.stop_load().await;
     let deadline = stopped.at + Duration::from_secs(180);
     loop {
