@@ -602,15 +602,25 @@ impl Cluster {
         Ok(command)
     }
 
-    /// Stops every process (SIGTERM) and deletes the cluster's topics; its databases are left
-    /// for `pgctl.sh drop-test-dbs`, its logs in [`Cluster::dir`].
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    /// Stops every process (SIGTERM) and deletes the cluster's topics, and its logs and mail
+    /// unless `keep_logs` (a failure worth reading about); its databases are left for
+    /// `pgctl.sh drop-test-dbs`.
+    pub async fn stop(mut self, keep_logs: bool) -> anyhow::Result<()> {
         for name in SERVICES.iter().rev().chain(&[SIMULATOR]) {
             let process = self.process(name);
             tokio::task::block_in_place(|| process.terminate(Duration::from_secs(20)))?;
         }
         for pool in self.pools.values() {
             pool.close().await;
+        }
+        if keep_logs {
+            println!(
+                "logs of cluster {} kept in {}",
+                self.tag,
+                self.dir.display()
+            );
+        } else {
+            std::fs::remove_dir_all(&self.dir)?;
         }
         crate::infra::delete_topics(&self.kafka).await
     }

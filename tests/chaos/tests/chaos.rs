@@ -34,9 +34,9 @@ where
         .await
         .expect("cluster starts");
     let (cluster, report) = scenario(cluster).await;
-    let report = report.expect("scenario runs");
-    cluster.stop().await.expect("cluster stops");
-    assert_clean(&[report]);
+    let clean = report.as_ref().is_ok_and(ScenarioReport::is_clean);
+    cluster.stop(!clean).await.expect("cluster stops");
+    assert_clean(&[report.expect("scenario runs")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +72,8 @@ async fn a_short_subset_of_faults_keeps_every_invariant() {
         .expect("scenario 3"),
     );
     reports.push(scenarios::poison(&mut cluster).await.expect("scenario 6"));
-    cluster.stop().await.expect("cluster stops");
+    let clean = reports.iter().all(ScenarioReport::is_clean);
+    cluster.stop(!clean).await.expect("cluster stops");
     println!(
         "short chaos subset: {} scenarios in {:.0}s",
         reports.len(),
