@@ -176,6 +176,7 @@ impl From<CheckoutFailure> for ApiError {
 }
 
 const MAX_ADDRESS: usize = 500;
+const MAX_PAYMENT_TOKEN: usize = 255;
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 async fn checkout(
@@ -212,10 +213,13 @@ async fn place_order(
     key: Option<String>,
     request: &CheckoutRequest,
 ) -> Result<(Uuid, OrderStatus), CheckoutFailure> {
-    if request.payment_token.trim().is_empty() {
+    // The token travels on in OrderCreated and into the payment service's records, where a
+    // control character could never be stored: refuse it here, before anything is written.
+    let token = request.payment_token.trim();
+    if token.is_empty() || token.len() > MAX_PAYMENT_TOKEN || token.chars().any(char::is_control) {
         return Err(CheckoutFailure::Field {
             field: "payment_token",
-            message: "is required".into(),
+            message: format!("must be 1-{MAX_PAYMENT_TOKEN} printable characters"),
         });
     }
     let address = request.shipping_address.trim();
