@@ -20,6 +20,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::client::{BrokerWatch, STRANDED_AFTER};
 use crate::dead_letter;
 use crate::fault::{self, CrashPoint};
 use crate::registry::{RegistryError, SchemaRegistryClient};
@@ -96,12 +97,16 @@ impl ConsumerSettings {
     }
 }
 
-/// Publishes consumer lag from librdkafka's statistics as a gauge per partition.
+/// Publishes consumer lag from librdkafka's statistics as a gauge per partition, and tells the
+/// consumer when its client has lost every broker.
 #[derive(Debug, Default)]
-pub struct LagReporter;
+pub struct LagReporter {
+    pub brokers: BrokerWatch,
+}
 
 impl ClientContext for LagReporter {
     fn stats(&self, statistics: Statistics) {
+        self.brokers.observe(&statistics);
         for (topic, stats) in &statistics.topics {
             for (partition, partition_stats) in &stats.partitions {
                 if *partition >= 0 && partition_stats.consumer_lag >= 0 {
@@ -137,6 +142,13 @@ pub fn consumer_config(
         .set("fetch.wait.max.ms", "10")
         .set("statistics.interval.ms", "5000");
     config
+}
+
+/// Why consuming with one client ended.
+enum Ended {
+    Shutdown,
+    /// The client has had no broker for [`STRANDED_AFTER`].
+    Stranded,
 }
 
 /// Outcome of one message, for metrics and tests.
@@ -247,10 +259,54 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     }
 
     /// Consumes until `shutdown`, then stops fetching, finishes the in-flight message and
-    /// commits the stored offsets.
+    /// commits the stored offsets. A client that librdkafka leaves without any broker (see
+    /// [`BrokerWatch`]) is replaced by a new one, which rejoins the group.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let consumer: StreamConsumer<LagReporter> =
-            consumer_config(&self.kafka, &self.settings).create_with_context(LagReporter)?;
+        let mut redrive_timer = tokio::time::interval(self.settings.redrive_poll_interval);
+        redrive_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let brokers = BrokerWatch::default();
+            let consumer = Arc::new(self.subscribe(&brokers)?);
+            match self
+                .consume(&consumer, &brokers, &mut redrive_timer, &shutdown)
+                .await?
+            {
+                Ended::Shutdown => {
+                    let committing = consumer.clone();
+                    let committed = tokio::task::spawn_blocking(move || {
+                        committing.commit_consumer_state(CommitMode::Sync)
+                    })
+                    .await?;
+                    if let Err(error) = committed {
+                        // NoOffset: nothing was consumed since the last automatic commit.
+                        tracing::debug!(%error, "final offset commit");
+                    }
+                    tokio::task::spawn_blocking(move || drop(consumer)).await?;
+                    break;
+                }
+                Ended::Stranded => {
+                    tracing::error!(
+                        service = self.service,
+                        stranded_for = ?brokers.stranded_for(),
+                        "the Kafka client lost every broker and will not find one again; replacing it"
+                    );
+                    metrics::counter!("consumer_clients_replaced_total").increment(1);
+                    // Closing it waits for a group coordinator it will never reach: let a
+                    // thread of its own wait, rather than this task. What it had consumed
+                    // without committing comes again to the new client, and the inbox drops it.
+                    std::thread::spawn(move || drop(consumer));
+                }
+            }
+        }
+        tracing::info!(service = self.service, "consumer stopped");
+        Ok(())
+    }
+
+    fn subscribe(&self, brokers: &BrokerWatch) -> anyhow::Result<StreamConsumer<LagReporter>> {
+        let consumer: StreamConsumer<LagReporter> = consumer_config(&self.kafka, &self.settings)
+            .create_with_context(LagReporter {
+                brokers: brokers.clone(),
+            })?;
         let topics: Vec<String> = self
             .settings
             .topics
@@ -259,61 +315,56 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             .collect();
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topic_refs)?;
-        let consumer = Arc::new(consumer);
         tracing::info!(service = self.service, topics = ?topics, group = %self.kafka.group_id, "consumer started");
+        Ok(consumer)
+    }
 
-        let mut redrive_timer = tokio::time::interval(self.settings.redrive_poll_interval);
-        redrive_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        {
-            let mut stream = consumer.stream();
-            loop {
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break,
-                    _ = redrive_timer.tick() => {
-                        if let Err(error) = dead_letter::redrive_requested(&self, &shutdown).await {
-                            tracing::warn!(error = %format!("{error:#}"), "redrive round failed");
-                        }
+    async fn consume(
+        &self,
+        consumer: &StreamConsumer<LagReporter>,
+        brokers: &BrokerWatch,
+        redrive_timer: &mut tokio::time::Interval,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Ended> {
+        let mut stream = consumer.stream();
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(Ended::Shutdown),
+                _ = redrive_timer.tick() => {
+                    if brokers.stranded_for() >= STRANDED_AFTER {
+                        return Ok(Ended::Stranded);
                     }
-                    next = stream.next() => {
-                        let Some(next) = next else { break };
-                        let message = match next {
-                            Ok(message) => message,
-                            Err(error) => {
-                                tracing::warn!(%error, "kafka consume error");
-                                continue;
-                            }
-                        };
-                        let raw = RawMessage::from_kafka(&message);
-                        match self.process(&raw, &shutdown).await {
-                            Some(outcome) => {
-                                metrics::counter!("consumer_messages_total", "outcome" => format!("{outcome:?}").to_lowercase()).increment(1);
-                                // The window a consumer crash leaves: committed, not yet stored.
-                                if outcome != Handled::Duplicate {
-                                    self.exit_after_commit.maybe_exit();
-                                }
-                                consumer.store_offset_from_message(&message)?;
-                            }
-                            // Shutdown interrupted a retry: the offset stays unstored, and the
-                            // message is delivered again after restart.
-                            None => break,
+                    if let Err(error) = dead_letter::redrive_requested(self, shutdown).await {
+                        tracing::warn!(error = %format!("{error:#}"), "redrive round failed");
+                    }
+                }
+                next = stream.next() => {
+                    let Some(next) = next else { return Ok(Ended::Shutdown) };
+                    let message = match next {
+                        Ok(message) => message,
+                        Err(error) => {
+                            tracing::warn!(%error, "kafka consume error");
+                            continue;
                         }
+                    };
+                    let raw = RawMessage::from_kafka(&message);
+                    match self.process(&raw, shutdown).await {
+                        Some(outcome) => {
+                            metrics::counter!("consumer_messages_total", "outcome" => format!("{outcome:?}").to_lowercase()).increment(1);
+                            // The window a consumer crash leaves: committed, not yet stored.
+                            if outcome != Handled::Duplicate {
+                                self.exit_after_commit.maybe_exit();
+                            }
+                            consumer.store_offset_from_message(&message)?;
+                        }
+                        // Shutdown interrupted a retry: the offset stays unstored, and the
+                        // message is delivered again after restart.
+                        None => return Ok(Ended::Shutdown),
                     }
                 }
             }
         }
-
-        let committing = consumer.clone();
-        let committed =
-            tokio::task::spawn_blocking(move || committing.commit_consumer_state(CommitMode::Sync))
-                .await?;
-        if let Err(error) = committed {
-            // NoOffset: nothing was consumed since the last automatic commit.
-            tracing::debug!(%error, "final offset commit");
-        }
-        tokio::task::spawn_blocking(move || drop(consumer)).await?;
-        tracing::info!(service = self.service, "consumer stopped");
-        Ok(())
     }
 
     /// Handles one message to completion: applied, skipped, parked, or dead-lettered. `None`

@@ -16,10 +16,12 @@ use chrono::{DateTime, Utc};
 use platform::config::KafkaSettings;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientContext, Statistics};
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use crate::client::{BrokerWatch, STRANDED_AFTER};
 use crate::fault::{self, CrashPoint};
 use crate::outbox::PayloadFormat;
 use crate::registry::SchemaRegistryClient;
@@ -86,6 +88,18 @@ struct PendingRow {
     created_at: DateTime<Utc>,
 }
 
+/// The relay producer's client context: feeds the broker watch.
+#[derive(Debug)]
+pub struct RelayContext {
+    brokers: BrokerWatch,
+}
+
+impl ClientContext for RelayContext {
+    fn stats(&self, statistics: Statistics) {
+        self.brokers.observe(&statistics);
+    }
+}
+
 /// How a stretch as the active relay ended.
 enum Active {
     /// Shutdown was requested; the lock's session is still open.
@@ -100,7 +114,8 @@ pub struct Relay {
     kafka: KafkaSettings,
     settings: RelaySettings,
     registry: SchemaRegistryClient,
-    producer: FutureProducer,
+    producer: FutureProducer<RelayContext>,
+    brokers: BrokerWatch,
     schema_ids: HashMap<String, u32>,
     service: &'static str,
     backlog_recorded_at: Option<Instant>,
@@ -140,7 +155,8 @@ impl Relay {
         kafka: KafkaSettings,
         settings: RelaySettings,
     ) -> Result<Self, RelayError> {
-        let producer = producer_config(&kafka, settings.linger).create()?;
+        let brokers = BrokerWatch::default();
+        let producer = Self::create_producer(&kafka, &settings, &brokers)?;
         let registry = SchemaRegistryClient::new(&kafka.schema_registry_url);
         Ok(Self {
             pool,
@@ -148,6 +164,7 @@ impl Relay {
             settings,
             registry,
             producer,
+            brokers,
             schema_ids: HashMap::new(),
             service,
             backlog_recorded_at: None,
@@ -229,9 +246,18 @@ impl Relay {
         while !shutdown.is_cancelled() {
             // Cancelling mid-round is safe: unmarked rows are published again later, and the
             // inbox of each consumer drops the duplicates.
+            // A stranded producer never acknowledges: the round would wait forever.
+            let brokers = self.brokers.clone();
             let round = tokio::select! {
                 () = shutdown.cancelled() => break,
                 round = self.publish_pending(MarkPublished::Yes) => round,
+                () = brokers.stranded(STRANDED_AFTER) => {
+                    if let Err(error) = self.replace_producer() {
+                        tracing::warn!(%error, "cannot create a new producer yet");
+                        tokio::time::sleep(backoff.next()).await;
+                    }
+                    continue;
+                }
             };
             let failed = match round {
                 Ok(published) => {
@@ -279,6 +305,37 @@ impl Relay {
             }
         }
         Active::Stopped(lock)
+    }
+
+    fn create_producer(
+        kafka: &KafkaSettings,
+        settings: &RelaySettings,
+        brokers: &BrokerWatch,
+    ) -> Result<FutureProducer<RelayContext>, RelayError> {
+        let mut config = producer_config(kafka, settings.linger);
+        // Only read by the broker watch; a report every few seconds costs nothing.
+        config.set("statistics.interval.ms", "5000");
+        Ok(config.create_with_context(RelayContext {
+            brokers: brokers.clone(),
+        })?)
+    }
+
+    /// Replaces a producer librdkafka has left without any broker (see [`BrokerWatch`]). The
+    /// rows it had not had acknowledged are still pending and go out through the new one.
+    fn replace_producer(&mut self) -> Result<(), RelayError> {
+        tracing::error!(
+            service = self.service,
+            stranded_for = ?self.brokers.stranded_for(),
+            "the relay's Kafka producer lost every broker and will not find one again; replacing it"
+        );
+        metrics::counter!("outbox_producers_replaced_total").increment(1);
+        let brokers = BrokerWatch::default();
+        let producer = Self::create_producer(&self.kafka, &self.settings, &brokers)?;
+        let stranded = std::mem::replace(&mut self.producer, producer);
+        self.brokers = brokers;
+        // Dropping purges its queue and waits briefly for librdkafka: not on a tokio worker.
+        tokio::task::spawn_blocking(move || drop(stranded));
+        Ok(())
     }
 
     async fn acquire_lock(&self) -> Result<Option<PgConnection>, sqlx::Error> {
