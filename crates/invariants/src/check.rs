@@ -123,10 +123,14 @@ fn summary_lines(summary: &Summary) -> Vec<String> {
         .iter()
         .map(|(status, count)| format!("{status} {count}"))
         .collect();
+    let listed = if summary.accepted > 0 {
+        format!(" ({} listed as accepted)", summary.accepted)
+    } else {
+        String::new()
+    };
     lines.push(format!(
-        "orders      {} ({} accepted listed){}{}",
+        "orders      {}{listed}{}{}",
         summary.orders,
-        summary.accepted,
         if statuses.is_empty() { "" } else { ": " },
         statuses.join(", ")
     ));
