@@ -66,10 +66,10 @@ say "results ($((SECONDS - started)) s)"
 tail -n +"$((before + 1))" "$results" | python3 -c '
 import json, sys
 rows = [json.loads(line) for line in sys.stdin if line.strip()]
-print(f"{\"SCENARIO\":<72} {\"ORDERS\":>6} {\"NOT ACC.\":>8} {\"VIOLATIONS\":>10} {\"SETTLE\":>7}")
+print("%-64s %8s %8s %10s %8s" % ("SCENARIO", "ACCEPTED", "REFUSED", "VIOLATIONS", "SETTLED"))
 for r in rows:
     refused = sum(r["not_accepted"].values())
-    print(f"{r[\"scenario\"][:72]:<72} {r[\"accepted\"]:>6} {refused:>8} {r[\"violations\"]:>10} {r[\"settle_ms\"] / 1000:>6.1f}s")
-    print("    final: " + ", ".join(f"{k} {v}" for k, v in sorted(r["final"].items())))
+    print("%-64s %8d %8d %10d %7.1fs" % (r["scenario"][:64], r["accepted"], refused, r["violations"], r["settle_ms"] / 1000))
+    print("    " + ", ".join("%s %d" % item for item in sorted(r["final"].items())))
 '
 exit $status
