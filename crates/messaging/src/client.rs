@@ -67,6 +67,9 @@ pub fn kafka_readiness(settings: KafkaSettings) -> ReadinessCheck {
 
 /// How long a client may be left without any broker before it is replaced.
 pub const STRANDED_AFTER: Duration = Duration::from_secs(15);
+/// How long a consumer's group membership may stay unsettled before its client is replaced:
+/// far longer than a rebalance after a member's death (the 10 s session timeout and a join).
+pub const UNSETTLED_AFTER: Duration = Duration::from_secs(60);
 
 /// Notices a client that librdkafka has stranded: since 2.10 it drops every broker missing from
 /// a Metadata response, and a KRaft cluster whose brokers are all fenced (one broker paused
@@ -74,34 +77,61 @@ pub const STRANDED_AFTER: Duration = Duration::from_secs(15);
 /// broker to ask and never bootstraps again (confluentinc/librdkafka#5301): its consumer group
 /// and its producer stall for good while the cluster is healthy. Fed by the client's statistics
 /// (`statistics.interval.ms`), so the owner can replace the client.
+///
+/// A consumer can also be left with a broker but a group coordinator it never asks for again
+/// (requests queue up for a coordinator handle without a node), after the same event: its group
+/// membership then never settles, which the watch measures too.
 #[derive(Debug, Clone, Default)]
 pub struct BrokerWatch {
     stranded_since: Arc<Mutex<Option<Instant>>>,
+    unsettled_since: Arc<Mutex<Option<Instant>>>,
+}
+
+/// Starts or clears the clock of a condition.
+fn clock(since: &Mutex<Option<Instant>>, holds: bool) {
+    if let Ok(mut since) = since.lock() {
+        match (holds, *since) {
+            (true, None) => *since = Some(Instant::now()),
+            (false, Some(_)) => *since = None,
+            _ => {}
+        }
+    }
+}
+
+fn elapsed(since: &Mutex<Option<Instant>>) -> Duration {
+    since
+        .lock()
+        .ok()
+        .and_then(|since| since.map(|at| at.elapsed()))
+        .unwrap_or_default()
 }
 
 impl BrokerWatch {
     /// Records what one statistics report says.
     pub fn observe(&self, statistics: &Statistics) {
         self.record(is_stranded(statistics));
+        if let Some(group) = &statistics.cgrp {
+            self.record_group(group.state == "up" && group.join_state == "steady");
+        }
     }
 
     fn record(&self, stranded: bool) {
-        if let Ok(mut since) = self.stranded_since.lock() {
-            match (stranded, *since) {
-                (true, None) => *since = Some(Instant::now()),
-                (false, Some(_)) => *since = None,
-                _ => {}
-            }
-        }
+        clock(&self.stranded_since, stranded);
+    }
+
+    fn record_group(&self, settled: bool) {
+        clock(&self.unsettled_since, !settled);
     }
 
     /// How long the client has had no broker; zero while it has one.
     pub fn stranded_for(&self) -> Duration {
-        self.stranded_since
-            .lock()
-            .ok()
-            .and_then(|since| since.map(|at| at.elapsed()))
-            .unwrap_or_default()
+        elapsed(&self.stranded_since)
+    }
+
+    /// How long a consumer's group membership has not been settled (joined, assignment in
+    /// place); zero while it is, and for clients without a group.
+    pub fn unsettled_for(&self) -> Duration {
+        elapsed(&self.unsettled_since)
     }
 
     /// Resolves once the client has had no broker for `after`.
@@ -154,5 +184,18 @@ mod tests {
         assert!(watch.stranded_for() >= first, "the clock keeps running");
         watch.record(false);
         assert_eq!(watch.stranded_for(), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_watch_measures_how_long_a_group_has_not_settled() {
+        let watch = BrokerWatch::default();
+        watch.record_group(true);
+        assert_eq!(watch.unsettled_for(), Duration::ZERO);
+        watch.record_group(false);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(watch.unsettled_for() >= Duration::from_millis(20));
+        assert_eq!(watch.stranded_for(), Duration::ZERO, "a separate clock");
+        watch.record_group(true);
+        assert_eq!(watch.unsettled_for(), Duration::ZERO);
     }
 }

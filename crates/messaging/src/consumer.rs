@@ -20,7 +20,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::client::{BrokerWatch, STRANDED_AFTER};
+use crate::client::{BrokerWatch, STRANDED_AFTER, UNSETTLED_AFTER};
 use crate::dead_letter;
 use crate::fault::{self, CrashPoint};
 use crate::registry::{RegistryError, SchemaRegistryClient};
@@ -147,7 +147,8 @@ pub fn consumer_config(
 /// Why consuming with one client ended.
 enum Ended {
     Shutdown,
-    /// The client has had no broker for [`STRANDED_AFTER`].
+    /// The client has had no broker for [`STRANDED_AFTER`], or no settled group membership for
+    /// [`UNSETTLED_AFTER`].
     Stranded,
 }
 
@@ -287,8 +288,9 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 Ended::Stranded => {
                     tracing::error!(
                         service = self.service,
-                        stranded_for = ?brokers.stranded_for(),
-                        "the Kafka client lost every broker and will not find one again; replacing it"
+                        without_broker_for = ?brokers.stranded_for(),
+                        group_unsettled_for = ?brokers.unsettled_for(),
+                        "the Kafka client is stuck (no broker, or a group it never rejoins); replacing it"
                     );
                     metrics::counter!("consumer_clients_replaced_total").increment(1);
                     // Closing it waits for a group coordinator it will never reach: let a
@@ -332,7 +334,9 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 biased;
                 () = shutdown.cancelled() => return Ok(Ended::Shutdown),
                 _ = redrive_timer.tick() => {
-                    if brokers.stranded_for() >= STRANDED_AFTER {
+                    if brokers.stranded_for() >= STRANDED_AFTER
+                        || brokers.unsettled_for() >= UNSETTLED_AFTER
+                    {
                         return Ok(Ended::Stranded);
                     }
                     if let Err(error) = dead_letter::redrive_requested(self, shutdown).await {

@@ -448,7 +448,27 @@ pub async fn broker_outage(cluster: &mut Cluster) -> anyhow::Result<ScenarioRepo
         "broker SIGSTOPped for 15 s with {pending} order(s) pending, then SIGCONT"
     ));
     run.recovered(cluster, 20, Duration::from_secs(120)).await?;
+    let replaced = replaced_clients(cluster);
+    run.note(format!("Kafka clients replaced as stuck: {replaced:?}"));
     run.finish(cluster).await
+}
+
+/// How many stuck Kafka clients each service replaced (`messaging::client::BrokerWatch`), from
+/// its log.
+fn replaced_clients(cluster: &Cluster) -> BTreeMap<&'static str, usize> {
+    cluster
+        .processes
+        .values()
+        .map(|process| {
+            let log = std::fs::read_to_string(process.log_path()).unwrap_or_default();
+            let count = log
+                .lines()
+                .filter(|line| line.contains("; replacing it"))
+                .count();
+            (process.name, count)
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect()
 }
 
 /// Scenario 5: PostgreSQL restarted in immediate mode (every backend killed, recovery from the
