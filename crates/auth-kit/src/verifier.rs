@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
+use platform::http::client::error_chain;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -119,6 +120,10 @@ impl HttpJwks {
     pub fn new(url: impl Into<String>) -> Self {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
+            // Keys are fetched seldom (every few minutes, or for an unknown key id), mostly
+            // after the issuer has closed any connection kept from the last fetch (its
+            // `http.keep_alive_ms`), or while it is closing it. Each fetch opens its own.
+            .pool_max_idle_per_host(0)
             .build()
             .unwrap_or_default();
         Self {
@@ -136,14 +141,14 @@ impl JwksSource for HttpJwks {
                 .get(&self.url)
                 .send()
                 .await
-                .map_err(|error| format!("GET {}: {error}", self.url))?;
+                .map_err(|error| format!("GET {}: {}", self.url, error_chain(&error)))?;
             if !answer.status().is_success() {
                 return Err(format!("GET {} answered {}", self.url, answer.status()));
             }
             answer
                 .text()
                 .await
-                .map_err(|error| format!("GET {}: {error}", self.url))
+                .map_err(|error| format!("GET {}: {}", self.url, error_chain(&error)))
         })
     }
 }

@@ -184,6 +184,10 @@ impl Checker {
             sources,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                // A checker can sit idle for minutes between checks, past the processor's
+                // keep-alive; a kept connection could be one it is closing. Each read of the
+                // ledger opens its own.
+                .pool_max_idle_per_host(0)
                 .build()
                 .unwrap_or_default(),
         }

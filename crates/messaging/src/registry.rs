@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use apache_avro::Schema;
+use platform::http::client::error_chain;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -28,6 +29,12 @@ impl RegistryError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
+}
+
+/// A call that got no usable answer, with every cause (reqwest's own message does not say
+/// whether the connection was refused, reset or closed).
+fn unavailable(method: &str, url: &str, error: &reqwest::Error) -> RegistryError {
+    RegistryError::Unavailable(format!("{method} {url}: {}", error_chain(error)))
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +65,10 @@ impl SchemaRegistryClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .connect_timeout(Duration::from_secs(2))
+            // Answers are cached for the life of the process, so calls come in a burst at start
+            // and seldom after, mostly after the registry has closed a kept connection (its
+            // `http.keep_alive_ms`) or while it is closing it. Each call opens its own.
+            .pool_max_idle_per_host(0)
             .build()
             .unwrap_or_default();
         Self {
@@ -86,13 +97,13 @@ impl SchemaRegistryClient {
             .json(&json!({ "schema": schema }))
             .send()
             .await
-            .map_err(|error| RegistryError::Unavailable(format!("POST {url}: {error}")))?;
+            .map_err(|error| unavailable("POST", &url, &error))?;
         let status = answer.status();
         if status.is_success() {
             let IdAnswer { id } = answer
                 .json()
                 .await
-                .map_err(|error| RegistryError::Unavailable(format!("POST {url}: {error}")))?;
+                .map_err(|error| unavailable("POST", &url, &error))?;
             write(&self.ids_by_subject_and_text).insert(cache_key, id);
             return Ok(id);
         }
@@ -124,7 +135,7 @@ impl SchemaRegistryClient {
             .get(&url)
             .send()
             .await
-            .map_err(|error| RegistryError::Unavailable(format!("GET {url}: {error}")))?;
+            .map_err(|error| unavailable("GET", &url, &error))?;
         let status = answer.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(RegistryError::UnknownSchemaId(id));
@@ -135,7 +146,7 @@ impl SchemaRegistryClient {
         let SchemaAnswer { schema } = answer
             .json()
             .await
-            .map_err(|error| RegistryError::Unavailable(format!("GET {url}: {error}")))?;
+            .map_err(|error| unavailable("GET", &url, &error))?;
         let parsed = Schema::parse_str(&schema).map_err(|error| RegistryError::InvalidSchema {
             id,
             message: error.to_string(),

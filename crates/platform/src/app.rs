@@ -94,7 +94,8 @@ impl ApplicationBuilder {
         );
         let routes = std::sync::Arc::new(self.routes);
         let pool_data = web::Data::new(pool.clone());
-        let server = crate::http::serve(listener, readiness, move |config| {
+        let keep_alive = self.settings.http.keep_alive();
+        let server = crate::http::serve(listener, keep_alive, readiness, move |config| {
             config.app_data(pool_data.clone());
             for configure in routes.iter() {
                 configure(config);

@@ -2,6 +2,7 @@
 //! variables (`BAZAAR__SECTION__KEY`), the last one winning.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -61,6 +62,7 @@ impl ServiceSettings {
             http: HttpSettings {
                 host: "127.0.0.1".into(),
                 port,
+                keep_alive_ms: HttpSettings::DEFAULT_KEEP_ALIVE_MS,
             },
             database: DatabaseSettings {
                 url: format!("postgres://{role}:{role}@127.0.0.1:5432/{role}").into(),
@@ -78,9 +80,23 @@ pub struct HttpSettings {
     pub host: String,
     /// 0 asks the OS for a free port (tests do this).
     pub port: u16,
+    /// How long the server keeps a connection open while it waits for the client's next request
+    /// (HTTP keep-alive); 0 closes it after every answer. A client that pools connections to
+    /// this server must give an idle one up sooner (the gateway's
+    /// `upstreams.pool_idle_timeout_ms`): a request written into a connection as the server
+    /// closes it fails before any answer arrives.
+    pub keep_alive_ms: u64,
 }
 
 impl HttpSettings {
+    /// Longer than actix-web's own 5 s, so that clients can keep connections between requests a
+    /// few seconds apart, and above the 10 s for which Bazaar's clients keep idle connections.
+    pub const DEFAULT_KEEP_ALIVE_MS: u64 = 15_000;
+
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_millis(self.keep_alive_ms)
+    }
+
     pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
@@ -186,6 +202,7 @@ mod tests {
             "postgres://bazaar_sample:bazaar_sample@127.0.0.1:5432/bazaar_sample"
         );
         assert_eq!(loaded.service.kafka.group_id, "bazaar-sample");
+        assert_eq!(loaded.service.http.keep_alive(), Duration::from_secs(15));
     }
 
     #[test]

@@ -20,6 +20,8 @@ use tracing_actix_web::TracingLogger;
 
 use crate::config::HttpSettings;
 
+pub mod client;
+
 /// The one error type every handler ends in. Handler-specific `thiserror` enums convert into it.
 #[derive(Debug)]
 pub struct ApiError {
@@ -322,9 +324,12 @@ pub fn bind(settings: &HttpSettings) -> std::io::Result<TcpListener> {
 }
 
 /// Starts an actix-web server on `listener` with request tracing, the shared error handling,
-/// `/healthz`, `/readyz`, and whatever routes `configure` adds.
+/// `/healthz`, `/readyz`, and whatever routes `configure` adds. An idle connection is closed
+/// after `keep_alive` (`http.keep_alive_ms`), set here rather than left to actix's default so
+/// that the clients' idle timeouts can be set below it.
 pub fn serve<F>(
     listener: TcpListener,
+    keep_alive: Duration,
     readiness: Readiness,
     configure: F,
 ) -> std::io::Result<Server>
@@ -346,8 +351,58 @@ where
             .configure(configure.clone())
             .default_service(web::to(unknown_route))
     })
+    .keep_alive(keep_alive)
     .shutdown_timeout(10)
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_server_closes_a_connection_idle_for_its_keep_alive() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let keep_alive = Duration::from_millis(300);
+        let server = serve(listener, keep_alive, Readiness::default(), |_| {}).expect("serve");
+        let stop = server.handle();
+        tokio::spawn(server);
+
+        let mut socket = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: bazaar\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        let mut buffer = [0_u8; 1024];
+        let idle_since = loop {
+            let read = socket.read(&mut buffer).await.expect("read");
+            assert_ne!(read, 0, "closed before answering");
+            answer.extend_from_slice(&buffer[..read]);
+            if answer.ends_with(b"}") {
+                break Instant::now();
+            }
+        };
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buffer))
+            .await
+            .expect("closed within 5 s")
+            .expect("read");
+        let idle = idle_since.elapsed();
+        assert_eq!(read, 0, "nothing but the close follows");
+        assert!(
+            idle >= keep_alive.mul_f32(0.8) && idle < Duration::from_secs(2),
+            "closed after {idle:?}"
+        );
+        stop.stop(false).await;
+    }
 }

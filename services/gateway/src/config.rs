@@ -1,4 +1,5 @@
 use std::path::Path;
+use std::time::Duration;
 
 use auth_kit::AuthSettings;
 use platform::config::{ConfigError, HttpSettings, LogSettings};
@@ -31,9 +32,18 @@ pub struct Upstreams {
     /// How long an upstream may take to answer (to send its response headers, and for anything
     /// but an event stream, its whole body) before the client gets 504.
     pub timeout_ms: u64,
+    /// How long the gateway keeps an idle connection to an upstream for the next request. It
+    /// must be shorter than every upstream's keep-alive (its `http.keep_alive_ms`), so that the
+    /// gateway gives a connection up before the upstream closes it: a request written into a
+    /// connection the upstream is closing fails before any answer arrives.
+    pub pool_idle_timeout_ms: u64,
 }
 
 impl Upstreams {
+    pub fn pool_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.pool_idle_timeout_ms)
+    }
+
     pub fn named(&self) -> [(&'static str, &str); 7] {
         [
             ("auth", &self.auth),
@@ -78,6 +88,7 @@ impl Config {
             http: HttpSettings {
                 host: "127.0.0.1".into(),
                 port: DEFAULT_PORT,
+                keep_alive_ms: HttpSettings::DEFAULT_KEEP_ALIVE_MS,
             },
             log: LogSettings::default(),
             upstreams: Upstreams {
@@ -89,6 +100,9 @@ impl Config {
                 notification: local(8086),
                 shipping: local(8087),
                 timeout_ms: 5_000,
+                // A third below the services' default keep-alive (15 s): the gateway's idle
+                // clock starts when it has read an answer, a little after the service's.
+                pool_idle_timeout_ms: 10_000,
             },
             auth: AuthSettings::default(),
             limits: Limits {
@@ -119,5 +133,11 @@ mod tests {
             ["https://a.example", "http://localhost:5173"]
         );
         assert!(Config::defaults().cors.origins().is_empty());
+    }
+
+    #[test]
+    fn by_default_the_gateway_drops_idle_upstream_connections_before_the_services_do() {
+        let upstreams = Config::defaults().upstreams;
+        assert!(upstreams.pool_idle_timeout_ms < HttpSettings::DEFAULT_KEEP_ALIVE_MS);
     }
 }

@@ -11,13 +11,14 @@ use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
 use platform::http::ApiError;
+use platform::http::client::{HttpClient, error_chain};
 
 /// One upstream service and the HTTP client used to reach it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: &'static str,
     pub base_url: String,
-    pub client: reqwest::Client,
+    pub client: HttpClient,
     /// Deadline for the response headers, and for the whole body unless streaming.
     pub timeout: Duration,
 }
@@ -69,7 +70,9 @@ pub struct Forwarding {
 }
 
 /// Forwards the request to `upstream` at `path` (plus the original query) and streams its answer
-/// back.
+/// back. A request whose connection closed before any answer is sent once more, on a new
+/// connection, when it is safe to repeat (GET, HEAD, or with an `Idempotency-Key`); both
+/// attempts together have `upstream.timeout` to get the response head.
 pub async fn forward(
     upstream: &Upstream,
     path: &str,
@@ -109,7 +112,8 @@ pub async fn forward(
         // Only the peer the gateway saw: a client's own X-Forwarded-For is not evidence.
         outgoing = outgoing.header("x-forwarded-for", ip.to_string());
     }
-    let answer = match tokio::time::timeout(upstream.timeout, outgoing.send()).await {
+    let sending = upstream.client.send(outgoing);
+    let answer = match tokio::time::timeout(upstream.timeout, sending).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) => return Err(upstream_failure(upstream.name, &error)),
         Err(_) => return Err(upstream_timeout(upstream.name)),
@@ -132,7 +136,11 @@ pub async fn forward(
     let name = upstream.name;
     let stream = answer.bytes_stream().map(move |chunk| {
         chunk.map_err(|error| {
-            tracing::warn!(upstream = name, %error, "upstream body failed midway");
+            tracing::warn!(
+                upstream = name,
+                error = %error_chain(&error),
+                "upstream body failed midway"
+            );
             std::io::Error::other("upstream body failed")
         })
     });
@@ -166,7 +174,7 @@ fn upstream_failure(name: &str, error: &reqwest::Error) -> ApiError {
     if error.is_timeout() {
         return upstream_timeout(name);
     }
-    tracing::warn!(upstream = name, error = %error, "upstream call failed");
+    tracing::warn!(upstream = name, error = %error_chain(error), "upstream call failed");
     ApiError::new(
         StatusCode::BAD_GATEWAY,
         "upstream_unavailable",
@@ -174,14 +182,13 @@ fn upstream_failure(name: &str, error: &reqwest::Error) -> ApiError {
     )
 }
 
-/// One client for every upstream. No overall timeout here: each request sets its own, and event
+/// One client for every upstream, keeping idle connections for `pool_idle_timeout` (below the
+/// upstreams' keep-alive). No overall timeout here: each request sets its own, and event
 /// streams have none.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+pub fn client(pool_idle_timeout: Duration) -> reqwest::Result<HttpClient> {
+    HttpClient::new(pool_idle_timeout, |builder| {
+        builder.connect_timeout(Duration::from_secs(2))
+    })
 }
 
 #[cfg(test)]

@@ -8,8 +8,11 @@ use actix_web::http::header;
 use actix_web::middleware::from_fn;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use anyhow::Context;
 use auth_kit::{AuthError, AuthenticatedUser, JwtVerifier, bearer_token};
 use futures::StreamExt;
+use platform::config::HttpSettings;
+use platform::http::client::{HttpClient, error_chain};
 use platform::http::{ApiError, Readiness, ReadinessCheck};
 
 use crate::config::Config;
@@ -40,7 +43,19 @@ impl std::fmt::Debug for Gateway {
 }
 
 pub fn build(config: Config) -> anyhow::Result<Gateway> {
-    let client = proxy::client();
+    let pool_idle_timeout = config.upstreams.pool_idle_timeout();
+    if config.upstreams.pool_idle_timeout_ms >= HttpSettings::DEFAULT_KEEP_ALIVE_MS {
+        // The gateway cannot see the upstreams' own keep-alive; their default is what it can
+        // check against.
+        tracing::warn!(
+            pool_idle_timeout_ms = config.upstreams.pool_idle_timeout_ms,
+            services_default_keep_alive_ms = HttpSettings::DEFAULT_KEEP_ALIVE_MS,
+            "upstream connections stay idle at least as long as the services keep them by \
+             default: every upstream's http.keep_alive_ms must be longer, or requests will meet \
+             connections the upstream is closing"
+        );
+    }
+    let client = proxy::client(pool_idle_timeout).context("building the upstream client")?;
     let timeout = Duration::from_millis(config.upstreams.timeout_ms);
     let readiness = config
         .upstreams
@@ -75,7 +90,8 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
     let cors = web::Data::new(CorsPolicy::new(&config.cors.origins()));
     let listener = platform::http::bind(&config.http)?;
     let port = listener.local_addr()?.port();
-    let server = platform::http::serve(listener, readiness, move |service| {
+    let keep_alive = config.http.keep_alive();
+    let server = platform::http::serve(listener, keep_alive, readiness, move |service| {
         service
             .app_data(gate.clone())
             .app_data(cors.clone())
@@ -213,17 +229,15 @@ async fn read_body(
 }
 
 /// The gateway is ready when every service it forwards to answers `/healthz`.
-fn upstream_alive(name: &'static str, base_url: String, client: reqwest::Client) -> ReadinessCheck {
+fn upstream_alive(name: &'static str, base_url: String, client: HttpClient) -> ReadinessCheck {
     ReadinessCheck::new(name, move || {
         let url = format!("{base_url}/healthz");
         let client = client.clone();
         Box::pin(async move {
             let answer = client
-                .get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
+                .send(client.get(&url).timeout(Duration::from_secs(2)))
                 .await
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| error_chain(&error))?;
             if answer.status().is_success() {
                 Ok(())
             } else {

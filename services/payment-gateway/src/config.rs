@@ -23,6 +23,7 @@ impl Config {
             http: HttpSettings {
                 host: "127.0.0.1".into(),
                 port: DEFAULT_PORT,
+                keep_alive_ms: HttpSettings::DEFAULT_KEEP_ALIVE_MS,
             },
             log: LogSettings::default(),
             faults: FaultSettings::default(),

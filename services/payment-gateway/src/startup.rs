@@ -32,9 +32,11 @@ pub fn build(config: Config) -> anyhow::Result<PaymentGateway> {
         .with_context(|| format!("cannot listen on {}", config.http.address()))?;
     let port = listener.local_addr()?.port();
     // Nothing to depend on: ready as soon as it listens.
-    let server = platform::http::serve(listener, Readiness::default(), move |service| {
-        crate::http::routes(service, simulator.clone());
-    })?;
+    let keep_alive = config.http.keep_alive();
+    let server =
+        platform::http::serve(listener, keep_alive, Readiness::default(), move |service| {
+            crate::http::routes(service, simulator.clone());
+        })?;
     tracing::info!(port, faults = ?config.faults, "payment gateway simulator listening");
     Ok(PaymentGateway { port, server })
 }

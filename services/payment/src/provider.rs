@@ -3,9 +3,12 @@
 //! and Refunds API, which the workspace's simulator (`payment-gateway`) implements, so a real
 //! Stripe-compatible processor is a matter of configuration (`base_url`, `api_key`).
 //!
-//! The provider makes exactly one attempt per call. Retrying is the caller's decision, and it is
-//! safe only because every request carries the caller's idempotency key: a processor that
-//! already handled a key answers a retry with the stored result instead of charging again.
+//! The provider makes one attempt per call. Retrying is the caller's decision, and it is safe
+//! only because every request carries the caller's idempotency key: a processor that already
+//! handled a key answers a retry with the stored result instead of charging again. The one
+//! exception is below the call: a request whose connection closed before any answer (a
+//! kept-alive connection the processor was closing) goes out once more on a new connection,
+//! under the same key (see `platform::http::client`).
 //!
 //! Keys are per operation, as with Stripe: a key used for a charge cannot be reused for a refund
 //! (the processor refuses it as a different request), so derive distinct keys, e.g. the order id
@@ -15,6 +18,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use platform::http::client::{HttpClient, error_chain};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -83,9 +87,13 @@ pub struct ProviderSettings {
     pub base_url: String,
     /// Secret key sent as `Authorization: Bearer <key>`; the simulator accepts any `sk_test_*`.
     pub api_key: String,
-    /// Upper bound on one call, connecting and reading the answer included. A call that runs
+    /// Upper bound on one attempt, connecting and reading the answer included. A call that runs
     /// out of time ends as [`ProviderError::Unavailable`].
     pub timeout_ms: u64,
+    /// How long an idle connection to the processor is kept for the next call. It must be
+    /// shorter than the processor's keep-alive (the simulator's `http.keep_alive_ms`, 15 s by
+    /// default), so the client gives a connection up before the processor closes it.
+    pub pool_idle_timeout_ms: u64,
 }
 
 impl Default for ProviderSettings {
@@ -95,6 +103,7 @@ impl Default for ProviderSettings {
             base_url: "http://127.0.0.1:8089".into(),
             api_key: "sk_test_bazaar".into(),
             timeout_ms: 3_000,
+            pool_idle_timeout_ms: 10_000,
         }
     }
 }
@@ -106,6 +115,7 @@ impl fmt::Debug for ProviderSettings {
             .field("base_url", &self.base_url)
             .field("api_key", &"<redacted>")
             .field("timeout_ms", &self.timeout_ms)
+            .field("pool_idle_timeout_ms", &self.pool_idle_timeout_ms)
             .finish()
     }
 }
@@ -113,7 +123,7 @@ impl fmt::Debug for ProviderSettings {
 /// A [`PaymentProvider`] over a Stripe-compatible HTTP API.
 #[derive(Clone)]
 pub struct HttpPaymentProvider {
-    client: reqwest::Client,
+    client: HttpClient,
     base_url: String,
     api_key: String,
 }
@@ -128,18 +138,20 @@ impl fmt::Debug for HttpPaymentProvider {
 
 impl HttpPaymentProvider {
     pub fn new(settings: &ProviderSettings) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.timeout_ms))
-            // A redirect would turn a POST into a GET; it means a wrong base_url, so it is
-            // reported instead of followed.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!(
-                "bazaar-payment-service/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            // Building fails only when a TLS backend cannot initialise, and none is compiled in.
-            .expect("an HTTP client without TLS always builds");
+        let pool_idle_timeout = Duration::from_millis(settings.pool_idle_timeout_ms);
+        let client = HttpClient::new(pool_idle_timeout, |builder| {
+            builder
+                .timeout(Duration::from_millis(settings.timeout_ms))
+                // A redirect would turn a POST into a GET; it means a wrong base_url, so it is
+                // reported instead of followed.
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!(
+                    "bazaar-payment-service/",
+                    env!("CARGO_PKG_VERSION")
+                ))
+        })
+        // Building fails only when a TLS backend cannot initialise, and none is compiled in.
+        .expect("an HTTP client without TLS always builds");
         Self {
             client,
             base_url: settings.base_url.trim_end_matches('/').to_owned(),
@@ -148,19 +160,18 @@ impl HttpPaymentProvider {
     }
 
     async fn post(&self, path: &str, idempotency_key: &str, body: &Value) -> Reply {
-        let sent = self
+        let request = self
             .client
-            .post(format!("{}{path}", self.base_url))
+            .post(&format!("{}{path}", self.base_url))
             .bearer_auth(&self.api_key)
             .header("Idempotency-Key", idempotency_key)
-            .json(body)
-            .send()
-            .await;
+            .json(body);
+        let sent = self.client.send(request).await;
         let response = match sent {
             Ok(response) => response,
             // Nothing was sent: the URL or a header (the idempotency key) is malformed.
-            Err(error) if error.is_builder() => return Reply::Unsendable(describe(&error)),
-            Err(error) => return Reply::Lost(describe(&error)),
+            Err(error) if error.is_builder() => return Reply::Unsendable(error_chain(&error)),
+            Err(error) => return Reply::Lost(error_chain(&error)),
         };
         let status = response.status();
         let request_id = response
@@ -176,7 +187,7 @@ impl HttpPaymentProvider {
                 body: serde_json::from_slice(&body).ok(),
                 request_id,
             },
-            Err(error) => Reply::Lost(describe(&error)),
+            Err(error) => Reply::Lost(error_chain(&error)),
         }
     }
 }
@@ -371,18 +382,6 @@ fn request_suffix(request_id: &Option<String>) -> String {
         .as_ref()
         .map(|id| format!(" (request {id})"))
         .unwrap_or_default()
-}
-
-/// reqwest's top-level message is generic ("error sending request"); the cause is in the chain.
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -137,6 +137,7 @@ pub fn service_settings(
         http: HttpSettings {
             host: "127.0.0.1".into(),
             port: 0,
+            keep_alive_ms: HttpSettings::DEFAULT_KEEP_ALIVE_MS,
         },
         database,
         kafka,

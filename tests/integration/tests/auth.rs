@@ -132,6 +132,7 @@ async fn stack_with(tweak: impl FnOnce(&mut auth_service::config::Config)) -> St
             http: HttpSettings {
                 host: "127.0.0.1".into(),
                 port: 0,
+                keep_alive_ms: HttpSettings::DEFAULT_KEEP_ALIVE_MS,
             },
             database: fresh_database("auth").await.expect("fresh database"),
             kafka: kafka.clone(),

@@ -35,6 +35,7 @@ impl Simulator {
             base_url: self.base_url.clone(),
             api_key: "sk_test_integration".into(),
             timeout_ms,
+            ..ProviderSettings::default()
         })
     }
 
@@ -498,7 +499,7 @@ async fn invalid_requests_and_credentials_are_rejected() {
     let live = HttpPaymentProvider::new(&ProviderSettings {
         base_url: simulator.base_url.clone(),
         api_key: "sk_live_123456789".into(),
-        timeout_ms: 3_000,
+        ..ProviderSettings::default()
     });
     let message = rejected(live.charge(&charge("order-4", 1000, "tok_visa")).await);
     assert!(message.contains("HTTP 401"), "{message}");

@@ -62,6 +62,7 @@ async fn start_registry() -> Registry {
         http: HttpSettings {
             host: "127.0.0.1".into(),
             port: 0,
+            keep_alive_ms: HttpSettings::DEFAULT_KEEP_ALIVE_MS,
         },
         database,
         kafka: isolated_kafka("registry"),

@@ -15,6 +15,7 @@ fn settings_for(service: &str, database: platform::config::DatabaseSettings) -> 
         http: HttpSettings {
             host: "127.0.0.1".into(),
             port: 0,
+            keep_alive_ms: HttpSettings::DEFAULT_KEEP_ALIVE_MS,
         },
         database,
         kafka: isolated_kafka(service),
