@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use events::{Event, EventMetadata};
-use messaging::registry::{RegistryError, SchemaRegistryClient};
+use messaging::record::{PayloadError, RecordDecoder};
 use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -13,7 +13,7 @@ use crate::kafka::Record;
 
 #[derive(Debug, Clone)]
 pub struct Decoder {
-    registry: SchemaRegistryClient,
+    records: RecordDecoder,
 }
 
 /// A record with what could be made of it.
@@ -45,38 +45,25 @@ impl Decoded {
 impl Decoder {
     pub fn new(registry_url: &str) -> Self {
         Self {
-            registry: SchemaRegistryClient::new(registry_url),
+            records: RecordDecoder::new(registry_url),
         }
     }
 
     /// Decodes a record. A message that is not a Bazaar event is reported in the result; only
     /// an unreachable registry is an error, since every later record would fail the same way.
     pub async fn decode(&self, record: Record) -> anyhow::Result<Decoded> {
-        let metadata = EventMetadata::from_headers(|name| record.header(name))
-            .map_err(|error| error.to_string());
-        let (schema_id, event) = match record.payload.as_deref() {
-            None => (None, Err("no payload (a tombstone)".to_owned())),
-            Some(payload) => match events::wire::unframe(payload) {
-                Err(error) => (None, Err(format!("not the Confluent wire format: {error}"))),
-                Ok((schema_id, datum)) => match self.registry.schema(schema_id).await {
-                    Ok(writer) => (
-                        Some(schema_id),
-                        events::decode(&writer, datum).map_err(|error| error.to_string()),
-                    ),
-                    Err(RegistryError::Unavailable(message)) => {
-                        return Err(Exit::Unavailable(format!(
-                            "the schema registry at {} did not answer: {message}",
-                            self.registry.base_url()
-                        ))
-                        .into());
-                    }
-                    Err(other) => (Some(schema_id), Err(other.to_string())),
-                },
-            },
+        let metadata = record.metadata().map_err(|error| error.to_string());
+        let payload = self.records.payload(&record).await;
+        let event = match payload.event {
+            Ok(event) => Ok(event),
+            Err(error @ PayloadError::RegistryUnavailable { .. }) => {
+                return Err(Exit::Unavailable(error.to_string()).into());
+            }
+            Err(PayloadError::NotAnEvent(reason)) => Err(reason),
         };
         Ok(Decoded {
             record,
-            schema_id,
+            schema_id: payload.schema_id,
             event,
             metadata,
         })

@@ -12,9 +12,11 @@ use anyhow::Context as _;
 use platform::config::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
+
+pub use messaging::record::Record;
 
 use crate::exit::Exit;
 
@@ -369,56 +371,6 @@ impl Range {
     pub fn len(&self) -> u64 {
         self.end
             .map_or(0, |end| u64::try_from(end - self.start).unwrap_or(0))
-    }
-}
-
-/// One message, detached from the consumer.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub timestamp_ms: Option<i64>,
-    pub key: Option<String>,
-    pub payload: Option<Vec<u8>>,
-    pub headers: Vec<(String, String)>,
-}
-
-impl Record {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    }
-
-    fn from_kafka<M: Message>(message: &M) -> Self {
-        let headers = message
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|header| {
-                        let value = header
-                            .value
-                            .map(String::from_utf8_lossy)
-                            .unwrap_or_default();
-                        (header.key.to_owned(), value.into_owned())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Self {
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp_ms: message.timestamp().to_millis(),
-            key: message
-                .key()
-                .map(|key| String::from_utf8_lossy(key).into_owned()),
-            payload: message.payload().map(<[u8]>::to_vec),
-            headers,
-        }
     }
 }
 

@@ -11,8 +11,11 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::consumer::{EventHandler, Failure, HandlerError, IdempotentConsumer, RawMessage};
+use std::collections::HashSet;
+
+use crate::consumer::{EventHandler, Failure, HandlerError, IdempotentConsumer, record_in_inbox};
 use crate::outbox::{self, OutboxRecord, PayloadFormat};
+use crate::record::Record;
 
 /// Header names added to dead-lettered copies.
 pub mod headers {
@@ -83,12 +86,29 @@ pub(crate) async fn is_parked(
     Ok(found.is_some())
 }
 
+/// Which of `keys` are parked on `topic`, locked like [`is_parked`] locks one.
+pub(crate) async fn parked_among(
+    tx: &mut PgConnection,
+    topic: &str,
+    keys: &[&str],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let parked: Vec<(String,)> = sqlx::query_as(
+        "SELECT message_key FROM messaging_parked_keys
+          WHERE topic = $1 AND message_key = ANY($2) FOR UPDATE",
+    )
+    .bind(topic)
+    .bind(keys)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(parked.into_iter().map(|(key,)| key).collect())
+}
+
 /// Parks a message that failed for good, and its key (a keyless message is only dead-lettered).
 pub(crate) async fn park(
     pool: &PgPool,
     group: &str,
     topic_prefix: &str,
-    raw: &RawMessage,
+    raw: &Record,
     error: &str,
     attempts: u32,
 ) -> Result<(), sqlx::Error> {
@@ -113,7 +133,7 @@ pub(crate) async fn park_behind(
     tx: &mut PgConnection,
     group: &str,
     topic_prefix: &str,
-    raw: &RawMessage,
+    raw: &Record,
 ) -> Result<(), sqlx::Error> {
     keep(tx, group, topic_prefix, raw, PARKED_BEHIND, "parked", 0).await
 }
@@ -122,7 +142,7 @@ async fn keep(
     tx: &mut PgConnection,
     group: &str,
     topic_prefix: &str,
-    raw: &RawMessage,
+    raw: &Record,
     error: &str,
     reason: &str,
     attempts: u32,
@@ -236,10 +256,11 @@ async fn redrive_key<H: EventHandler>(
             metrics::counter!("consumer_redriven_total").increment(replayed);
             return Ok(());
         };
-        let raw = RawMessage {
+        let raw = Record {
             topic: topic.to_owned(),
             partition: head.partition,
             offset: head.offset,
+            timestamp_ms: None,
             key: Some(key.to_owned()),
             payload: head.payload,
             headers: head.headers.0,
@@ -268,19 +289,8 @@ async fn redrive_key<H: EventHandler>(
         if still_head.map(|(id,)| id) != Some(head.id) {
             continue;
         }
-        let inserted = sqlx::query(
-            "INSERT INTO messaging_inbox (event_id, topic, partition, \"offset\", event_type)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(received.metadata.event_id)
-        .bind(topic)
-        .bind(raw.partition)
-        .bind(raw.offset)
-        .bind(received.event.type_name())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
+        let new = record_in_inbox(&mut tx, &[&received]).await?;
+        if !new.is_empty() {
             match consumer.handler().handle(&mut tx, &received).await {
                 Ok(()) => {}
                 Err(HandlerError::Transient(error)) => {

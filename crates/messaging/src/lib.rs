@@ -2,10 +2,13 @@
 //!
 //! - [`client`]: librdkafka settings; [`topics`]: the topic catalog and its idempotent apply.
 //! - [`outbox`]: events written in the caller's transaction; [`relay`]: publishes them.
-//! - [`consumer`]: the idempotent consumer (inbox, retries, offsets stored after commit).
+//! - [`record`]: a Kafka message detached from its client, and the one path to its event.
+//! - [`consumer`]: the idempotent consumer (batches per partition, inbox, retries, offsets
+//!   stored after commit).
 //! - [`dead_letter`]: poison messages, parked keys and redrive.
 //! - [`registry`]: the schema registry client.
 //! - [`fault`]: opt-in crash points for fault-injection tests.
+//! - [`trace`]: the trace context of a request, for the events it causes.
 
 pub mod client;
 pub mod consumer;
@@ -13,10 +16,12 @@ pub mod dead_letter;
 pub mod fault;
 pub mod migrations;
 pub mod outbox;
+pub mod record;
 pub mod registry;
 pub mod relay;
 pub mod service;
 pub mod topics;
+pub mod trace;
 
 pub use client::{KafkaError, kafka_readiness};
 pub use consumer::{

@@ -2,7 +2,7 @@
 //! exist if and only if the state change that caused them committed. The [relay](crate::relay)
 //! publishes them.
 
-use events::{Event, EventMetadata};
+use events::{Event, EventMetadata, TraceParent};
 use sqlx::PgConnection;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,19 +53,41 @@ pub async fn append(
     .await
 }
 
-/// Appends an event emitted while handling `cause`: same correlation id and trace, and `cause`
-/// as its causation.
-pub async fn append_caused_by(
+/// Why an event is published, which decides its lineage.
+#[derive(Debug, Clone, Copy)]
+pub enum Cause<'a> {
+    /// Emitted while handling this consumed event: the same correlation id and trace, and the
+    /// consumed event as its causation.
+    Event(&'a EventMetadata),
+    /// Starts a flow: a request, carrying the caller's trace context when it sent one, or the
+    /// service's own timer or worker (`None`: a new trace). The event's key is its correlation
+    /// id (the order id for the checkout saga).
+    Origin(Option<&'a TraceParent>),
+}
+
+impl<'a> Cause<'a> {
+    /// A request, worker or timer with no trace to continue.
+    pub const SERVICE: Cause<'static> = Cause::Origin(None);
+
+    /// The metadata `event` gets when published for this cause.
+    pub fn metadata(self, event: &Event) -> EventMetadata {
+        match self {
+            Self::Event(cause) => EventMetadata::caused_by(event.type_name(), cause),
+            Self::Origin(trace) => {
+                EventMetadata::originating(event.type_name(), event.key(), trace)
+            }
+        }
+    }
+}
+
+/// Appends `event` to the outbox within the caller's transaction, with the lineage `cause`
+/// gives it.
+pub async fn publish(
     tx: &mut PgConnection,
     event: &Event,
-    cause: &EventMetadata,
+    cause: Cause<'_>,
 ) -> Result<(), OutboxError> {
-    append(
-        tx,
-        event,
-        &EventMetadata::caused_by(event.type_name(), cause),
-    )
-    .await
+    append(tx, event, &cause.metadata(event)).await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

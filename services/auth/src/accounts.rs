@@ -2,7 +2,8 @@
 //! the same path, so both publish UserRegistered.
 
 use chrono::{DateTime, Utc};
-use events::{Event, EventMetadata, TraceParent};
+use events::{Event, TraceParent};
+use messaging::outbox::{self, Cause};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -56,8 +57,7 @@ pub async fn register(
         Err(InsertUserError::Database(error)) => return Err(anyhow::Error::from(error).into()),
     };
     let event = Event::UserRegistered(domain::user_registered(id, account, created_at));
-    let metadata = EventMetadata::originating(event.type_name(), id.to_string(), trace);
-    messaging::outbox::append(&mut tx, &event, &metadata)
+    outbox::publish(&mut tx, &event, Cause::Origin(trace))
         .await
         .map_err(anyhow::Error::from)?;
     tx.commit().await.map_err(anyhow::Error::from)?;

@@ -7,7 +7,9 @@ use events::Event;
 use messaging::{EventHandler, HandlerError, ReceivedEvent};
 use sqlx::PgConnection;
 
-use crate::db::{self, Cause, StockError};
+use messaging::outbox::Cause;
+
+use crate::db::{self, StockError};
 use crate::domain::{Requested, ReservationInput};
 
 /// Topics the inventory service consumes.

@@ -1,7 +1,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use events::{Event, EventMetadata, StockLevelChanged};
+use events::StockLevelChanged;
+use messaging::outbox::{self, Cause};
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool, Postgres};
 
@@ -11,39 +12,18 @@ use crate::domain::{
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// What publishes an event: a consumed event (its lineage continues) or the service itself.
-#[derive(Debug, Clone, Copy)]
-pub enum Cause<'a> {
-    Event(&'a EventMetadata),
-    Service,
-}
-
-pub async fn publish(
-    tx: &mut PgConnection,
-    event: &Event,
-    cause: Cause<'_>,
-) -> Result<(), messaging::outbox::OutboxError> {
-    match cause {
-        Cause::Event(metadata) => messaging::outbox::append_caused_by(tx, event, metadata).await,
-        Cause::Service => {
-            let metadata = EventMetadata::originating(event.type_name(), event.key(), None);
-            messaging::outbox::append(tx, event, &metadata).await
-        }
-    }
-}
-
 async fn publish_level(
     tx: &mut PgConnection,
     level: &StockLevel,
     cause: Cause<'_>,
-) -> Result<(), messaging::outbox::OutboxError> {
+) -> Result<(), outbox::OutboxError> {
     let event = StockLevelChanged {
         sku: level.sku.clone(),
         on_hand: level.on_hand,
         reserved: level.reserved,
     }
     .into();
-    publish(tx, &event, cause).await
+    outbox::publish(tx, &event, cause).await
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +35,7 @@ pub enum StockError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
-    Outbox(#[from] messaging::outbox::OutboxError),
+    Outbox(#[from] outbox::OutboxError),
 }
 
 /// Sets the on-hand quantity of a SKU (creating it), keeping its reservations, and publishes
@@ -87,7 +67,7 @@ pub async fn set_on_hand(
     .bind(on_hand)
     .fetch_one(&mut *tx)
     .await?;
-    publish_level(tx, &level, Cause::Service).await?;
+    publish_level(tx, &level, Cause::SERVICE).await?;
     Ok(level)
 }
 
@@ -161,7 +141,7 @@ pub async fn reserve_order(
             publish_level(tx, &level, cause).await?;
         }
     }
-    publish(
+    outbox::publish(
         tx,
         &domain::reservation_event(order_id, &reservation, expires_at.timestamp_millis()),
         cause,
@@ -225,7 +205,7 @@ pub async fn apply_to_reservation(
             .await?;
     }
     if let Some(event) = &decision.emit {
-        publish(tx, event, cause).await?;
+        outbox::publish(tx, event, cause).await?;
     }
     Ok(())
 }
@@ -247,7 +227,7 @@ pub async fn expire_due_reservations(pool: &PgPool, limit: i64) -> Result<usize,
             &mut tx,
             order_id,
             ReservationInput::TimeRanOut,
-            Cause::Service,
+            Cause::SERVICE,
         )
         .await?;
     }

@@ -49,6 +49,7 @@ pub async fn remember_order(
     user_id: Uuid,
     facts: &OrderFacts,
 ) -> Result<(), sqlx::Error> {
+    lock_order(tx, order_id).await?;
     sqlx::query(
         "INSERT INTO customer_orders (order_id, user_id, total_minor, currency)
          VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING",
@@ -73,11 +74,14 @@ pub async fn remember_order(
     Ok(())
 }
 
-/// The customer and facts of an order, once its OrderCreated has been read.
+/// The customer and facts of an order, once its OrderCreated has been read. Holds the order's
+/// lock to the end of the transaction, so a notice recorded without its customer is addressed
+/// by the OrderCreated that follows.
 pub async fn order_facts(
     tx: &mut PgConnection,
     order_id: Uuid,
 ) -> Result<Option<(Uuid, OrderFacts)>, sqlx::Error> {
+    lock_order(tx, order_id).await?;
     let row: Option<(Uuid, i64, String)> = sqlx::query_as(
         "SELECT user_id, total_minor, currency FROM customer_orders WHERE order_id = $1",
     )
@@ -93,6 +97,18 @@ pub async fn order_facts(
             },
         )
     }))
+}
+
+/// Serialises what is learnt of one order with the notices about it. OrderCreated and the
+/// events that become notices arrive on different topics, handled side by side (by partition,
+/// and by instance): without the lock, a notice could miss a customer committed at the same
+/// moment, and the OrderCreated miss the notice to address, leaving it unaddressed for good.
+async fn lock_order(tx: &mut PgConnection, order_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 /// Where a notice came from.

@@ -21,8 +21,6 @@ pub struct CheckoutSettings {
     pub deadline_ms: u64,
     /// How often the deadline worker looks for such orders.
     pub deadline_interval_ms: u64,
-    /// How often an open status stream looks for changes.
-    pub stream_poll_ms: u64,
 }
 
 impl Config {
@@ -33,7 +31,6 @@ impl Config {
             checkout: CheckoutSettings {
                 deadline_ms: 15 * 60 * 1000,
                 deadline_interval_ms: 1000,
-                stream_poll_ms: 200,
             },
         }
     }

@@ -8,7 +8,9 @@ use messaging::{EventHandler, HandlerError, ReceivedEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::db::{self, Cause, OrderDbError};
+use messaging::outbox::Cause;
+
+use crate::db::{self, OrderDbError};
 use crate::domain::{self, OrderInput};
 
 /// Topics the order service consumes.

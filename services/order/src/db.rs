@@ -1,5 +1,6 @@
 use chrono::{DateTime, NaiveDate, Utc};
-use events::{Event, EventMetadata, OrderCreated, OrderLine, ProductSnapshot};
+use events::{Event, OrderCreated, OrderLine, ProductSnapshot};
+use messaging::outbox::{self, Cause};
 use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool, Postgres};
@@ -11,6 +12,9 @@ use crate::domain::{
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// Where each status change is announced (a trigger of migration 0004).
+pub const STATUS_CHANNEL: &str = "order_status";
+
 #[derive(Debug, thiserror::Error)]
 pub enum OrderDbError {
     #[error("{sku} is not in the catalog or not for sale")]
@@ -18,7 +22,7 @@ pub enum OrderDbError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
-    Outbox(#[from] messaging::outbox::OutboxError),
+    Outbox(#[from] outbox::OutboxError),
 }
 
 /// Keeps the catalog replica equal to the latest snapshot of each product.
@@ -204,7 +208,11 @@ pub async fn find_by_idempotency_key(
 }
 
 /// Stores a pending order and publishes OrderCreated, in the caller's transaction.
-pub async fn insert_order(tx: &mut PgConnection, order: &NewOrder) -> Result<Uuid, OrderDbError> {
+pub async fn insert_order(
+    tx: &mut PgConnection,
+    order: &NewOrder,
+    cause: Cause<'_>,
+) -> Result<Uuid, OrderDbError> {
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO orders (id, user_id, status, total_minor, currency, shipping_address, deadline_at,
@@ -251,8 +259,7 @@ pub async fn insert_order(tx: &mut PgConnection, order: &NewOrder) -> Result<Uui
         payment_token: order.payment_token.clone(),
         shipping_address: order.shipping_address.clone(),
     };
-    let metadata = EventMetadata::originating("OrderCreated", id.to_string(), None);
-    messaging::outbox::append(tx, &created.into(), &metadata).await?;
+    outbox::publish(tx, &created.into(), cause).await?;
     Ok(id)
 }
 
@@ -317,13 +324,6 @@ pub async fn lock_order(
     }))
 }
 
-/// Who caused a change: a consumed event (its lineage continues) or a request or timer.
-#[derive(Debug, Clone, Copy)]
-pub enum Cause<'a> {
-    Event(&'a EventMetadata),
-    Command,
-}
-
 /// Applies an input to a locked order: stores the new state, records a status change, and
 /// publishes the decision's events.
 pub async fn apply(
@@ -356,25 +356,9 @@ pub async fn apply(
         record_status(tx, id, next.status(), next.reason.as_deref()).await?;
     }
     for event in &decision.emit {
-        publish(tx, event, &id, cause).await?;
+        outbox::publish(tx, event, cause).await?;
     }
     Ok(decision)
-}
-
-async fn publish(
-    tx: &mut PgConnection,
-    event: &Event,
-    id: &Uuid,
-    cause: Cause<'_>,
-) -> Result<(), OrderDbError> {
-    match cause {
-        Cause::Event(metadata) => messaging::outbox::append_caused_by(tx, event, metadata).await?,
-        Cause::Command => {
-            let metadata = EventMetadata::originating(event.type_name(), id.to_string(), None);
-            messaging::outbox::append(tx, event, &metadata).await?;
-        }
-    }
-    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -444,9 +428,12 @@ pub async fn lines_of(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<OrderLineRow>, 
     .await
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// One entry of an order's status history; also the body of its `order_status` notification
+/// (see migration 0004).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct StatusChange {
-    #[serde(skip)]
+    /// Sent as the event's id, not in its data.
+    #[serde(skip_serializing)]
     pub id: i64,
     pub status: String,
     pub reason: Option<String>,
@@ -486,7 +473,7 @@ pub async fn cancel_overdue(pool: &PgPool, limit: i64) -> Result<usize, OrderDbE
                 *id,
                 &state,
                 &OrderInput::DeadlinePassed,
-                Cause::Command,
+                Cause::SERVICE,
             )
             .await?;
         }

@@ -1,10 +1,13 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use auth_kit::AuthenticatedUser;
 use chrono::Utc;
+use messaging::trace::RequestTrace;
+use platform::fanout::{NotifyFanout, Signal, Subscription};
 use platform::http::ApiError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -13,7 +16,7 @@ use uuid::Uuid;
 
 use crate::config::CheckoutSettings;
 use crate::db::{
-    self, Cause, Existing, NewOrder, OrderDbError, OrderLineRow, OrderRow, ShipmentRow,
+    self, Existing, NewOrder, OrderDbError, OrderLineRow, OrderRow, ShipmentRow, StatusChange,
 };
 use crate::domain::{self, CheckoutError, MAX_QUANTITY_PER_LINE, OrderInput, OrderStatus};
 
@@ -184,6 +187,7 @@ async fn checkout(
     pool: web::Data<PgPool>,
     settings: web::Data<CheckoutSettings>,
     request: HttpRequest,
+    trace: RequestTrace,
     body: web::Json<CheckoutRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let key = match request.headers().get("Idempotency-Key") {
@@ -202,7 +206,7 @@ async fn checkout(
         }
         None => None,
     };
-    let (id, status) = place_order(&pool, &settings, user.user_id, key, &body).await?;
+    let (id, status) = place_order(&pool, &settings, user.user_id, key, &body, trace).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "id": id, "status": status })))
 }
 
@@ -212,6 +216,7 @@ async fn place_order(
     user_id: Uuid,
     key: Option<String>,
     request: &CheckoutRequest,
+    trace: RequestTrace,
 ) -> Result<(Uuid, OrderStatus), CheckoutFailure> {
     // The token travels on in OrderCreated and into the payment service's records, where a
     // control character could never be stored: refuse it here, before anything is written.
@@ -277,7 +282,7 @@ async fn place_order(
         idempotency_key: key,
         request_digest: digest,
     };
-    let id = db::insert_order(&mut tx, &order).await?;
+    let id = db::insert_order(&mut tx, &order, trace.cause()).await?;
     if from_cart {
         db::clear_cart(&mut tx, user_id).await?;
     }
@@ -351,6 +356,7 @@ async fn get_order(
 async fn cancel_order(
     user: AuthenticatedUser,
     pool: web::Data<PgPool>,
+    trace: RequestTrace,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_order_id(&id)?;
@@ -366,7 +372,7 @@ async fn cancel_order(
         id,
         &state,
         &OrderInput::CustomerCancelled,
-        Cause::Command,
+        trace.cause(),
     )
     .await
     .map_err(ApiError::internal)?;
@@ -381,61 +387,129 @@ async fn cancel_order(
     })))
 }
 
-/// Server-Sent Events of an order's status changes: every change so far, then each new one as
-/// it happens; the stream ends after a final status.
+/// Server-Sent Events of an order's status changes: every change so far (or since the
+/// `Last-Event-ID` a reconnecting client sends), then each new one the moment it commits; the
+/// stream ends after a final status. Changes are pushed by the database's NOTIFY through
+/// [`platform::fanout`], so an open stream costs nothing while its order stands still.
 async fn order_events(
+    request: HttpRequest,
     user: AuthenticatedUser,
     pool: web::Data<PgPool>,
-    settings: web::Data<CheckoutSettings>,
+    feed: web::Data<NotifyFanout>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_order_id(&id)?;
-    db::order_of_user(&pool, user.user_id, id)
+    let after = last_event_id(&request)?;
+    let order = db::order_of_user(&pool, user.user_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such order"))?;
-    let poll = Duration::from_millis(settings.stream_poll_ms);
-    let pool = pool.into_inner();
-    struct Cursor {
-        after: i64,
-        done: bool,
-        pending: std::collections::VecDeque<db::StatusChange>,
-    }
-    let start = Cursor {
-        after: 0,
-        done: false,
-        pending: Default::default(),
+    // Subscribed before the first read: a change committed in between is heard, not lost.
+    let stream = StatusStream {
+        pool: pool.into_inner(),
+        order_id: id,
+        subscription: feed.subscribe(&id.to_string()),
+        after,
+        pending: VecDeque::new(),
+        must_read: true,
+        // A final status never changes again: once the history is sent, nothing will follow
+        // (a client that reconnects after the end gets what it missed, then the end).
+        done: order
+            .status
+            .parse::<OrderStatus>()
+            .is_ok_and(OrderStatus::is_final),
     };
-    let stream = futures::stream::unfold(start, move |mut cursor| {
-        let pool = pool.clone();
-        async move {
-            loop {
-                if let Some(change) = cursor.pending.pop_front() {
-                    let status: Option<OrderStatus> = change.status.parse().ok();
-                    cursor.done = status.is_some_and(OrderStatus::is_final);
-                    let data = serde_json::to_string(&change).unwrap_or_default();
-                    let frame = format!("event: status\nid: {}\ndata: {data}\n\n", change.id);
-                    return Some((Ok::<_, actix_web::Error>(web::Bytes::from(frame)), cursor));
-                }
-                if cursor.done {
-                    return None;
-                }
-                match db::status_changes(&pool, id, cursor.after).await {
-                    Ok(changes) if !changes.is_empty() => {
-                        cursor.after = changes.last().map_or(cursor.after, |c| c.id);
-                        cursor.pending.extend(changes);
-                    }
-                    Ok(_) => tokio::time::sleep(poll).await,
-                    Err(error) => {
-                        tracing::warn!(%error, "status stream query failed");
-                        tokio::time::sleep(poll).await;
-                    }
-                }
-            }
-        }
-    });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(stream))
+        .streaming(futures::stream::unfold(stream, StatusStream::next_frame)))
+}
+
+/// The history id a reconnecting client saw last; 0 (from the start) when it sends none.
+fn last_event_id(request: &HttpRequest) -> Result<i64, ApiError> {
+    let Some(value) = request.headers().get("last-event-id") else {
+        return Ok(0);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| text.trim().parse::<i64>().ok())
+        .filter(|id| *id >= 0)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_last_event_id",
+                "Last-Event-ID must be an event id this stream sent",
+            )
+        })
+}
+
+/// A comment line now and then lets proxies keep the connection and shows a vanished client.
+const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+struct StatusStream {
+    pool: Arc<PgPool>,
+    order_id: Uuid,
+    subscription: Subscription,
+    /// The last history id sent.
+    after: i64,
+    pending: VecDeque<StatusChange>,
+    /// The database must be read: at the start, and whenever notifications may have been lost.
+    must_read: bool,
+    done: bool,
+}
+
+impl StatusStream {
+    async fn next_frame(mut self) -> Option<(Result<web::Bytes, actix_web::Error>, Self)> {
+        loop {
+            if let Some(change) = self.pending.pop_front() {
+                // A change both read and heard, or heard twice, is sent once.
+                if change.id <= self.after {
+                    continue;
+                }
+                self.after = change.id;
+                self.done |= change
+                    .status
+                    .parse::<OrderStatus>()
+                    .is_ok_and(OrderStatus::is_final);
+                let data = serde_json::to_string(&change).unwrap_or_default();
+                let frame = format!("event: status\nid: {}\ndata: {data}\n\n", change.id);
+                return Some((Ok(web::Bytes::from(frame)), self));
+            }
+            if self.done && !self.must_read {
+                return None;
+            }
+            if self.must_read {
+                match db::status_changes(&self.pool, self.order_id, self.after).await {
+                    Ok(changes) => {
+                        self.must_read = false;
+                        self.pending.extend(changes);
+                        continue;
+                    }
+                    Err(error) => {
+                        // The client reconnects with Last-Event-ID and resumes where it was.
+                        tracing::warn!(%error, order_id = %self.order_id, "status stream cannot read the order; closing it");
+                        return None;
+                    }
+                }
+            }
+            tokio::select! {
+                signal = self.subscription.recv() => match signal {
+                    Some(Signal::Notified(body)) => match serde_json::from_str::<StatusChange>(&body) {
+                        Ok(change) => self.pending.push_back(change),
+                        Err(error) => {
+                            tracing::warn!(%error, body, "unreadable status notification; reading the order instead");
+                            self.must_read = true;
+                        }
+                    },
+                    Some(Signal::Missed) => self.must_read = true,
+                    // The service is shutting down.
+                    None => return None,
+                },
+                () = tokio::time::sleep(STREAM_KEEP_ALIVE) => {
+                    return Some((Ok(web::Bytes::from_static(b": keep-alive\n\n")), self));
+                }
+            }
+        }
+    }
 }

@@ -11,7 +11,9 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerSettings;
-use crate::db::{self, Cause, PaymentDbError, Work};
+use messaging::outbox::Cause;
+
+use crate::db::{self, PaymentDbError, Work};
 use crate::domain::{PaymentInput, PaymentState, Terms};
 use crate::provider::{
     ChargeOutcome, ChargeRequest, PaymentProvider, ProviderError, RefundRequest,
@@ -151,7 +153,7 @@ async fn settle<P: PaymentProvider>(
     let mut tx = pool.begin().await?;
     match outcome {
         Ok(input) => {
-            db::apply(&mut tx, order_id, input, Cause::Worker).await?;
+            db::apply(&mut tx, order_id, input, Cause::SERVICE).await?;
             db::release(&mut tx, order_id, None).await?;
         }
         Err(error) => {
@@ -164,7 +166,7 @@ async fn settle<P: PaymentProvider>(
                     &mut tx,
                     order_id,
                     PaymentInput::ChargeOutcomeUnknown,
-                    Cause::Worker,
+                    Cause::SERVICE,
                 )
                 .await?;
             }

@@ -1,4 +1,4 @@
-use events::{Event, EventMetadata};
+use messaging::outbox::{self, Cause};
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool};
 
@@ -14,7 +14,7 @@ pub enum PaymentDbError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
-    Outbox(#[from] messaging::outbox::OutboxError),
+    Outbox(#[from] outbox::OutboxError),
     #[error("stored payment state is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
 }
@@ -24,13 +24,6 @@ fn status_name<T: serde::Serialize>(status: &T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
-}
-
-/// Who caused a change: a consumed event (its lineage continues) or a worker.
-#[derive(Debug, Clone, Copy)]
-pub enum Cause<'a> {
-    Event(&'a EventMetadata),
-    Worker,
 }
 
 /// Applies an input to an order's payment under a row lock, stores the new state, records
@@ -101,7 +94,7 @@ pub async fn apply(
         }
     }
     for event in &decision.emit {
-        publish(tx, event, order_id, cause).await?;
+        outbox::publish(tx, event, cause).await?;
     }
     Ok(after)
 }
@@ -120,22 +113,6 @@ fn transaction_record(
         PaymentInput::RefundSucceeded => Some(("refund", "succeeded", None)),
         _ => None,
     }
-}
-
-async fn publish(
-    tx: &mut PgConnection,
-    event: &Event,
-    order_id: &str,
-    cause: Cause<'_>,
-) -> Result<(), PaymentDbError> {
-    match cause {
-        Cause::Event(metadata) => messaging::outbox::append_caused_by(tx, event, metadata).await?,
-        Cause::Worker => {
-            let metadata = EventMetadata::originating(event.type_name(), order_id, None);
-            messaging::outbox::append(tx, event, &metadata).await?;
-        }
-    }
-    Ok(())
 }
 
 /// Which queue a worker serves.

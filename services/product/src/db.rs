@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
-use events::{EventMetadata, ProductSnapshot, VariantSnapshot};
+use events::{ProductSnapshot, VariantSnapshot};
+use messaging::outbox::{self, Cause};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::migrate::Migrator;
@@ -40,7 +41,7 @@ pub enum CatalogWriteError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
-    Outbox(#[from] messaging::outbox::OutboxError),
+    Outbox(#[from] outbox::OutboxError),
 }
 
 /// Creates a product, or updates the one with `id` (or, with no id, the one with the draft's
@@ -162,9 +163,7 @@ async fn publish_snapshot(tx: &mut PgConnection, id: Uuid) -> Result<(), Catalog
             })
             .collect(),
     };
-    let event = snapshot.into();
-    let metadata = EventMetadata::originating("ProductSnapshot", id.to_string(), None);
-    messaging::outbox::append(tx, &event, &metadata).await?;
+    outbox::publish(tx, &snapshot.into(), Cause::SERVICE).await?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use events::{Event, EventMetadata, OrderCreated, ShipmentScheduled};
+use messaging::outbox::{self, Cause};
 use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool, Postgres};
@@ -20,7 +21,7 @@ pub enum ShippingError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
-    Outbox(#[from] messaging::outbox::OutboxError),
+    Outbox(#[from] outbox::OutboxError),
 }
 
 /// Remembers where an order goes and what is in it.
@@ -95,7 +96,7 @@ pub async fn schedule(
         pickup_date: plan.pickup_date.to_string(),
     }
     .into();
-    messaging::outbox::append_caused_by(tx, &event, cause).await?;
+    outbox::publish(tx, &event, Cause::Event(cause)).await?;
     Ok(Some(shipment_id))
 }
 
@@ -151,6 +152,7 @@ pub async fn advance(
     pool: &PgPool,
     order_id: Uuid,
     step: Step,
+    cause: Cause<'_>,
 ) -> Result<ShipmentRow, ShippingError> {
     let mut tx = pool.begin().await?;
     let current: Option<(Uuid, String)> =
@@ -182,8 +184,7 @@ pub async fn advance(
             .bind(status.as_str())
             .execute(&mut *tx)
             .await?;
-            let metadata = EventMetadata::originating(emit.type_name(), order_id.to_string(), None);
-            messaging::outbox::append(&mut tx, &emit, &metadata).await?;
+            outbox::publish(&mut tx, &emit, cause).await?;
         }
     }
     tx.commit().await?;

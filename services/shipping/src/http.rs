@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
 use auth_kit::AdminUser;
+use messaging::trace::RequestTrace;
 use platform::http::ApiError;
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -91,22 +92,29 @@ async fn get_one(
 async fn dispatch(
     _admin: AdminUser,
     pool: web::Data<PgPool>,
+    trace: RequestTrace,
     order_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    take_step(&pool, &order_id, Step::Dispatch).await
+    take_step(&pool, &order_id, Step::Dispatch, trace).await
 }
 
 async fn deliver(
     _admin: AdminUser,
     pool: web::Data<PgPool>,
+    trace: RequestTrace,
     order_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    take_step(&pool, &order_id, Step::Deliver).await
+    take_step(&pool, &order_id, Step::Deliver, trace).await
 }
 
-async fn take_step(pool: &PgPool, order_id: &str, step: Step) -> Result<HttpResponse, ApiError> {
+async fn take_step(
+    pool: &PgPool,
+    order_id: &str,
+    step: Step,
+    trace: RequestTrace,
+) -> Result<HttpResponse, ApiError> {
     let order_id = parse_order_id(order_id)?;
-    match db::advance(pool, order_id, step).await {
+    match db::advance(pool, order_id, step, trace.cause()).await {
         Ok(shipment) => Ok(HttpResponse::Ok().json(shipment)),
         Err(ShippingError::NoShipment) => Err(no_shipment()),
         Err(ShippingError::Refused(why)) => Err(ApiError::conflict(why)),

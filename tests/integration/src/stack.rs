@@ -188,6 +188,8 @@ pub struct Stack {
     pub kafka: KafkaSettings,
     pub product: Service,
     pub order: Service,
+    /// What the order service was started with, to start more instances of it.
+    pub order_config: order_service::config::Config,
     pub inventory: Service,
     pub payment: Service,
     pub payment_gateway_url: String,
@@ -311,8 +313,7 @@ impl Stack {
         order_config.auth = auth.clone();
         order_config.checkout.deadline_ms = millis(options.order_deadline);
         order_config.checkout.deadline_interval_ms = 100;
-        order_config.checkout.stream_poll_ms = 50;
-        let order = Service::start(order_service::startup::build(order_config)).await?;
+        let order = Service::start(order_service::startup::build(order_config.clone())).await?;
         let mut inventory_config = inventory_service::config::Config::defaults();
         inventory_config.service =
             service_settings(fresh_database("inventory").await?, kafka_for("inventory"));
@@ -401,6 +402,7 @@ impl Stack {
             kafka,
             product,
             order,
+            order_config,
             inventory,
             payment,
             payment_gateway_url,
@@ -411,6 +413,12 @@ impl Stack {
             identity,
             payment_gateway,
         })
+    }
+
+    /// Another instance of the order service: the same database and consumer group, a port of
+    /// its own. The gateway does not know it; call it at its `base_url`.
+    pub async fn start_order_instance(&self) -> anyhow::Result<Service> {
+        Service::start(order_service::startup::build(self.order_config.clone())).await
     }
 
     pub fn customer(&self) -> Customer {

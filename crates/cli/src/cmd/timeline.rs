@@ -272,7 +272,7 @@ pub async fn run(context: &Context, args: TimelineArgs) -> anyhow::Result<()> {
         let logical = context.logical(&decoded.record.topic);
         let details = match &decoded.event {
             Ok(event) => summary(event),
-            Err(error) => format!("(cannot decode: {error})"),
+            Err(error) => format!("({error})"),
         };
         let cause = match (
             cause,
