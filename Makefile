@@ -8,11 +8,14 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/bazaar/target
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-run: ## Start everything (PostgreSQL, Kafka, services, gateway) and print where to go; Ctrl-C stops it
-	@scripts/run.sh
+# RELEASE=1: build and run the release build (make run RELEASE=1, make up RELEASE=1).
+release_flag = $(if $(filter 1 yes true,$(RELEASE)),--release)
 
-up: ## Like run, but return once ready and leave it running ('make down' stops it)
-	@scripts/run.sh --detach
+run: ## Start everything (PostgreSQL, Kafka, services, gateway) and print where to go; Ctrl-C stops it (RELEASE=1: release build)
+	@scripts/run.sh $(release_flag)
+
+up: ## Like run, but return once ready and leave it running ('make down' stops it; RELEASE=1: release build)
+	@scripts/run.sh --detach $(release_flag)
 
 test: ## Start what the tests need, run fmt/clippy/every test and the browser tests, stop what was started
 	@scripts/test.sh
@@ -36,14 +39,14 @@ lint: ## cargo fmt --check and clippy -D warnings
 fmt: ## Format the code
 	cargo fmt --all
 
-bench: ## Load benchmark of the whole checkout; writes docs/benchmarks.md and a latency chart (release build)
-	@scripts/bench.sh load-bench
+bench: ## The real deployment (release) driven through the gateway: ramp to the knee, CPU/order per process, idle, statements; writes docs/benchmarks.md (ARGS="...", BIN_DIR=...)
+	@scripts/bench.sh stack $(if $(BIN_DIR),--bin-dir $(BIN_DIR)) $(ARGS)
 
-bench-messaging: ## Benchmark the messaging runtime (release build) against Kafka's and PostgreSQL's floors
-	@scripts/bench.sh messaging-bench
+bench-messaging: ## Micro-benchmark: the messaging runtime in one process (release) against Kafka's and PostgreSQL's floors
+	@scripts/bench.sh messaging-bench $(ARGS)
 
-bench-checkout: ## Benchmark checkout → paid latency of the happy path over 200 orders (release build)
-	@scripts/bench.sh checkout-bench
+bench-checkout: ## Micro-benchmark: checkout → paid of the happy path, every service in one process (release)
+	@scripts/bench.sh checkout-bench $(ARGS)
 
 topics: ## Apply infra/kafka/topics.toml to the running broker
 	cargo run -q -p bazaar-cli -- topics apply

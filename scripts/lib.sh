@@ -7,7 +7,41 @@ LOG_DIR="$BAZAAR_RUN_DIR/logs"
 PID_DIR="$BAZAAR_RUN_DIR/pids"
 # Outside the checkout, so every clone on this machine (and CI) reuses one build cache.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bazaar/target}"
-BIN_DIR="$CARGO_TARGET_DIR/debug"
+# Release builds get a target directory of their own, so a release build never waits for the
+# debug one's lock (nor evicts its artifacts): ~/.cache/bazaar/target-release by default.
+RELEASE_TARGET_DIR="${BAZAAR_RELEASE_TARGET_DIR:-$CARGO_TARGET_DIR-release}"
+# The build the scripts run: debug unless BAZAAR_RELEASE=1 (`make run RELEASE=1`, `run.sh
+# --release`, `make bench`). BAZAAR_BIN_DIR runs prebuilt binaries from a directory instead
+# (e.g. another checkout's release build); the scripts then build nothing.
+BAZAAR_RELEASE="${BAZAAR_RELEASE:-}"
+BAZAAR_BIN_DIR="${BAZAAR_BIN_DIR:-}"
+BIN_DIR=""
+
+# use_profile: set BIN_DIR for the mode in BAZAAR_RELEASE / BAZAAR_BIN_DIR.
+use_profile() {
+  if [ -n "$BAZAAR_BIN_DIR" ]; then
+    BIN_DIR="$BAZAAR_BIN_DIR"
+  elif [ "$BAZAAR_RELEASE" = 1 ]; then
+    BIN_DIR="$RELEASE_TARGET_DIR/release"
+  else
+    BIN_DIR="$CARGO_TARGET_DIR/debug"
+  fi
+}
+use_profile
+
+# build_binaries [CARGO ARGS...]: build the workspace's binaries for the current mode (nothing
+# when BAZAAR_BIN_DIR names prebuilt ones).
+build_binaries() {
+  if [ -n "$BAZAAR_BIN_DIR" ]; then
+    say "using the prebuilt binaries in $BAZAAR_BIN_DIR (no build)"
+  elif [ "$BAZAAR_RELEASE" = 1 ]; then
+    say "building the workspace, release (first release build on a machine takes ~15 minutes)"
+    (cd "$REPO_ROOT" && CARGO_TARGET_DIR="$RELEASE_TARGET_DIR" cargo build --release --workspace --bins "$@")
+  else
+    say "building the workspace (first build on a machine takes ~5 minutes)"
+    (cd "$REPO_ROOT" && cargo build --workspace --bins "$@")
+  fi
+}
 
 # Service name and port, in start order. The schema registry comes first (serializers in the
 # other services look schemas up there), then the payment gateway simulator (the card processor

@@ -4,25 +4,42 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
+usage() {
   cat <<USAGE
-Usage: scripts/run.sh [--detach]
+Usage: scripts/run.sh [--detach] [--release] [--bin-dir DIR]
 
 Builds the workspace, starts PostgreSQL and Kafka (reusing them when already up), applies the
 topic catalog, loads the demo catalog, starts every service and the gateway, waits until each
 answers /readyz, and prints the storefront URL. Ctrl-C (or 'make down') stops everything.
-  --detach   return once everything is ready, leaving it running ('make down' stops it)
+  --detach        return once everything is ready, leaving it running ('make down' stops it)
+  --release       build and run the release build (optimised, as in production; the one to
+                  measure). Target directory: $RELEASE_TARGET_DIR
+                  (BAZAAR_RELEASE_TARGET_DIR); the default debug build goes to $CARGO_TARGET_DIR.
+                  Same as BAZAAR_RELEASE=1, or 'make run RELEASE=1' / 'make up RELEASE=1'.
+  --bin-dir DIR   build nothing; run the binaries in DIR (e.g. another checkout's release
+                  build, to measure it with 'make bench'). Same as BAZAAR_BIN_DIR=DIR.
 USAGE
-  exit 0
-fi
+}
 detach=false
-[ "${1:-}" = "--detach" ] && detach=true
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --detach) detach=true ;;
+    --release) BAZAAR_RELEASE=1 ;;
+    --bin-dir) [ "$#" -ge 2 ] || die "--bin-dir needs a directory"; BAZAAR_BIN_DIR="$(cd "$2" && pwd)" || die "no directory $2"; shift ;;
+    *) usage >&2; die "unknown option $1" ;;
+  esac
+  shift
+done
+use_profile
 
 started=$SECONDS
 "$REPO_ROOT/scripts/deps.sh"
 
-say "building the workspace (first build on a machine takes ~5 minutes)"
-(cd "$REPO_ROOT" && cargo build --workspace --bins)
+build_binaries
+for name in bazaar gateway schema-registry payment-gateway auth-service; do
+  [ -x "$BIN_DIR/$name" ] || die "no $BIN_DIR/$name (build it first, or check --bin-dir)"
+done
 
 cleanup() {
   trap - INT TERM EXIT
@@ -60,7 +77,7 @@ done
 
 cat <<DONE
 
-Bazaar is running (ready after $((SECONDS - started)) s).
+Bazaar is running (ready after $((SECONDS - started)) s; binaries: $BIN_DIR).
 
   Storefront:   http://127.0.0.1:$GATEWAY_PORT/
   Public API:   http://127.0.0.1:$GATEWAY_PORT/api/products

@@ -18,6 +18,8 @@ Usage: infra/postgres/pgctl.sh COMMAND
 Commands:
   install        apt-get install postgresql if it is missing
   start          install, start the cluster if it is down, provision roles and databases
+  restart        restart the cluster (drops every connection), e.g. once so that
+                 pg_stat_statements is loaded; then provision
   provision      create (or update) one role and one database per service; idempotent
   drop-test-dbs  drop per-test databases (bazaar_test_*) more than an hour old
   stop           stop the cluster, only if 'start' started it
@@ -27,6 +29,12 @@ Commands:
 Environment: BAZAAR_RUN_DIR (default .run), BAZAAR_PG_HOST (127.0.0.1), BAZAAR_PG_PORT (5432).
 Local credentials: role bazaar_<service>, password bazaar_<service>, database bazaar_<service>;
 tests use role bazaar_admin (CREATEDB) to make a fresh database per test.
+
+Statement statistics: the cluster loads pg_stat_statements (a file in the cluster's conf.d,
+written by start and restart); a cluster that was already running without it needs one
+'restart'. Every service database has the extension, and role bazaar_bench (password
+bazaar_bench, pg_read_all_stats, may reset the statistics) lets 'make bench' count the
+statements each service spends per checkout.
 USAGE
 }
 
@@ -52,6 +60,28 @@ install() {
   [ -n "$(cluster)" ] || die "postgresql installed but no cluster exists (pg_lsclusters is empty)"
 }
 
+# conf.d file that makes the cluster load pg_stat_statements (Debian's postgresql.conf includes
+# conf.d). Written only when its content differs, so an unchanged cluster is left alone.
+configure() {
+  local version name file content
+  read -r version name <<<"$(cluster)"
+  file="/etc/postgresql/$version/$name/conf.d/bazaar.conf"
+  content="# Written by Bazaar's infra/postgres/pgctl.sh: statement statistics for 'make bench'.
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = top
+pg_stat_statements.track_utility = on"
+  if [ "$(cat "$file" 2>/dev/null)" != "$content" ]; then
+    [ -w "$(dirname "$file")" ] || { log "cannot write $file (not root?); pg_stat_statements stays off"; return 0; }
+    printf '%s\n' "$content" >"$file"
+    chown postgres:postgres "$file" 2>/dev/null || true
+    log "wrote $file (pg_stat_statements; takes effect at the next start)"
+  fi
+}
+
+stat_statements_loaded() {
+  superuser_psql -d postgres -At -c "SHOW shared_preload_libraries" | grep -q pg_stat_statements
+}
+
 is_ready() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; }
 
 wait_ready() {
@@ -68,6 +98,7 @@ start() {
   if is_ready; then
     log "already running on $PG_HOST:$PG_PORT; reusing it"
   else
+    configure
     read -r version name <<<"$(cluster)"
     log "starting cluster $version/$name..."
     pg_ctlcluster "$version" "$name" start
@@ -75,6 +106,22 @@ start() {
     wait_ready 60
     log "ready on $PG_HOST:$PG_PORT"
   fi
+  provision
+  if ! stat_statements_loaded; then
+    configure
+    log "pg_stat_statements is not loaded (the cluster started before it was configured);"
+    log "'infra/postgres/pgctl.sh restart' loads it (drops every connection); only 'make bench' needs it"
+  fi
+}
+
+restart() {
+  install
+  configure
+  read -r version name <<<"$(cluster)"
+  log "restarting cluster $version/$name..."
+  pg_ctlcluster "$version" "$name" restart -m fast
+  wait_ready 60
+  log "ready on $PG_HOST:$PG_PORT"
   provision
 }
 
@@ -90,6 +137,19 @@ ALTER ROLE $role WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD '$role';
 SELECT 'CREATE DATABASE $role OWNER $role' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$role')\\gexec
 REVOKE ALL ON DATABASE $role FROM PUBLIC;
 GRANT ALL ON DATABASE $role TO $role;
+"
+  done
+  # Statement statistics: the extension in every service database (only a superuser may create
+  # it) and in postgres, where bazaar_bench reads the view and resets it.
+  sql+="SELECT 'CREATE ROLE bazaar_bench LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bazaar_bench')\\gexec
+ALTER ROLE bazaar_bench WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD 'bazaar_bench';
+GRANT pg_read_all_stats TO bazaar_bench;
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+GRANT EXECUTE ON FUNCTION pg_stat_statements_reset TO bazaar_bench;
+"
+  for db in "${DATABASES[@]}"; do
+    sql+="\\connect bazaar_$db
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 "
   done
   superuser_psql -d postgres <<<"$sql"
@@ -126,6 +186,7 @@ stop() {
 case "${1:-}" in
   install) install ;;
   start) start ;;
+  restart) restart ;;
   provision) provision ;;
   drop-test-dbs) drop_test_dbs ;;
   stop) stop ;;

@@ -1,9 +1,22 @@
-//! Helpers shared by the benchmark binaries.
+//! The headline benchmark of the real deployment (`stack-bench`, run by `make bench`) and the
+//! helpers it shares with the in-process micro-benchmarks (`tests/integration/examples`).
+//!
+//! This crate reaches a running Bazaar only from outside: HTTP through the gateway, the
+//! consumer groups' offsets on the broker, read-only SQL and PostgreSQL's statistics views, and
+//! `/proc`. It depends on no service crate, nor on `crates/messaging` or `tests/integration`.
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+pub mod cpu;
+pub mod lag;
+pub mod load;
+pub mod pg;
+pub mod report;
+
 /// Latency percentiles of a sample, in milliseconds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Percentiles {
     pub count: usize,
     pub p50: f64,

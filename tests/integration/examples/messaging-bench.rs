@@ -6,6 +6,7 @@
 //! - Floors: Kafka's EndToEndLatency tool (acks=all) and one PostgreSQL commit.
 //!
 //! Needs PostgreSQL, Kafka and the schema registry running (`make bench-messaging` starts them).
+//! Run with `cargo run --release -p bazaar-integration-tests --example messaging-bench`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

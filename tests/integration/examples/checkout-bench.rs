@@ -1,7 +1,8 @@
 //! End-to-end latency of the happy checkout path on this machine: from the order's creation
 //! (`pending`) to `paid`, measured from the order service's own status history, for orders
 //! placed at a steady rate. Every service runs in this process against the real Kafka and
-//! PostgreSQL (`make bench-checkout` starts them).
+//! PostgreSQL (`make bench-checkout` starts them). A micro-benchmark: the headline figures come from
+//! `make bench` (crates/bench, stack-bench), which drives the real processes through the gateway.
 
 use std::time::{Duration, Instant};
 
