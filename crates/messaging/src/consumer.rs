@@ -46,6 +46,24 @@ pub enum HandlerError {
     Rejected(anyhow::Error),
 }
 
+impl HandlerError {
+    /// A service's own error: worth retrying when a database failure lies behind it anywhere
+    /// in its chain of sources, a rejection otherwise. A service error keeps its database
+    /// cause as a source (`#[from]` or `#[source]`, not `#[error(transparent)]`, which hides
+    /// it) for this to see it.
+    pub fn classify<E>(error: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let error = anyhow::Error::new(error);
+        if error.chain().any(|cause| cause.is::<sqlx::Error>()) {
+            Self::Transient(error)
+        } else {
+            Self::Rejected(error)
+        }
+    }
+}
+
 impl From<sqlx::Error> for HandlerError {
     fn from(error: sqlx::Error) -> Self {
         Self::Transient(error.into())
@@ -54,10 +72,7 @@ impl From<sqlx::Error> for HandlerError {
 
 impl From<crate::outbox::OutboxError> for HandlerError {
     fn from(error: crate::outbox::OutboxError) -> Self {
-        match error {
-            crate::outbox::OutboxError::Database(error) => Self::Transient(error.into()),
-            other => Self::Rejected(other.into()),
-        }
+        Self::classify(error)
     }
 }
 
@@ -111,7 +126,9 @@ impl ConsumerSettings {
             // Enough to spread a commit over a hundred events; few enough that a transaction
             // holds its row locks briefly, and that a failed batch re-does little.
             max_batch: 100,
-            concurrent_partitions: 4,
+            // Two keep both cores of a small machine busy while one batch waits on its commit;
+            // each is a connection taken from the service's pool.
+            concurrent_partitions: 2,
         }
     }
 }
@@ -742,6 +759,28 @@ pub(crate) async fn record_in_inbox(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum ServiceError {
+        #[error("no such thing")]
+        Unknown,
+        #[error("database")]
+        Database(#[from] sqlx::Error),
+        #[error("outbox")]
+        Outbox(#[from] crate::outbox::OutboxError),
+    }
+
+    #[test]
+    fn a_database_failure_behind_a_service_error_is_transient_and_anything_else_rejected() {
+        let transient = |error: ServiceError| {
+            matches!(HandlerError::classify(error), HandlerError::Transient(_))
+        };
+        assert!(transient(ServiceError::Database(sqlx::Error::PoolTimedOut)));
+        assert!(transient(ServiceError::Outbox(
+            crate::outbox::OutboxError::Database(sqlx::Error::PoolTimedOut)
+        )));
+        assert!(!transient(ServiceError::Unknown));
+    }
 
     fn record(topic: &str, partition: i32, offset: i64) -> Record {
         Record {

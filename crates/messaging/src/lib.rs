@@ -9,6 +9,8 @@
 //! - [`registry`]: the schema registry client.
 //! - [`fault`]: opt-in crash points for fault-injection tests.
 //! - [`trace`]: the trace context of a request, for the events it causes.
+//! - [`worker`]: background work taken from the database in rounds (deadlines, expiries, due
+//!   payments and e-mails).
 
 pub mod client;
 pub mod consumer;
@@ -22,6 +24,7 @@ pub mod relay;
 pub mod service;
 pub mod topics;
 pub mod trace;
+pub mod worker;
 
 pub use client::{KafkaError, kafka_readiness};
 pub use consumer::{

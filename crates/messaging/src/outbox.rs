@@ -13,7 +13,7 @@ pub enum OutboxError {
         #[source]
         source: events::CodecError,
     },
-    #[error("database: {0}")]
+    #[error("database")]
     Database(#[from] sqlx::Error),
 }
 

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use auth_kit::JwtVerifier;
+use messaging::worker::{PollingWorker, Round};
 use platform::app::Application;
 use platform::shutdown::CancellationToken;
 use sqlx::PgPool;
@@ -56,15 +57,14 @@ async fn housekeeping(
     login_window: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    loop {
-        if let Err(error) = sweep(&pool, login_window).await {
-            tracing::warn!(error = %format!("{error:#}"), "housekeeping failed; retrying later");
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            () = tokio::time::sleep(HOUSEKEEPING_INTERVAL) => {}
-        }
-    }
+    PollingWorker::new("auth housekeeping", HOUSEKEEPING_INTERVAL)
+        .run(pool.clone(), shutdown, || async {
+            sweep(&pool, login_window)
+                .await
+                .map(|()| Round::Idle)
+                .map_err(|error| format!("{error:#}"))
+        })
+        .await
 }
 
 async fn sweep(pool: &PgPool, login_window: Duration) -> anyhow::Result<()> {

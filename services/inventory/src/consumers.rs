@@ -8,8 +8,9 @@ use messaging::{EventHandler, HandlerError, ReceivedEvent};
 use sqlx::PgConnection;
 
 use messaging::outbox::Cause;
+use messaging::worker::{PollingWorker, Round};
 
-use crate::db::{self, StockError};
+use crate::db;
 use crate::domain::{Requested, ReservationInput};
 
 /// Topics the inventory service consumes.
@@ -71,11 +72,7 @@ impl EventHandler for InventoryHandler {
             }
             _ => Ok(()),
         };
-        outcome.map_err(|error| match error {
-            StockError::Database(error) => HandlerError::from(error),
-            StockError::Outbox(error) => HandlerError::from(error),
-            other => HandlerError::Rejected(other.into()),
-        })
+        outcome.map_err(HandlerError::classify)
     }
 }
 
@@ -85,16 +82,13 @@ pub async fn expire_reservations(
     interval: Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    while !shutdown.is_cancelled() {
-        match db::expire_due_reservations(&pool, 100).await {
-            Ok(100) => continue,
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "expiring reservations failed; retrying"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(interval) => {}
-        }
-    }
-    Ok(())
+    const BATCH: i64 = 100;
+    let worker = PollingWorker::new("reservation expiry", interval);
+    worker
+        .run(pool.clone(), shutdown, || async {
+            db::expire_due_reservations(&pool, BATCH)
+                .await
+                .map(|done| Round::of(done, BATCH))
+        })
+        .await
 }

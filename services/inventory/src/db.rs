@@ -32,9 +32,9 @@ pub enum StockError {
     BelowReserved { reserved: i64 },
     #[error("on hand must not be negative")]
     Negative,
-    #[error(transparent)]
+    #[error("database")]
     Database(#[from] sqlx::Error),
-    #[error(transparent)]
+    #[error("outbox")]
     Outbox(#[from] outbox::OutboxError),
 }
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use events::Event;
+use messaging::worker::{PollingWorker, Round};
 use messaging::{EventHandler, HandlerError, ReceivedEvent};
 use sqlx::PgConnection;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -93,45 +93,27 @@ pub async fn run_sender(
     settings: DeliverySettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut listener = PgListener::connect_with(&pool).await?;
-    listener.listen(db::MAIL_CHANNEL).await?;
     let lease = Duration::from_millis(settings.lease_ms);
     let policy = RetryPolicy {
         initial: Duration::from_millis(settings.retry_initial_ms),
         max: Duration::from_millis(settings.retry_max_ms),
     };
-    while !shutdown.is_cancelled() {
-        let claimed = match db::claim_due_emails(&pool, settings.batch_size, lease).await {
-            Ok(claimed) => claimed,
-            Err(error) => {
-                tracing::warn!(%error, "claiming e-mails failed");
-                Vec::new()
-            }
-        };
-        if !claimed.is_empty() {
+    PollingWorker::new("mail sender", Duration::from_millis(settings.poll_ms))
+        .woken_by(db::MAIL_CHANNEL)
+        .run(pool.clone(), shutdown, || async {
+            let claimed = db::claim_due_emails(&pool, settings.batch_size, lease).await?;
             let sends = claimed
                 .iter()
                 .map(|email| send_one(&pool, &mailer, &policy, lease, email));
             futures::future::join_all(sends).await;
-            continue;
-        }
-        let poll = Duration::from_millis(settings.poll_ms);
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            received = listener.try_recv() => {
-                // A lost connection answers at once (and reconnects on the next call): wait a
-                // poll interval rather than spin while the database is away.
-                if !matches!(received, Ok(Some(_))) {
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(poll) => {}
-                    }
-                }
-            }
-            () = tokio::time::sleep(poll) => {}
-        }
-    }
-    Ok(())
+            // Busy when anything was claimed: more may be due.
+            Ok::<_, sqlx::Error>(if claimed.is_empty() {
+                Round::Idle
+            } else {
+                Round::Busy
+            })
+        })
+        .await
 }
 
 async fn send_one(

@@ -9,8 +9,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use messaging::outbox::Cause;
+use messaging::worker::{PollingWorker, Round};
 
-use crate::db::{self, OrderDbError};
+use crate::db;
 use crate::domain::{self, OrderInput};
 
 /// Topics the order service consumes.
@@ -59,11 +60,7 @@ impl EventHandler for OrderHandler {
         };
         db::apply(tx, id, &state, &input, Cause::Event(&received.metadata))
             .await
-            .map_err(|error| match error {
-                OrderDbError::Database(error) => HandlerError::from(error),
-                OrderDbError::Outbox(error) => HandlerError::from(error),
-                other => HandlerError::Rejected(other.into()),
-            })?;
+            .map_err(HandlerError::classify)?;
         Ok(())
     }
 }
@@ -74,16 +71,13 @@ pub async fn enforce_deadlines(
     interval: Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    while !shutdown.is_cancelled() {
-        match db::cancel_overdue(&pool, 100).await {
-            Ok(100) => continue,
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "cancelling overdue orders failed; retrying"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(interval) => {}
-        }
-    }
-    Ok(())
+    const BATCH: i64 = 100;
+    let worker = PollingWorker::new("order deadlines", interval);
+    worker
+        .run(pool.clone(), shutdown, || async {
+            db::cancel_overdue(&pool, BATCH)
+                .await
+                .map(|done| Round::of(done, BATCH))
+        })
+        .await
 }

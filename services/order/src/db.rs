@@ -19,9 +19,9 @@ pub const STATUS_CHANNEL: &str = "order_status";
 pub enum OrderDbError {
     #[error("{sku} is not in the catalog or not for sale")]
     UnknownSku { sku: String },
-    #[error(transparent)]
+    #[error("database")]
     Database(#[from] sqlx::Error),
-    #[error(transparent)]
+    #[error("outbox")]
     Outbox(#[from] outbox::OutboxError),
 }
 

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use events::Event;
 use messaging::{EventHandler, HandlerError, ReceivedEvent};
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerSettings;
 use messaging::outbox::Cause;
+use messaging::worker::{PollingWorker, Round};
 
 use crate::db::{self, PaymentDbError, Work};
 use crate::domain::{PaymentInput, PaymentState, Terms};
@@ -51,16 +51,8 @@ impl EventHandler for PaymentHandler {
         };
         db::apply(tx, order_id, input, Cause::Event(&received.metadata))
             .await
-            .map_err(handler_error)?;
+            .map_err(HandlerError::classify)?;
         Ok(())
-    }
-}
-
-fn handler_error(error: PaymentDbError) -> HandlerError {
-    match error {
-        PaymentDbError::Database(error) => HandlerError::from(error),
-        PaymentDbError::Outbox(error) => HandlerError::from(error),
-        other => HandlerError::Rejected(other.into()),
     }
 }
 
@@ -74,41 +66,41 @@ pub async fn run_payment_worker<P: PaymentProvider>(
     settings: WorkerSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut listener = PgListener::connect_with(&pool).await?;
-    listener.listen(db::WORK_CHANNEL).await?;
     let lease = Duration::from_millis(settings.lease_ms);
-    while !shutdown.is_cancelled() {
-        let mut busy = false;
-        for work in [Work::Charge, Work::Refund] {
-            match db::claim(&pool, work, settings.concurrency, lease).await {
-                Ok(claimed) if !claimed.is_empty() => {
-                    busy = true;
-                    let calls = claimed.into_iter().map(|(order_id, state)| {
-                        let pool = pool.clone();
-                        let provider = provider.clone();
-                        let settings = settings.clone();
-                        async move {
-                            if let Err(error) = settle(&pool, provider.as_ref(), &settings, work, &order_id, &state).await {
-                                tracing::warn!(order_id, error = %error, "payment work failed; its lease will lapse and it is retried");
-                            }
-                        }
-                    });
-                    futures::future::join_all(calls).await;
-                }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "claiming payment work failed"),
-            }
-        }
-        if busy {
+    PollingWorker::new(
+        "payment provider calls",
+        Duration::from_millis(settings.poll_ms),
+    )
+    .woken_by(db::WORK_CHANNEL)
+    .run(pool.clone(), shutdown, || {
+        settle_due(&pool, &provider, &settings, lease)
+    })
+    .await
+}
+
+/// One round: claims the due charges, then the due refunds, and settles each claimed batch
+/// with the provider, its calls side by side. Busy when anything was claimed.
+async fn settle_due<P: PaymentProvider>(
+    pool: &PgPool,
+    provider: &Arc<P>,
+    settings: &WorkerSettings,
+    lease: Duration,
+) -> Result<Round, PaymentDbError> {
+    let mut round = Round::Idle;
+    for work in [Work::Charge, Work::Refund] {
+        let claimed = db::claim(pool, work, settings.concurrency, lease).await?;
+        if claimed.is_empty() {
             continue;
         }
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            _ = listener.try_recv() => {}
-            () = tokio::time::sleep(Duration::from_millis(settings.poll_ms)) => {}
-        }
+        round = Round::Busy;
+        let calls = claimed.into_iter().map(|(order_id, state)| async move {
+            if let Err(error) = settle(pool, provider.as_ref(), settings, work, &order_id, &state).await {
+                tracing::warn!(order_id, error = %error, "payment work failed; its lease will lapse and it is retried");
+            }
+        });
+        futures::future::join_all(calls).await;
     }
-    Ok(())
+    Ok(round)
 }
 
 async fn settle<P: PaymentProvider>(

@@ -11,9 +11,9 @@ pub const WORK_CHANNEL: &str = "payments_due";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentDbError {
-    #[error(transparent)]
+    #[error("database")]
     Database(#[from] sqlx::Error),
-    #[error(transparent)]
+    #[error("outbox")]
     Outbox(#[from] outbox::OutboxError),
     #[error("stored payment state is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),

@@ -38,9 +38,9 @@ pub enum CatalogWriteError {
     SlugTaken(String),
     #[error("SKU {0:?} belongs to another product")]
     SkuTaken(String),
-    #[error(transparent)]
+    #[error("database")]
     Database(#[from] sqlx::Error),
-    #[error(transparent)]
+    #[error("outbox")]
     Outbox(#[from] outbox::OutboxError),
 }
 

@@ -18,9 +18,9 @@ pub enum ShippingError {
     NoShipment,
     #[error("{0}")]
     Refused(String),
-    #[error(transparent)]
+    #[error("database")]
     Database(#[from] sqlx::Error),
-    #[error(transparent)]
+    #[error("outbox")]
     Outbox(#[from] outbox::OutboxError),
 }
 

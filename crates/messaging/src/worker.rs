@@ -1,0 +1,136 @@
+//! A background worker that takes work from its database in rounds: deadlines, expiries, due
+//! payments and e-mails, housekeeping.
+//!
+//! A round that found a full batch runs again at once; otherwise the worker sleeps until its
+//! interval passes or, when it has a wake-up channel, until a transaction announces new work
+//! with NOTIFY. A failed round is logged and tried again after the interval. Rounds must be safe
+//! with several instances running: claim rows with `FOR UPDATE SKIP LOCKED` or a lease.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+/// What a round found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    /// A full batch: there may be more, so the next round starts at once.
+    Busy,
+    /// Less than a batch: wait for the interval or a wake-up.
+    Idle,
+}
+
+impl Round {
+    /// `Busy` when `done` filled the batch of `limit`.
+    pub fn of(done: usize, limit: i64) -> Self {
+        if i64::try_from(done).is_ok_and(|done| done >= limit) {
+            Self::Busy
+        } else {
+            Self::Idle
+        }
+    }
+}
+
+/// Runs rounds of one kind of work until shutdown.
+#[derive(Debug, Clone)]
+pub struct PollingWorker {
+    name: &'static str,
+    interval: Duration,
+    wake_channel: Option<&'static str>,
+}
+
+impl PollingWorker {
+    pub fn new(name: &'static str, interval: Duration) -> Self {
+        Self {
+            name,
+            interval,
+            wake_channel: None,
+        }
+    }
+
+    /// Also wake when `channel` is notified: new work then starts at once instead of after the
+    /// interval, which remains the fallback for a lost notification.
+    pub fn woken_by(mut self, channel: &'static str) -> Self {
+        self.wake_channel = Some(channel);
+        self
+    }
+
+    pub async fn run<F, Fut, E>(
+        self,
+        pool: PgPool,
+        shutdown: CancellationToken,
+        mut round: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Round, E>>,
+        E: std::fmt::Display,
+    {
+        let mut listener = match self.wake_channel {
+            Some(channel) => self.listen(&pool, channel).await,
+            None => None,
+        };
+        while !shutdown.is_cancelled() {
+            match round().await {
+                Ok(Round::Busy) => continue,
+                Ok(Round::Idle) => {}
+                Err(error) => {
+                    tracing::warn!(worker = self.name, error = %error, "round failed; retrying")
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.interval) => {}
+                woken = wake_up(listener.as_mut()) => {
+                    // A lost connection answers at once (and reconnects on the next call): wait
+                    // the interval rather than spin while the database is away.
+                    if !woken {
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(self.interval) => {}
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A listener on `channel`; `None` (polling only) while the database refuses one.
+    async fn listen(&self, pool: &PgPool, channel: &'static str) -> Option<PgListener> {
+        let listening = async {
+            let mut listener = PgListener::connect_with(pool).await?;
+            listener.listen(channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listening.await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(worker = self.name, channel, %error, "cannot listen; polling only");
+                None
+            }
+        }
+    }
+}
+
+/// Resolves on a notification (`true`) or a lost connection (`false`); never without a listener.
+async fn wake_up(listener: Option<&mut PgListener>) -> bool {
+    match listener {
+        Some(listener) => matches!(listener.try_recv().await, Ok(Some(_))),
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_batch_is_busy_and_anything_less_idle() {
+        assert_eq!(Round::of(100, 100), Round::Busy);
+        assert_eq!(Round::of(99, 100), Round::Idle);
+        assert_eq!(Round::of(0, 100), Round::Idle);
+    }
+}
