@@ -2,6 +2,7 @@
 //! in parallel against the one broker and one PostgreSQL server that `make test` starts.
 
 pub mod offsets;
+pub mod proof;
 pub mod publisher;
 pub mod stack;
 

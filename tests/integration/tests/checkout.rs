@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use bazaar_integration_tests::eventually;
+use bazaar_integration_tests::proof::wait_until_handled;
 use bazaar_integration_tests::stack::{Stack, StackOptions};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -70,7 +71,18 @@ async fn an_order_for_more_than_is_in_stock_is_rejected_naming_the_sku() {
         "nothing reserved"
     );
     assert_eq!(stack.stock("PRINT-A3-001").await.expect("stock"), (1, 0));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Proof first: the payment service has handled everything said about the order, and its
+    // worker has finished a round of provider calls begun after that.
+    for (producer, topic) in [
+        (&stack.order, "order-events"),
+        (&stack.inventory, "inventory-events"),
+    ] {
+        wait_until_handled(&producer.pool, &stack.payment.pool, topic, &order_id).await;
+    }
+    stack
+        .payment_worker_rounds("TEE-BLK-M")
+        .await
+        .expect("payment rounds");
     assert_eq!(
         stack.charges_for(&order_id).await.expect("ledger"),
         (0, 0),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use auth_kit::AuthSettings;
 use auth_kit::testing::TestIssuer;
 use bazaar_integration_tests::offsets::wait_until_consumed;
+use bazaar_integration_tests::proof::{is_marker_mail, mail_sender_rounds};
 use bazaar_integration_tests::publisher::Publisher;
 use bazaar_integration_tests::stack::{Server, Service, serve_jwks, service_settings};
 use bazaar_integration_tests::{eventually, fresh_database, isolated_kafka, unique_tag};
@@ -200,14 +201,27 @@ impl Fixture {
         .await
     }
 
-    /// Outgoing e-mails: (message id, status, attempts, last error).
+    /// Outgoing e-mails but the sender's round markers: (message id, status, attempts, last
+    /// error).
     async fn outgoing(&self) -> Vec<(String, String, i32, Option<String>)> {
-        sqlx::query_as(
+        let all: Vec<(String, String, i32, Option<String>)> = sqlx::query_as(
             "SELECT message_id, status, attempts, last_error FROM outgoing_emails ORDER BY created_at",
         )
         .fetch_all(&self.service().pool)
         .await
-        .expect("outgoing e-mails")
+        .expect("outgoing e-mails");
+        all.into_iter()
+            .filter(|(message_id, ..)| !is_marker_mail(message_id))
+            .collect()
+    }
+
+    /// Proof that the mail sender has done all it was going to do with the e-mails due now (see
+    /// [`mail_sender_rounds`]); its markers stay out of [`eml_files`], [`Self::outgoing`] and
+    /// [`SmtpServer::messages`].
+    async fn wait_for_sender_rounds(&self) {
+        mail_sender_rounds(&self.service().pool)
+            .await
+            .expect("mail sender rounds");
     }
 
     async fn stop(self) {
@@ -290,7 +304,7 @@ fn refunded(order: Uuid) -> Event {
     .into()
 }
 
-/// The `.eml` files in a folder, by name, with their text.
+/// The `.eml` files in a folder, by name, with their text; the sender's round markers left out.
 fn eml_files(dir: &Path) -> BTreeMap<String, String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return BTreeMap::new();
@@ -300,7 +314,7 @@ fn eml_files(dir: &Path) -> BTreeMap<String, String> {
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
             let text = std::fs::read_to_string(entry.path()).ok()?;
-            name.ends_with(".eml").then_some((name, text))
+            (name.ends_with(".eml") && !is_marker_mail(&text)).then_some((name, text))
         })
         .collect()
 }
@@ -517,8 +531,8 @@ async fn each_lifecycle_event_becomes_one_feed_entry_and_one_email_even_when_rep
     // Replay: a consumer group that starts from the beginning of every topic.
     fixture.restart_with_a_new_consumer_group().await;
     fixture.wait_until_consumed().await;
-    // Give the sender a few rounds to do anything it (wrongly) might.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Whatever the sender (wrongly) might do again, it has done once this returns.
+    fixture.wait_for_sender_rounds().await;
     assert_eq!(modified_times(&mail_dir), before, "no e-mail written again");
     assert_eq!(fixture.feed(&ada_token).await.0.len(), 7);
     assert_eq!(fixture.feed(&bob_token).await.0.len(), 1);
@@ -583,7 +597,7 @@ async fn a_notice_waits_for_its_customer_and_address_and_is_mailed_once_both_are
     let kinds: Vec<&str> = items.iter().filter_map(|i| i["kind"].as_str()).collect();
     assert_eq!(kinds, ["order_paid", "payment_refunded"]);
     fixture.wait_until_consumed().await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    fixture.wait_for_sender_rounds().await;
     assert!(eml_files(&mail_dir).is_empty(), "no address, no e-mail yet");
     let outgoing = fixture.outgoing().await;
     assert_eq!(outgoing.len(), 2);
@@ -605,7 +619,7 @@ async fn a_notice_waits_for_its_customer_and_address_and_is_mailed_once_both_are
         );
     }
     fixture.wait_until_consumed().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    fixture.wait_for_sender_rounds().await;
     assert_eq!(eml_files(&mail_dir).len(), 2);
     assert!(
         fixture
@@ -661,7 +675,7 @@ impl SmtpServer {
         let _ = self.child.wait();
     }
 
-    /// Every message the server has accepted so far.
+    /// Every message the server has accepted so far, but the sender's round markers.
     fn messages(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else {
             return Vec::new();
@@ -669,6 +683,7 @@ impl SmtpServer {
         entries
             .filter_map(Result::ok)
             .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+            .filter(|message| !is_marker_mail(message))
             .collect()
     }
 }
@@ -791,7 +806,7 @@ async fn smtp_outage_delays_emails_until_the_server_is_back_and_each_is_delivere
     fixture.wait_until_consumed().await;
     fixture.restart_with_a_new_consumer_group().await;
     fixture.wait_until_consumed().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    fixture.wait_for_sender_rounds().await;
     assert_eq!(server.messages().len(), 3, "exactly one delivery per event");
     assert_eq!(server.port, port);
 

@@ -1095,7 +1095,27 @@ async fn a_stuck_order_is_found_after_the_payment_service_stops() {
         || async { (stack.stock("CUP-ESP-GRY").await.ok()?.1 == 1).then_some(()) },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // `stuck --older-than 1s` lists an order once it has been in its state for a second by the
+    // database clock (the one the tool reads): wait for that, cheaply, before running the tool.
+    eventually(
+        "the order to be pending for a second",
+        Duration::from_secs(30),
+        || async {
+            let (old_enough,): (bool,) = sqlx::query_as(
+                "SELECT coalesce(h.at, o.created_at) <= now() - interval '1 second'
+                   FROM orders o
+                   LEFT JOIN LATERAL (SELECT at FROM order_status_history
+                                       WHERE order_id = o.id ORDER BY id DESC LIMIT 1) h ON true
+                  WHERE o.id = $1::uuid AND o.status = 'pending'",
+            )
+            .bind(&stuck_id)
+            .fetch_one(&stack.order.pool)
+            .await
+            .ok()?;
+            old_enough.then_some(())
+        },
+    )
+    .await;
 
     let found = eventually(
         "the reservation to reach the topic",

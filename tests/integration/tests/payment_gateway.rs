@@ -2,8 +2,13 @@
 //! free port: outcomes of the test cards, idempotent retries, refunds, and every injected fault
 //! mapped to the error the payment service's retry policy relies on.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use actix_web::dev::Service as _;
+use actix_web::web;
+use bazaar_integration_tests::eventually;
 use payment_service::provider::{
     ChargeOutcome, ChargeRequest, HttpPaymentProvider, PaymentProvider, ProviderError,
     ProviderSettings, Refund, RefundRequest,
@@ -15,6 +20,26 @@ struct Simulator {
     http: reqwest::Client,
     stop: actix_web::dev::ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Only from [`Simulator::start_counting_api_requests`].
+    api_requests: Option<Arc<ApiRequests>>,
+}
+
+/// API requests (`/v1/...`) the simulator has begun handling, and how many of those have ended:
+/// answered, or dropped with their connection. Either way an ended request can no longer touch
+/// the ledger.
+#[derive(Debug, Default)]
+struct ApiRequests {
+    begun: AtomicUsize,
+    ended: AtomicUsize,
+}
+
+/// Counts its request as ended when dropped: after the answer, or with an abandoned handler.
+struct Ending(Arc<ApiRequests>);
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.0.ended.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl Simulator {
@@ -27,7 +52,71 @@ impl Simulator {
             http: reqwest::Client::new(),
             stop: gateway.server.handle(),
             task: tokio::spawn(gateway.server),
+            api_requests: None,
         }
+    }
+
+    /// The simulator served as `payment_gateway::startup::build` serves it, its routes wrapped
+    /// to count API requests, so a test can wait until none is in the simulator's hands.
+    async fn start_counting_api_requests() -> Self {
+        let config = payment_gateway::config::Config::defaults();
+        let simulator = web::Data::new(payment_gateway::http::Simulator::new(config.faults));
+        let requests = Arc::new(ApiRequests::default());
+        let counted = requests.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let server = platform::http::serve(
+            listener,
+            config.http.keep_alive(),
+            platform::http::Readiness::default(),
+            move |service| {
+                let simulator = simulator.clone();
+                let counted = counted.clone();
+                service.service(
+                    web::scope("")
+                        .wrap_fn(move |request, routes| {
+                            let ending = request.path().starts_with("/v1/").then(|| {
+                                counted.begun.fetch_add(1, Ordering::SeqCst);
+                                Ending(counted.clone())
+                            });
+                            let answer = routes.call(request);
+                            async move {
+                                let answer = answer.await;
+                                drop(ending);
+                                answer
+                            }
+                        })
+                        .configure(|routes| payment_gateway::http::routes(routes, simulator)),
+                );
+            },
+        )
+        .expect("simulator starts");
+        Self {
+            base_url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            stop: server.handle(),
+            task: tokio::spawn(server),
+            api_requests: Some(requests),
+        }
+    }
+
+    /// Waits until the simulator has begun `count` API requests and ended every one it began;
+    /// fails if it began more.
+    async fn wait_until_api_requests_ended(&self, count: usize) {
+        let requests = self
+            .api_requests
+            .as_ref()
+            .expect("started with start_counting_api_requests");
+        let begun = eventually(
+            &format!("{count} API requests begun and ended"),
+            Duration::from_secs(30),
+            || async {
+                let begun = requests.begun.load(Ordering::SeqCst);
+                (begun >= count && requests.ended.load(Ordering::SeqCst) == begun).then_some(begun)
+            },
+        )
+        .await;
+        assert_eq!(begun, count, "API requests begun");
     }
 
     fn provider(&self, timeout_ms: u64) -> HttpPaymentProvider {
@@ -223,7 +312,7 @@ async fn a_retry_with_the_same_key_returns_the_same_payment_and_charges_once() {
     assert_eq!(first, second);
 
     // Concurrent retries serialise on the key too.
-    let provider = std::sync::Arc::new(provider);
+    let provider = Arc::new(provider);
     let racing = (0..16).map(|_| {
         let provider = provider.clone();
         let request = charge("order-2", 1000, "tok_visa");
@@ -385,7 +474,7 @@ async fn an_injected_500_is_unavailable_and_charges_nothing() {
 
 #[tokio::test]
 async fn latency_beyond_the_client_timeout_is_unavailable() {
-    let simulator = Simulator::start().await;
+    let simulator = Simulator::start_counting_api_requests().await;
     let provider = simulator.provider(300);
     simulator.set_faults(json!({"latency_ms": 1500})).await;
 
@@ -401,7 +490,8 @@ async fn latency_beyond_the_client_timeout_is_unavailable() {
     // The retry succeeds; whenever the slow first attempt lands, it is the same charge.
     simulator.set_faults(json!({})).await;
     let id = payment_id(provider.charge(&charge("order-1", 1000, "tok_visa")).await);
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    // Proof first: the slow attempt has left the simulator's hands, landed or abandoned.
+    simulator.wait_until_api_requests_ended(2).await;
     let charges = simulator.succeeded_charges("order-1").await;
     assert_eq!(charges.len(), 1, "{charges:?}");
     assert_eq!(charges[0]["payment_intent"], id.as_str());
