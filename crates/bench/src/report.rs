@@ -856,7 +856,8 @@ pub fn svg_chart(run: &RunReport, before: Option<&RunReport>) -> String {
             2.0 * panel_w - 0.6 * margin
         );
     }
-    let mut legend_y = 40.0;
+    // One legend line per series, stacked in its panel.
+    let mut legend_rows = [0.0_f64, 0.0_f64];
     for (r, dash) in &runs {
         let series: [Series; 3] = [
             (
@@ -910,7 +911,15 @@ pub fn svg_chart(run: &RunReport, before: Option<&RunReport>) -> String {
                     );
                 }
             }
-            let legend_x = panel * panel_w + panel_w - 0.6 * margin - 150.0;
+            // Latency rises to the right and CPU per order falls: legends where the lines are not.
+            let legend_x = if is_cpu {
+                panel * panel_w + panel_w - 0.6 * margin - 170.0
+            } else {
+                margin + 8.0
+            };
+            let row = &mut legend_rows[usize::from(is_cpu)];
+            let legend_y = 38.0 + *row * 12.0;
+            *row += 1.0;
             let _ = writeln!(
                 svg,
                 "<line x1=\"{legend_x}\" y1=\"{legend_y}\" x2=\"{}\" y2=\"{legend_y}\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/><text x=\"{}\" y=\"{}\" font-size=\"10\">{name}: {}</text>",
@@ -920,7 +929,6 @@ pub fn svg_chart(run: &RunReport, before: Option<&RunReport>) -> String {
                 escape(&r.label)
             );
         }
-        legend_y += 14.0;
     }
     svg.push_str("</svg>\n");
     svg
