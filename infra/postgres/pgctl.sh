@@ -60,8 +60,10 @@ install() {
   [ -n "$(cluster)" ] || die "postgresql installed but no cluster exists (pg_lsclusters is empty)"
 }
 
-# conf.d file that makes the cluster load pg_stat_statements (Debian's postgresql.conf includes
-# conf.d). Written only when its content differs, so an unchanged cluster is left alone.
+MAX_CONNECTIONS=400
+
+# conf.d file that makes the cluster load pg_stat_statements and take enough connections
+# (Debian's postgresql.conf includes conf.d). Written only when its content differs, so an unchanged cluster is left alone.
 configure() {
   local version name file content
   read -r version name <<<"$(cluster)"
@@ -69,7 +71,9 @@ configure() {
   content="# Written by Bazaar's infra/postgres/pgctl.sh: statement statistics for 'make bench'.
 shared_preload_libraries = 'pg_stat_statements'
 pg_stat_statements.track = top
-pg_stat_statements.track_utility = on"
+pg_stat_statements.track_utility = on
+# Every service keeps a pool, a relay lock and listeners; tests run many stacks side by side.
+max_connections = $MAX_CONNECTIONS"
   if [ "$(cat "$file" 2>/dev/null)" != "$content" ]; then
     [ -w "$(dirname "$file")" ] || { log "cannot write $file (not root?); pg_stat_statements stays off"; return 0; }
     printf '%s\n' "$content" >"$file"
@@ -107,11 +111,28 @@ start() {
     log "ready on $PG_HOST:$PG_PORT"
   fi
   provision
-  if ! stat_statements_loaded; then
+  if ! configured_settings_in_effect; then
     configure
-    log "pg_stat_statements is not loaded (the cluster started before it was configured);"
-    log "'infra/postgres/pgctl.sh restart' loads it (drops every connection); only 'make bench' needs it"
+    # Debian's package starts the cluster when it installs it, before it was configured: on a
+    # fresh machine nobody is connected yet, so restart it now. Otherwise leave the clients be.
+    if [ "$(bazaar_clients)" = 0 ]; then
+      log "the running cluster predates its configuration; restarting it (nobody is connected)"
+      restart
+    else
+      log "the running cluster predates its configuration (pg_stat_statements, max_connections);"
+      log "'infra/postgres/pgctl.sh restart' applies it (drops every connection)"
+    fi
   fi
+}
+
+configured_settings_in_effect() {
+  stat_statements_loaded &&
+    [ "$(superuser_psql -d postgres -At -c "SHOW max_connections")" -ge "$MAX_CONNECTIONS" ]
+}
+
+# Connections of Bazaar's roles: services, tests and tools.
+bazaar_clients() {
+  superuser_psql -d postgres -At -c "SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 'bazaar%'"
 }
 
 restart() {
