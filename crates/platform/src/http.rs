@@ -151,16 +151,64 @@ impl ResponseError for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Reads a JSON integer for `#[serde(deserialize_with = "...")]`, also when it is written with a
+/// zero fraction (`5.0`): JSON Schema's `integer`, which the OpenAPI documents promise, includes
+/// those.
+pub fn integer<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::Deserialize as _;
+    use serde::de::Error as _;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let whole = match (number.as_i64(), number.as_f64()) {
+        (Some(whole), _) => Some(whole),
+        // Within ±2^53 every whole float is exact.
+        (None, Some(float)) if float.fract() == 0.0 && float.abs() <= 9_007_199_254_740_992.0 =>
+        {
+            #[allow(clippy::cast_possible_truncation)]
+            Some(float as i64)
+        }
+        _ => None,
+    };
+    whole
+        .and_then(|whole| T::try_from(whole).ok())
+        .ok_or_else(|| D::Error::custom(format!("expected an integer in range, got {number}")))
+}
+
+/// 405 in the shared shape, with the `Allow` header RFC 9110 requires (e.g. `GET, POST`).
+pub fn method_not_allowed(allow: &str) -> HttpResponse {
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route only answers {allow}"),
+    )
+    .error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
+}
+
+/// The shared error answer; its schema is the `Error` of every service's OpenAPI document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ErrorDetail<'a> {
+    /// Machine-readable, e.g. `not_found`, `validation_failed`, `unauthorized`.
+    #[schema(example = "not_found")]
     code: &'a str,
     message: &'a str,
+    /// On 422 `validation_failed`: what is wrong with each field.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(required = false)]
     fields: &'a BTreeMap<String, String>,
 }
 

@@ -11,5 +11,6 @@ pub mod db;
 pub mod fanout;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,17 +1,22 @@
 //! The auth API: `/auth/register`, `/auth/login`, `/auth/refresh`, `/auth/logout`, `/auth/me`
-//! and the JWKS at `/.well-known/jwks.json`. The gateway publishes them as `/api/auth/*`.
+//! and the JWKS at `/.well-known/jwks.json`, each declared once on its handler. The gateway
+//! publishes them as `/api/auth/*` (and the JWKS where it is).
+// utoipa's `#[utoipa::path]` re-emits the types it is given with their full paths.
+#![allow(unused_qualifications)]
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, get, post, web};
 use auth_kit::{AuthenticatedUser, JwtVerifier};
 use events::TraceParent;
 use platform::http::ApiError;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::accounts::{self, RegisterFailure};
 use crate::config::LoginLimitSettings;
@@ -34,36 +39,32 @@ pub fn routes(
     verifier: web::Data<JwtVerifier>,
 ) -> impl Fn(&mut web::ServiceConfig) + Send + Sync + Clone + 'static {
     move |config| {
-        config
-            .app_data(state.clone())
-            .app_data(verifier.clone())
-            .service(only("/auth/register", "POST", web::post().to(register)))
-            .service(only("/auth/login", "POST", web::post().to(login)))
-            .service(only("/auth/refresh", "POST", web::post().to(refresh)))
-            .service(only("/auth/logout", "POST", web::post().to(logout)))
-            .service(only("/auth/me", "GET", web::get().to(me)))
-            .service(only("/.well-known/jwks.json", "GET", web::get().to(jwks)));
+        config.app_data(state.clone()).app_data(verifier.clone());
+        platform::openapi::register(config, handlers);
     }
 }
 
-/// A resource answering one method, and 405 (with `Allow`) in the shared shape to the others.
-fn only(path: &str, allowed: &'static str, route: actix_web::Route) -> actix_web::Resource {
-    web::resource(path)
-        .route(route)
-        .default_service(web::to(move || async move { method_not_allowed(allowed) }))
+/// Every route, each declared once on its handler; served by [`routes`], described by [`openapi`].
+fn handlers(config: &mut ServiceConfig<'_>) {
+    config
+        .service(register)
+        .service(login)
+        .service(refresh)
+        .service(logout)
+        .service(me)
+        .service(jwks);
 }
 
-fn method_not_allowed(allowed: &'static str) -> HttpResponse {
-    let mut response = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("this route only answers {allowed}"),
-    )
-    .error_response();
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allowed));
-    response
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "auth service", description = "Accounts and tokens."),
+    tags((name = "auth", description = "Accounts and tokens"))
+)]
+struct Api;
+
+/// The auth service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    platform::openapi::document(Api::openapi(), handlers)
 }
 
 /// Turns a handler's error enum into the shared error answer.
@@ -95,17 +96,41 @@ fn trace_of(request: &HttpRequest) -> Option<TraceParent> {
         .ok()
 }
 
-#[derive(Debug, Deserialize)]
+/// The schema states what [`domain::validate_registration`] accepts.
+#[derive(Debug, Deserialize, ToSchema)]
 struct RegisterRequest {
+    /// Unique regardless of case.
     #[serde(default)]
+    #[schema(
+        required = true,
+        example = "ada@example.com",
+        max_length = 254,
+        pattern = r"^[A-Za-z0-9._%+-]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$"
+    )]
     email: String,
+    /// 8 to 128 characters, not only spaces, not the e-mail address.
     #[serde(default)]
+    #[schema(
+        required = true,
+        example = "correct horse battery",
+        min_length = 8,
+        max_length = 128,
+        pattern = r"\S"
+    )]
     password: String,
+    /// The display name; no control characters.
     #[serde(default)]
+    #[schema(
+        required = true,
+        example = "Ada Lovelace",
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Account)]
 struct AccountView {
     id: uuid::Uuid,
     email: String,
@@ -136,6 +161,16 @@ impl From<&RegisterError> for ApiError {
 
 api_error_response!(RegisterError);
 
+#[utoipa::path(
+    tag = "auth",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created", body = AccountView),
+        (status = 409, description = "The e-mail address is taken", body = platform::http::ErrorBody),
+        (status = 422, description = "Invalid fields", body = platform::http::ErrorBody),
+    ),
+)]
+#[post("/auth/register")]
 async fn register(
     pool: web::Data<PgPool>,
     state: web::Data<AuthState>,
@@ -163,11 +198,20 @@ async fn register(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+/// The schema states what [`domain::validate_login`] accepts.
+#[derive(Debug, Deserialize, ToSchema)]
 struct LoginRequest {
     #[serde(default)]
+    #[schema(
+        required = true,
+        example = "ada@example.com",
+        min_length = 1,
+        max_length = 254,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*\S[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     email: String,
     #[serde(default)]
+    #[schema(required = true, example = "correct horse battery", min_length = 1)]
     password: String,
 }
 
@@ -261,6 +305,18 @@ async fn count_attempt(
     }
 }
 
+#[utoipa::path(
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = crate::sessions::TokenPair),
+        (status = 401, description = "Wrong e-mail address or password (the same answer for both)", body = platform::http::ErrorBody),
+        (status = 422, description = "Missing fields", body = platform::http::ErrorBody),
+        (status = 429, description = "Too many attempts for this account or address",
+            body = platform::http::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ),
+)]
+#[post("/auth/login")]
 async fn login(
     pool: web::Data<PgPool>,
     state: web::Data<AuthState>,
@@ -310,9 +366,11 @@ async fn login(
         .json(pair))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct RefreshRequest {
+    /// Single use: a new pair comes back.
     #[serde(default)]
+    #[schema(required = true, min_length = 1, pattern = r"\S")]
     refresh_token: String,
 }
 
@@ -342,6 +400,16 @@ impl From<&RefreshError> for ApiError {
 
 api_error_response!(RefreshError);
 
+#[utoipa::path(
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new pair; the presented refresh token is spent", body = crate::sessions::TokenPair),
+        (status = 401, description = "Unknown, expired, revoked or already used refresh token", body = platform::http::ErrorBody),
+        (status = 422, description = "Missing refresh_token", body = platform::http::ErrorBody),
+    ),
+)]
+#[post("/auth/refresh")]
 async fn refresh(
     pool: web::Data<PgPool>,
     state: web::Data<AuthState>,
@@ -366,8 +434,10 @@ async fn refresh(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 struct LogoutRequest {
+    /// The session to end; without it, every session of the user ends.
+    #[schema(required = false)]
     refresh_token: Option<String>,
 }
 
@@ -394,6 +464,16 @@ api_error_response!(LogoutError);
 
 /// Ends the session of the given refresh token, or every session of the user when the body is
 /// empty. Access tokens already issued stay valid until they expire (minutes).
+#[utoipa::path(
+    tag = "auth",
+    security(("bearer" = [])),
+    request_body(content = Option<LogoutRequest>, description = "Optional", content_type = "application/json"),
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 422, description = "Not a logout request", body = platform::http::ErrorBody),
+    ),
+)]
+#[post("/auth/logout")]
 async fn logout(
     user: AuthenticatedUser,
     pool: web::Data<PgPool>,
@@ -422,11 +502,13 @@ async fn logout(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Me)]
 struct MeView {
     id: uuid::Uuid,
     email: String,
     name: String,
+    #[schema(example = json!(["customer"]))]
     roles: Vec<String>,
 }
 
@@ -449,6 +531,12 @@ impl From<&MeError> for ApiError {
 
 api_error_response!(MeError);
 
+#[utoipa::path(
+    tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The caller's account", body = MeView)),
+)]
+#[get("/auth/me")]
 async fn me(user: AuthenticatedUser, pool: web::Data<PgPool>) -> Result<HttpResponse, MeError> {
     let account = db::find_user(pool.get_ref(), user.user_id)
         .await?
@@ -473,6 +561,35 @@ impl From<&JwksError> for ApiError {
 
 api_error_response!(JwksError);
 
+/// RFC 7517 key set as [`auth_kit::keys::jwks_json`] writes it; every key is an Ed25519 public
+/// key.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct Jwk {
+    #[schema(example = "OKP")]
+    kty: String,
+    #[schema(example = "Ed25519")]
+    crv: String,
+    x: String,
+    kid: String,
+    #[schema(example = "EdDSA")]
+    alg: String,
+    #[schema(example = "sig", rename = "use")]
+    usage: String,
+}
+
+#[utoipa::path(
+    tag = "auth",
+    responses((status = 200, description = "The public keys access tokens are signed with",
+        body = Jwks, content_type = "application/jwk-set+json")),
+)]
+#[get("/.well-known/jwks.json")]
 async fn jwks(pool: web::Data<PgPool>) -> Result<HttpResponse, JwksError> {
     let document = crate::keys::jwks(&pool).await?;
     Ok(HttpResponse::Ok()
@@ -520,13 +637,38 @@ mod tests {
     }
 
     #[test]
-    fn other_methods_get_405_with_allow() {
-        let response = method_not_allowed("POST");
-        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(
-            response.headers().get(header::ALLOW),
-            Some(&HeaderValue::from_static("POST"))
-        );
+    fn openapi_the_committed_document_is_current() {
+        platform::openapi::assert_committed("auth", &openapi());
+    }
+
+    #[test]
+    fn the_documented_jwks_is_what_the_service_writes() {
+        let key = auth_kit::keys::SigningKey::generate().expect("key");
+        let written: serde_json::Value =
+            serde_json::from_str(&auth_kit::keys::jwks_json([key.public_jwk()])).expect("json");
+        let document = serde_json::to_value(openapi()).expect("json");
+        let jwk = &document["components"]["schemas"]["Jwk"];
+        let written_key = written["keys"][0].as_object().expect("a key");
+        for field in jwk["required"].as_array().expect("required") {
+            let field = field.as_str().expect("name");
+            assert!(
+                written_key.contains_key(field),
+                "{field} in {written_key:?}"
+            );
+        }
+        for field in written_key.keys() {
+            assert!(
+                jwk["properties"].get(field).is_some(),
+                "{field} is not documented"
+            );
+        }
+    }
+
+    #[test]
+    fn the_documented_name_limit_is_the_enforced_one() {
+        let document = serde_json::to_value(openapi()).expect("json");
+        let fields = &document["components"]["schemas"]["RegisterRequest"]["properties"];
+        assert_eq!(fields["name"]["maxLength"], domain::MAX_NAME_CHARS);
     }
 
     #[test]

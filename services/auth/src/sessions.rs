@@ -17,10 +17,13 @@ use crate::db::{self, UserRow};
 use crate::domain::{RefreshDecision, RefreshTokenState, decide_refresh};
 
 /// What login and refresh answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
+    /// A JWT (EdDSA) to send as `Authorization: Bearer <token>`.
     pub access_token: String,
+    /// Single use: exchange it at `/api/auth/refresh` for a new pair.
     pub refresh_token: String,
+    #[schema(example = "Bearer")]
     pub token_type: &'static str,
     /// Seconds until the access token expires.
     pub expires_in: u64,

@@ -158,7 +158,8 @@ pub async fn record_notice(
     Ok(true)
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = Notification)]
 pub struct FeedItem {
     pub id: Uuid,
     pub kind: String,

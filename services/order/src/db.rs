@@ -62,7 +62,7 @@ pub async fn apply_snapshot(
     Ok(())
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct CartLine {
     pub sku: String,
     pub name: String,
@@ -361,7 +361,7 @@ pub async fn apply(
     Ok(decision)
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct OrderRow {
     pub id: Uuid,
     #[serde(skip)]
@@ -377,7 +377,7 @@ pub struct OrderRow {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct OrderLineRow {
     #[serde(skip)]
     pub order_id: Uuid,
@@ -430,7 +430,7 @@ pub async fn lines_of(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<OrderLineRow>, 
 
 /// One entry of an order's status history; also the body of its `order_status` notification
 /// (see migration 0004).
-#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct StatusChange {
     /// Sent as the event's id, not in its data.
     #[serde(skip_serializing)]
@@ -482,7 +482,8 @@ pub async fn cancel_overdue(pool: &PgPool, limit: i64) -> Result<usize, OrderDbE
     Ok(due.len())
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = OrderShipment)]
 pub struct ShipmentRow {
     #[serde(skip)]
     pub order_id: Uuid,

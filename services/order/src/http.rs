@@ -1,9 +1,14 @@
+//! The order service's API: the caller's cart, checkout and orders, each route declared once on
+//! its handler.
+// utoipa's `#[utoipa::path]` re-emits the types it is given with their full paths.
+#![allow(unused_qualifications)]
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
 use auth_kit::AuthenticatedUser;
 use chrono::Utc;
 use messaging::trace::RequestTrace;
@@ -12,6 +17,10 @@ use platform::http::ApiError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{Ref, RefOr, Schema};
+use utoipa::{OpenApi, PartialSchema, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use crate::config::CheckoutSettings;
@@ -20,30 +29,56 @@ use crate::db::{
 };
 use crate::domain::{self, CheckoutError, MAX_QUANTITY_PER_LINE, OrderInput, OrderStatus};
 
+/// The order service's routes (health endpoints come from `platform`).
 pub fn routes(config: &mut web::ServiceConfig) {
+    platform::openapi::register(config, handlers);
+}
+
+/// Every route, each declared once on its handler; served by [`routes`], described by [`openapi`].
+fn handlers(config: &mut ServiceConfig<'_>) {
     config
-        .route("/cart", web::get().to(get_cart))
-        .route("/cart/items/{sku}", web::put().to(put_cart_item))
-        .route("/cart/items/{sku}", web::delete().to(delete_cart_item))
-        .route("/orders", web::post().to(checkout))
-        .route("/orders", web::get().to(list_orders))
-        .route("/orders/{id}", web::get().to(get_order))
-        .route("/orders/{id}/cancel", web::post().to(cancel_order))
-        .route("/orders/{id}/events", web::get().to(order_events));
+        .service(get_cart)
+        .service(put_cart_item)
+        .service(delete_cart_item)
+        .service(checkout)
+        .service(list_orders)
+        .service(get_order)
+        .service(cancel_order)
+        .service(order_events);
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "order service", description = "The caller's cart, checkout and orders."),
+    tags(
+        (name = "cart", description = "The caller's server-side cart"),
+        (name = "orders", description = "Checkout and the caller's orders"),
+    )
+)]
+struct Api;
+
+/// The order service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    platform::openapi::document(Api::openapi(), handlers)
 }
 
 fn field_error(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::validation(BTreeMap::from([(field.to_owned(), message.into())]))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Cart)]
 struct CartView {
     items: Vec<CartItemView>,
+    /// What the available lines cost, in minor units.
     total_minor: i64,
+    /// Null while the cart is empty.
+    #[schema(example = "EUR")]
     currency: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CartItem)]
 struct CartItemView {
     #[serde(flatten)]
     line: db::CartLine,
@@ -72,6 +107,12 @@ async fn cart_view(pool: &PgPool, user: Uuid) -> Result<CartView, ApiError> {
     })
 }
 
+#[utoipa::path(
+    tag = "cart",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The caller's cart, at current prices", body = CartView)),
+)]
+#[get("/cart")]
 async fn get_cart(
     user: AuthenticatedUser,
     pool: web::Data<PgPool>,
@@ -79,11 +120,25 @@ async fn get_cart(
     Ok(HttpResponse::Ok().json(cart_view(&pool, user.user_id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct CartQuantity {
+    #[serde(deserialize_with = "platform::http::integer")]
+    #[schema(minimum = 1, maximum = 100, example = 2)]
     quantity: i32,
 }
 
+#[utoipa::path(
+    tag = "cart",
+    security(("bearer" = [])),
+    params(("sku" = String, Path, description = "A SKU of the catalog", pattern = r"^[A-Z0-9-]{1,64}$", example = "TEE-BLK-M")),
+    request_body = CartQuantity,
+    responses(
+        (status = 200, description = "The updated cart", body = CartView),
+        (status = 404, description = "No such SKU for sale", body = platform::http::ErrorBody),
+        (status = 422, description = "Quantity out of range", body = platform::http::ErrorBody),
+    ),
+)]
+#[put("/cart/items/{sku}")]
 async fn put_cart_item(
     user: AuthenticatedUser,
     pool: web::Data<PgPool>,
@@ -99,13 +154,24 @@ async fn put_cart_item(
     db::set_cart_item(&pool, user.user_id, &sku, body.quantity)
         .await
         .map_err(|error| match error {
-            OrderDbError::UnknownSku { .. } => field_error("sku", error.to_string()),
+            // The SKU is the path's resource: one not for sale is not found.
+            OrderDbError::UnknownSku { .. } => ApiError::not_found(error.to_string()),
             OrderDbError::Database(error) => error.into(),
             other => ApiError::internal(other),
         })?;
     Ok(HttpResponse::Ok().json(cart_view(&pool, user.user_id).await?))
 }
 
+#[utoipa::path(
+    tag = "cart",
+    security(("bearer" = [])),
+    params(("sku" = String, Path, description = "A SKU in the cart", pattern = r"^[A-Z0-9-]{1,64}$", example = "TEE-BLK-M")),
+    responses(
+        (status = 200, description = "The updated cart", body = CartView),
+        (status = 404, description = "That SKU is not in the cart", body = platform::http::ErrorBody),
+    ),
+)]
+#[delete("/cart/items/{sku}")]
 async fn delete_cart_item(
     user: AuthenticatedUser,
     pool: web::Data<PgPool>,
@@ -117,18 +183,39 @@ async fn delete_cart_item(
     Ok(HttpResponse::Ok().json(cart_view(&pool, user.user_id).await?))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 struct CheckoutLine {
+    #[schema(pattern = r"^[A-Z0-9-]{1,64}$", example = "TEE-BLK-M")]
     sku: String,
+    #[serde(deserialize_with = "platform::http::integer")]
+    #[schema(minimum = 1, maximum = 100)]
     quantity: i32,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 struct CheckoutRequest {
     /// Omitted: check out the cart.
+    #[schema(required = false, min_items = 1)]
     items: Option<Vec<CheckoutLine>>,
+    /// Test tokens: `tok_visa` succeeds, `tok_chargeDeclined` and
+    /// `tok_chargeDeclinedInsufficientFunds` decline.
+    #[schema(
+        example = "tok_visa",
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     payment_token: String,
+    /// Not blank; no NUL characters.
+    #[schema(max_length = 500, pattern = r"^[^\u0000]*\S[^\u0000]*$")]
     shipping_address: String,
+}
+
+/// A checkout's answer: the order exists; its status moves on by events.
+#[derive(Debug, Serialize, ToSchema)]
+struct OrderAccepted {
+    id: Uuid,
+    #[schema(value_type = String, example = "pending")]
+    status: OrderStatus,
 }
 
 /// Why a checkout was refused.
@@ -182,6 +269,21 @@ const MAX_ADDRESS: usize = 500;
 const MAX_PAYMENT_TOKEN: usize = 255;
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+#[utoipa::path(
+    tag = "orders",
+    security(("bearer" = [])),
+    params((
+        "Idempotency-Key" = Option<String>, Header,
+        description = "A retry with the same key and body returns the same order",
+        nullable = false, min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$",
+    )),
+    request_body = CheckoutRequest,
+    responses(
+        (status = 202, description = "Order accepted; its status moves on by events", body = OrderAccepted),
+        (status = 422, description = "Unknown or repeated SKUs, an empty cart, mixed currencies, or a key reused for another request", body = platform::http::ErrorBody),
+    ),
+)]
+#[post("/orders")]
 async fn checkout(
     user: AuthenticatedUser,
     pool: web::Data<PgPool>,
@@ -207,7 +309,7 @@ async fn checkout(
         None => None,
     };
     let (id, status) = place_order(&pool, &settings, user.user_id, key, &body, trace).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "id": id, "status": status })))
+    Ok(HttpResponse::Accepted().json(OrderAccepted { id, status }))
 }
 
 async fn place_order(
@@ -220,15 +322,19 @@ async fn place_order(
 ) -> Result<(Uuid, OrderStatus), CheckoutFailure> {
     // The token travels on in OrderCreated and into the payment service's records, where a
     // control character could never be stored: refuse it here, before anything is written.
+    // Lengths count characters as sent, as the document's `maxLength` does.
     let token = request.payment_token.trim();
-    if token.is_empty() || token.len() > MAX_PAYMENT_TOKEN || token.chars().any(char::is_control) {
+    if token.is_empty()
+        || request.payment_token.chars().count() > MAX_PAYMENT_TOKEN
+        || request.payment_token.chars().any(char::is_control)
+    {
         return Err(CheckoutFailure::Field {
             field: "payment_token",
             message: format!("must be 1-{MAX_PAYMENT_TOKEN} printable characters"),
         });
     }
     let address = request.shipping_address.trim();
-    if address.is_empty() || address.chars().count() > MAX_ADDRESS {
+    if address.is_empty() || request.shipping_address.chars().count() > MAX_ADDRESS {
         return Err(CheckoutFailure::Field {
             field: "shipping_address",
             message: format!("must be 1-{MAX_ADDRESS} characters"),
@@ -290,7 +396,8 @@ async fn place_order(
     Ok((id, OrderStatus::Pending))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Order)]
 struct OrderView {
     #[serde(flatten)]
     order: OrderRow,
@@ -324,12 +431,26 @@ async fn with_lines(pool: &PgPool, orders: Vec<OrderRow>) -> Result<Vec<OrderVie
         .collect())
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct OrderList {
+    /// The caller's last 100 orders, newest first.
+    items: Vec<OrderView>,
+}
+
+#[utoipa::path(
+    tag = "orders",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The caller's orders, newest first", body = OrderList)),
+)]
+#[get("/orders")]
 async fn list_orders(
     user: AuthenticatedUser,
     pool: web::Data<PgPool>,
 ) -> Result<HttpResponse, ApiError> {
     let orders = db::orders_of_user(&pool, user.user_id, 100).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": with_lines(&pool, orders).await? })))
+    Ok(HttpResponse::Ok().json(OrderList {
+        items: with_lines(&pool, orders).await?,
+    }))
 }
 
 /// Another user's order answers exactly like a missing one.
@@ -337,6 +458,16 @@ fn parse_order_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found("no such order"))
 }
 
+#[utoipa::path(
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The order")),
+    responses(
+        (status = 200, description = "The order", body = OrderView),
+        (status = 404, description = "No such order (or another user's)", body = platform::http::ErrorBody),
+    ),
+)]
+#[get("/orders/{id}")]
 async fn get_order(
     user: AuthenticatedUser,
     pool: web::Data<PgPool>,
@@ -353,6 +484,27 @@ async fn get_order(
         .ok_or_else(|| ApiError::not_found("no such order"))
 }
 
+/// A cancellation's answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct Cancelled {
+    id: Uuid,
+    #[schema(value_type = String, example = "cancelled")]
+    status: OrderStatus,
+    #[schema(example = "customer_request")]
+    reason: Option<String>,
+}
+
+#[utoipa::path(
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The order")),
+    responses(
+        (status = 200, description = "Cancelled; stock is released and any charge refunded", body = Cancelled),
+        (status = 404, description = "No such order (or another user's)", body = platform::http::ErrorBody),
+        (status = 409, description = "The order can no longer be cancelled", body = platform::http::ErrorBody),
+    ),
+)]
+#[post("/orders/{id}/cancel")]
 async fn cancel_order(
     user: AuthenticatedUser,
     pool: web::Data<PgPool>,
@@ -380,17 +532,73 @@ async fn cancel_order(
         return Err(ApiError::conflict(why));
     }
     tx.commit().await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "id": id,
-        "status": decision.state.status(),
-        "reason": decision.state.reason,
-    })))
+    Ok(HttpResponse::Ok().json(Cancelled {
+        id,
+        status: decision.state.status(),
+        reason: decision.state.reason,
+    }))
+}
+
+/// One event of an order's stream as a client reads it (Server-Sent Events): `event: status`,
+/// `id:` the change's number (send it back as `Last-Event-ID` to resume), and `data:` the change
+/// as JSON. Written by [`status_frame`].
+#[derive(Debug)]
+struct StatusEvent;
+
+impl PartialSchema for StatusEvent {
+    fn schema() -> RefOr<Schema> {
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some("One Server-Sent Event: a status change of the order"))
+            .property("event", text().enum_values(Some(["status"])))
+            .property("id", text().pattern(Some("^[0-9]+$")))
+            .property(
+                "data",
+                text()
+                    .content_media_type("application/json")
+                    .content_schema(Some(Ref::from_schema_name(StatusChange::name()))),
+            )
+            .required("event")
+            .required("id")
+            .required("data")
+            .build()
+            .into()
+    }
+}
+
+impl ToSchema for StatusEvent {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((StatusChange::name().into(), StatusChange::schema()));
+        <StatusChange as ToSchema>::schemas(schemas);
+    }
+}
+
+/// The Server-Sent Event of one status change.
+fn status_frame(change: &StatusChange) -> String {
+    let data = serde_json::to_string(change).unwrap_or_default();
+    format!("event: status\nid: {}\ndata: {data}\n\n", change.id)
 }
 
 /// Server-Sent Events of an order's status changes: every change so far (or since the
 /// `Last-Event-ID` a reconnecting client sends), then each new one the moment it commits; the
 /// stream ends after a final status. Changes are pushed by the database's NOTIFY through
 /// [`platform::fanout`], so an open stream costs nothing while its order stands still.
+#[utoipa::path(
+    tag = "orders",
+    security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "The order"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "The last event id seen, to resume after it", pattern = r"^[0-9]{1,18}$"),
+    ),
+    responses(
+        (status = 200, description = "Every status change so far (or since `Last-Event-ID`), then each new one as it happens; ends after a final status. Comment lines keep the connection alive.",
+            content_type = "text/event-stream", body = StatusEvent),
+        (status = 400, description = "Not an event id this stream sent", body = platform::http::ErrorBody),
+        (status = 404, description = "No such order (or another user's)", body = platform::http::ErrorBody),
+    ),
+)]
+#[get("/orders/{id}/events")]
 async fn order_events(
     request: HttpRequest,
     user: AuthenticatedUser,
@@ -472,9 +680,7 @@ impl StatusStream {
                     .status
                     .parse::<OrderStatus>()
                     .is_ok_and(OrderStatus::is_final);
-                let data = serde_json::to_string(&change).unwrap_or_default();
-                let frame = format!("event: status\nid: {}\ndata: {data}\n\n", change.id);
-                return Some((Ok(web::Bytes::from(frame)), self));
+                return Some((Ok(web::Bytes::from(status_frame(&change))), self));
             }
             if self.done && !self.must_read {
                 return None;
@@ -511,5 +717,53 @@ impl StatusStream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_the_committed_document_is_current() {
+        platform::openapi::assert_committed("order", &openapi());
+    }
+
+    #[test]
+    fn the_documented_limits_are_the_enforced_ones() {
+        let document = serde_json::to_value(openapi()).expect("json");
+        let schemas = &document["components"]["schemas"];
+        for (schema, field) in [("CartQuantity", "quantity"), ("CheckoutLine", "quantity")] {
+            let property = &schemas[schema]["properties"][field];
+            assert_eq!(property["minimum"], 1, "{schema}.{field}");
+            assert_eq!(
+                property["maximum"], MAX_QUANTITY_PER_LINE,
+                "{schema}.{field}"
+            );
+        }
+        let request = &schemas["CheckoutRequest"]["properties"];
+        assert_eq!(request["payment_token"]["maxLength"], MAX_PAYMENT_TOKEN);
+        assert_eq!(request["shipping_address"]["maxLength"], MAX_ADDRESS);
+        let key = &document["paths"]["/orders"]["post"]["parameters"][0];
+        assert_eq!(key["name"], "Idempotency-Key");
+        assert_eq!(key["schema"]["maxLength"], MAX_IDEMPOTENCY_KEY);
+    }
+
+    #[test]
+    fn a_status_frame_is_one_event_with_the_documented_fields() {
+        let change = StatusChange {
+            id: 7,
+            status: "paid".into(),
+            reason: None,
+            at: Utc::now(),
+        };
+        let frame = status_frame(&change);
+        let lines: Vec<&str> = frame.trim_end().lines().collect();
+        assert_eq!(lines[0], "event: status");
+        assert_eq!(lines[1], "id: 7");
+        let data: serde_json::Value =
+            serde_json::from_str(lines[2].strip_prefix("data: ").expect("data")).expect("json");
+        assert_eq!(data["status"], "paid");
+        assert!(frame.ends_with("\n\n"));
     }
 }

@@ -12,7 +12,7 @@ use crate::domain::ProductDraft;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ProductRow {
     pub id: Uuid,
     pub slug: String,
@@ -21,12 +21,13 @@ pub struct ProductRow {
     pub archived: bool,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct VariantRow {
     pub sku: String,
     #[serde(skip)]
     pub product_id: Uuid,
     pub name: String,
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     pub attributes: Value,
     pub price_minor: i64,
     pub currency: String,

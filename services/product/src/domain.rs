@@ -47,24 +47,55 @@ pub enum CatalogError {
     Blank { field: &'static str },
 }
 
-/// A product as an administrator describes it, before it has an id.
-#[derive(Debug, Clone, Deserialize)]
+/// A product as an administrator describes it, before it has an id. The schema states what
+/// [`ProductDraft::validate`] and PostgreSQL (no NUL in text) accept.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct ProductDraft {
+    /// Unique; not blank.
+    #[schema(example = "classic-tee", pattern = r"^[^\u0000]*\S[^\u0000]*$")]
     pub slug: String,
+    /// Not blank.
+    #[schema(example = "Classic tee", pattern = r"^[^\u0000]*\S[^\u0000]*$")]
     pub name: String,
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000]*$")]
     pub description: String,
+    #[schema(min_items = 1)]
     pub variants: Vec<VariantDraft>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct VariantDraft {
+    /// Unique across the catalog.
+    #[schema(example = "TEE-BLK-M", pattern = r"^[A-Z0-9-]{1,64}$")]
     pub sku: String,
+    #[schema(example = "Black, M", pattern = r"^[^\u0000]*$")]
     pub name: String,
     #[serde(default)]
+    #[schema(schema_with = attributes_schema)]
     pub attributes: BTreeMap<String, String>,
+    /// Integer minor units (cents).
+    #[serde(deserialize_with = "platform::http::integer")]
+    #[schema(minimum = 0, example = 1999)]
     pub price_minor: i64,
+    #[schema(value_type = String, pattern = "^[A-Z]{3}$", example = "EUR")]
     pub currency: Currency,
+}
+
+/// Text attributes of a variant (size, colour, …); no NUL characters, which PostgreSQL refuses.
+fn attributes_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    let text = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^[^\u0000]*$"))
+    };
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(text()))
+        .additional_properties(Some(AdditionalProperties::RefOr(text().build().into())))
+        .examples([serde_json::json!({"size": "M", "colour": "black"})])
+        .build()
 }
 
 impl ProductDraft {

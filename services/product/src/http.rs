@@ -1,22 +1,51 @@
-use actix_web::{HttpResponse, web};
+//! The catalog's API: browsing for anyone, writing for administrators; each route declared once
+//! on its handler.
+// utoipa's `#[utoipa::path]` re-emits the types it is given with their full paths.
+#![allow(unused_qualifications)]
+
+use actix_web::{HttpResponse, get, post, put, web};
 use auth_kit::AdminUser;
 use platform::http::ApiError;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use crate::db::{self, CatalogWriteError, ProductRow, VariantRow};
 use crate::domain::{CatalogError, ProductDraft};
 
+/// The product service's routes (health endpoints come from `platform`).
 pub fn routes(config: &mut web::ServiceConfig) {
-    config
-        .route("/products", web::get().to(list_products))
-        .route("/products/{id}", web::get().to(get_product))
-        .route("/admin/products", web::post().to(create_product))
-        .route("/admin/products/{id}", web::put().to(update_product));
+    platform::openapi::register(config, handlers);
 }
 
-#[derive(Debug, Serialize)]
+/// Every route, each declared once on its handler; served by [`routes`], described by [`openapi`].
+fn handlers(config: &mut ServiceConfig<'_>) {
+    config
+        .service(list_products)
+        .service(get_product)
+        .service(create_product)
+        .service(update_product);
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "product service", description = "The catalog."),
+    tags(
+        (name = "catalog", description = "Browsing products"),
+        (name = "admin", description = "Needs the admin role"),
+    )
+)]
+struct Api;
+
+/// The product service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    platform::openapi::document(Api::openapi(), handlers)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Product)]
 struct ProductView {
     #[serde(flatten)]
     product: ProductRow,
@@ -26,11 +55,27 @@ struct ProductView {
 const DEFAULT_PAGE: i64 = 20;
 const MAX_PAGE: i64 = 100;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Browse {
+    /// Text to search for in names and descriptions (no NUL characters).
+    #[param(pattern = r"^[^\u0000]*$")]
     q: Option<String>,
+    /// From the previous page's `next_cursor`; empty means the first page.
+    #[param(
+        pattern = r"^((0[1-9a-fA-F]|[1-9a-fA-F][0-9a-fA-F])*00(3[0-9]|[46][1-6]){8}2[dD]((3[0-9]|[46][1-6]){4}2[dD]){3}(3[0-9]|[46][1-6]){12})?$"
+    )]
     cursor: Option<String>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct ProductPage {
+    items: Vec<ProductView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
 }
 
 async fn with_variants(
@@ -55,7 +100,9 @@ async fn with_variants(
 }
 
 /// A page cursor is the (name, id) of the last product shown, hex-encoded so it is opaque and
-/// URL-safe.
+/// URL-safe. Any (name, id) is a place to page from, so any hex pairs that spell a name without
+/// NUL, a NUL, and a hyphenated id are a cursor (the name read leniently as UTF-8): exactly the
+/// `cursor` pattern of the document.
 fn encode_cursor(product: &ProductRow) -> String {
     format!("{}\u{0}{}", product.name, product.id)
         .bytes()
@@ -71,11 +118,26 @@ fn decode_cursor(cursor: &str) -> Option<(String, Uuid)> {
         .step_by(2)
         .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
         .collect();
-    let text = String::from_utf8(bytes?).ok()?;
-    let (name, id) = text.split_once('\u{0}')?;
-    Some((name.to_owned(), Uuid::parse_str(id).ok()?))
+    let bytes = bytes?;
+    let separator = bytes.iter().position(|byte| *byte == 0)?;
+    let id = std::str::from_utf8(&bytes[separator + 1..]).ok()?;
+    // Only the hyphenated form, which the encoder writes and the pattern allows.
+    if id.len() != 36 {
+        return None;
+    }
+    let name = String::from_utf8_lossy(&bytes[..separator]).into_owned();
+    Some((name, Uuid::parse_str(id).ok()?))
 }
 
+#[utoipa::path(
+    tag = "catalog",
+    params(Browse),
+    responses(
+        (status = 200, description = "A page of products, by name", body = ProductPage),
+        (status = 422, description = "Limit out of range or not a cursor", body = platform::http::ErrorBody),
+    ),
+)]
+#[get("/products")]
 async fn list_products(
     pool: web::Data<PgPool>,
     query: web::Query<Browse>,
@@ -115,9 +177,18 @@ async fn list_products(
         None
     };
     let items = with_variants(&pool, products).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next_cursor })))
+    Ok(HttpResponse::Ok().json(ProductPage { items, next_cursor }))
 }
 
+#[utoipa::path(
+    tag = "catalog",
+    params(("id" = Uuid, Path, description = "The product")),
+    responses(
+        (status = 200, description = "The product", body = ProductView),
+        (status = 404, description = "No such product (or archived)", body = platform::http::ErrorBody),
+    ),
+)]
+#[get("/products/{id}")]
 async fn get_product(
     pool: web::Data<PgPool>,
     id: web::Path<String>,
@@ -135,10 +206,11 @@ async fn get_product(
         .ok_or_else(not_found)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct ProductUpdate {
     #[serde(flatten)]
     draft: ProductDraft,
+    /// An archived product is no longer listed or sold.
     #[serde(default)]
     archived: bool,
 }
@@ -190,6 +262,17 @@ async fn save(
         .ok_or_else(|| ApiError::not_found("no such product"))
 }
 
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = ["admin"])),
+    request_body = ProductUpdate,
+    responses(
+        (status = 201, description = "Created; a ProductSnapshot is published", body = ProductView),
+        (status = 409, description = "Slug or SKU taken", body = platform::http::ErrorBody),
+        (status = 422, description = "Invalid product", body = platform::http::ErrorBody),
+    ),
+)]
+#[post("/admin/products")]
 async fn create_product(
     _admin: AdminUser,
     pool: web::Data<PgPool>,
@@ -209,6 +292,19 @@ async fn create_product(
     Ok(HttpResponse::Created().json(view))
 }
 
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = ["admin"])),
+    params(("id" = Uuid, Path, description = "The product")),
+    request_body = ProductUpdate,
+    responses(
+        (status = 200, description = "Updated; a ProductSnapshot is published", body = ProductView),
+        (status = 404, description = "No such product", body = platform::http::ErrorBody),
+        (status = 409, description = "Slug or SKU taken by another product", body = platform::http::ErrorBody),
+        (status = 422, description = "Invalid product", body = platform::http::ErrorBody),
+    ),
+)]
+#[put("/admin/products/{id}")]
 async fn update_product(
     _admin: AdminUser,
     pool: web::Data<PgPool>,
@@ -224,6 +320,10 @@ async fn update_product(
 mod tests {
     use super::*;
 
+    fn hex(text: &str) -> String {
+        text.bytes().map(|byte| format!("{byte:02x}")).collect()
+    }
+
     #[test]
     fn cursors_round_trip_and_garbage_is_rejected() {
         let product = ProductRow {
@@ -238,7 +338,41 @@ mod tests {
             Some((product.name.clone(), product.id))
         );
         assert_eq!(decode_cursor("zz"), None);
+        // Any name is a place to page from, even one that is not UTF-8.
+        let lenient = format!("ff00{}", hex(&product.id.to_string()));
+        assert_eq!(
+            decode_cursor(&lenient),
+            Some(("\u{fffd}".to_owned(), product.id))
+        );
+        assert_eq!(
+            decode_cursor(&format!("6100{}", hex(&product.id.simple().to_string()))),
+            None
+        );
         assert_eq!(decode_cursor("abc"), None);
         assert_eq!(decode_cursor("6162"), None);
+    }
+}
+
+#[cfg(test)]
+mod document_tests {
+    use super::*;
+
+    #[test]
+    fn openapi_the_committed_document_is_current() {
+        platform::openapi::assert_committed("product", &openapi());
+    }
+
+    #[test]
+    fn the_documented_limits_are_the_enforced_ones() {
+        let document = serde_json::to_value(openapi()).expect("json");
+        let parameters = document["paths"]["/products"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters");
+        let limit = parameters
+            .iter()
+            .find(|parameter| parameter["name"] == "limit")
+            .expect("limit");
+        assert_eq!(limit["schema"]["minimum"], 1);
+        assert_eq!(limit["schema"]["maximum"], MAX_PAGE);
     }
 }

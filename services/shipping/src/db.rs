@@ -100,7 +100,8 @@ pub async fn schedule(
     Ok(Some(shipment_id))
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = Shipment)]
 pub struct ShipmentRow {
     pub id: Uuid,
     pub order_id: Uuid,

@@ -1,11 +1,17 @@
+//! Shipments for administrators, each route declared once on its handler.
+// utoipa's `#[utoipa::path]` re-emits the types it is given with their full paths.
+#![allow(unused_qualifications)]
+
 use std::collections::BTreeMap;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, get, post, web};
 use auth_kit::AdminUser;
 use messaging::trace::RequestTrace;
 use platform::http::ApiError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use crate::db::{self, ShippingError};
@@ -13,18 +19,29 @@ use crate::domain::{ShipmentStatus, Step};
 
 /// The shipping service's own routes (health endpoints come from `platform`).
 pub fn routes(config: &mut web::ServiceConfig) {
+    config.app_data(query_config());
+    platform::openapi::register(config, handlers);
+}
+
+/// Every route, each declared once on its handler; served by [`routes`], described by [`openapi`].
+fn handlers(config: &mut ServiceConfig<'_>) {
     config
-        .app_data(query_config())
-        .route("/admin/shipments", web::get().to(list))
-        .route("/admin/shipments/{order_id}", web::get().to(get_one))
-        .route(
-            "/admin/shipments/{order_id}/dispatch",
-            web::post().to(dispatch),
-        )
-        .route(
-            "/admin/shipments/{order_id}/deliver",
-            web::post().to(deliver),
-        );
+        .service(list_shipments)
+        .service(get_shipment)
+        .service(dispatch_shipment)
+        .service(deliver_shipment);
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "shipping service", description = "Shipments."),
+    tags((name = "admin", description = "Needs the admin role"))
+)]
+struct Api;
+
+/// The shipping service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    platform::openapi::document(Api::openapi(), handlers)
 }
 
 /// A malformed query string answers in the shared error shape, not actix's plain text.
@@ -48,13 +65,33 @@ fn parse_order_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text).map_err(|_| no_shipment())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only shipments in this status; empty for all.
+    #[param(pattern = "^(|scheduled|dispatched|delivered)$")]
     status: Option<String>,
+    /// How many, newest first.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
-async fn list(
+#[derive(Debug, Serialize, ToSchema)]
+struct ShipmentList {
+    items: Vec<db::ShipmentRow>,
+}
+
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = ["admin"])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The newest shipments", body = ShipmentList),
+        (status = 422, description = "Unknown status or limit out of range", body = platform::http::ErrorBody),
+    ),
+)]
+#[get("/admin/shipments")]
+async fn list_shipments(
     _admin: AdminUser,
     pool: web::Data<PgPool>,
     query: web::Query<ListQuery>,
@@ -75,10 +112,20 @@ async fn list(
         ));
     }
     let items = db::shipments(&pool, status, limit).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(ShipmentList { items }))
 }
 
-async fn get_one(
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = ["admin"])),
+    params(("order_id" = Uuid, Path, description = "The order the shipment is for")),
+    responses(
+        (status = 200, description = "The order's shipment", body = db::ShipmentRow),
+        (status = 404, description = "No shipment for this order", body = platform::http::ErrorBody),
+    ),
+)]
+#[get("/admin/shipments/{order_id}")]
+async fn get_shipment(
     _admin: AdminUser,
     pool: web::Data<PgPool>,
     order_id: web::Path<String>,
@@ -89,7 +136,18 @@ async fn get_one(
     Ok(HttpResponse::Ok().json(shipment))
 }
 
-async fn dispatch(
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = ["admin"])),
+    params(("order_id" = Uuid, Path, description = "The order the shipment is for")),
+    responses(
+        (status = 200, description = "Dispatched (or already was); ShipmentDispatched is published once", body = db::ShipmentRow),
+        (status = 404, description = "No shipment for this order", body = platform::http::ErrorBody),
+        (status = 409, description = "Already delivered", body = platform::http::ErrorBody),
+    ),
+)]
+#[post("/admin/shipments/{order_id}/dispatch")]
+async fn dispatch_shipment(
     _admin: AdminUser,
     pool: web::Data<PgPool>,
     trace: RequestTrace,
@@ -98,7 +156,18 @@ async fn dispatch(
     take_step(&pool, &order_id, Step::Dispatch, trace).await
 }
 
-async fn deliver(
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = ["admin"])),
+    params(("order_id" = Uuid, Path, description = "The order the shipment is for")),
+    responses(
+        (status = 200, description = "Delivered (or already was); ShipmentDelivered is published once", body = db::ShipmentRow),
+        (status = 404, description = "No shipment for this order", body = platform::http::ErrorBody),
+        (status = 409, description = "Not dispatched yet", body = platform::http::ErrorBody),
+    ),
+)]
+#[post("/admin/shipments/{order_id}/deliver")]
+async fn deliver_shipment(
     _admin: AdminUser,
     pool: web::Data<PgPool>,
     trace: RequestTrace,
@@ -119,5 +188,49 @@ async fn take_step(
         Err(ShippingError::NoShipment) => Err(no_shipment()),
         Err(ShippingError::Refused(why)) => Err(ApiError::conflict(why)),
         Err(other) => Err(ApiError::internal(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_the_committed_document_is_current() {
+        platform::openapi::assert_committed("shipping", &openapi());
+    }
+
+    #[test]
+    fn the_documented_filters_are_the_enforced_ones() {
+        let document = serde_json::to_value(openapi()).expect("json");
+        let parameters = document["paths"]["/admin/shipments"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .clone();
+        let status = parameters
+            .iter()
+            .find(|p| p["name"] == "status")
+            .expect("status");
+        let pattern = status["schema"]["pattern"].as_str().expect("pattern");
+        let listed: Vec<&str> = pattern
+            .trim_start_matches("^(|")
+            .trim_end_matches(")$")
+            .split('|')
+            .collect();
+        for text in &listed {
+            assert!(text.parse::<ShipmentStatus>().is_ok(), "{text}");
+        }
+        for status in [
+            ShipmentStatus::Scheduled,
+            ShipmentStatus::Dispatched,
+            ShipmentStatus::Delivered,
+        ] {
+            assert!(listed.contains(&status.as_str()), "{status:?}");
+        }
+        let limit = parameters
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .expect("limit");
+        assert_eq!(limit["schema"]["maximum"], MAX_LIMIT);
     }
 }
