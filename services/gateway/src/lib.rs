@@ -2,9 +2,10 @@
 //! document and Swagger UI, and forwards `/api/*` to the services over HTTP with timeouts,
 //! after checking the caller's access token.
 
+pub mod api;
 pub mod config;
 pub mod edge;
-pub mod openapi;
+pub mod http;
 pub mod proxy;
 pub mod routes;
 pub mod startup;

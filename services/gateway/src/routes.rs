@@ -1,41 +1,12 @@
 //! The public route table: which service owns a public path, under which path it knows it, and
-//! who may call it. Pure, so every mapping is unit-tested.
+//! who may call it. Every entry comes from the services' own documents ([`crate::api`]); this
+//! module only matches a request against them. Pure, so every mapping is unit-tested.
 
 use actix_web::http::Method;
+pub use platform::openapi::Access;
 
-/// The services the gateway forwards to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Service {
-    Auth,
-    Product,
-    Order,
-    Inventory,
-    Notification,
-    Shipping,
-}
-
-impl Service {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Auth => "auth",
-            Self::Product => "product",
-            Self::Order => "order",
-            Self::Inventory => "inventory",
-            Self::Notification => "notification",
-            Self::Shipping => "shipping",
-        }
-    }
-}
-
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Public,
-    /// Any valid access token.
-    User,
-    /// A valid access token with the `admin` role.
-    Admin,
-}
+pub use crate::api::Service;
+use crate::api::{self, Endpoint};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -49,6 +20,9 @@ pub enum Target {
     /// Inside a protected area, but nothing is there; answered 404 after the access check, so
     /// a customer probing `/api/admin/*` always sees 403.
     Nothing,
+    /// A declared path, but not for this method: 405 with `Allow` (the declared methods), after
+    /// the access check the path's most open operation needs.
+    WrongMethod { allow: &'static str },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,94 +37,66 @@ pub enum RouteError {
     /// Dot segments and the like, which could climb out of a service's public prefix once the
     /// upstream normalises the path.
     BadPath,
-    /// The route exists, for these methods only.
-    MethodNotAllowed(&'static str),
 }
 
-/// Auth routes anyone may call.
-const PUBLIC_AUTH: [&str; 3] = ["register", "login", "refresh"];
+/// Everything under it needs the admin role, declared or not (a test checks the declarations
+/// agree).
+pub const ADMIN_AREA: &str = "/api/admin";
 
 /// Where `path` (as received, percent-encoded) goes.
 pub fn resolve(method: &Method, path: &str) -> Result<Route, RouteError> {
+    resolve_in(api::endpoints(), method, path)
+}
+
+fn resolve_in(
+    endpoints: &'static [Endpoint],
+    method: &Method,
+    path: &str,
+) -> Result<Route, RouteError> {
     if !is_clean(path) {
         return Err(RouteError::BadPath);
     }
-    if path == "/.well-known/jwks.json" {
-        if *method != Method::GET {
-            return Err(RouteError::MethodNotAllowed("GET"));
+    let Some(endpoint) = endpoints
+        .iter()
+        .find(|endpoint| matches(&endpoint.public_path, path))
+    else {
+        if path == ADMIN_AREA || path.starts_with(&format!("{ADMIN_AREA}/")) {
+            return Ok(Route {
+                access: Access::Admin,
+                target: Target::Nothing,
+            });
         }
-        return Ok(upstream(Access::Public, Service::Auth, path));
-    }
-    let rest = path.strip_prefix("/api/").ok_or(RouteError::NotFound)?;
-    let (area, _) = rest.split_once('/').unwrap_or((rest, ""));
-    let read_only = method == Method::GET || method == Method::HEAD;
-    let service_path = &path["/api".len()..];
-    let route = match area {
-        "auth" => {
-            let endpoint = rest.strip_prefix("auth/").ok_or(RouteError::NotFound)?;
-            let access = if PUBLIC_AUTH.contains(&endpoint) {
-                Access::Public
-            } else {
-                Access::User
-            };
-            upstream(access, Service::Auth, service_path)
-        }
-        "products" => upstream(
-            if read_only {
-                Access::Public
-            } else {
-                Access::User
-            },
-            Service::Product,
-            service_path,
-        ),
-        "cart" => upstream(Access::User, Service::Order, service_path),
-        "orders" => Route {
-            access: Access::User,
-            target: Target::Upstream {
-                service: Service::Order,
-                path: service_path.to_owned(),
-                streaming: read_only && is_order_event_stream(rest),
-            },
-        },
-        "notifications" => upstream(Access::User, Service::Notification, service_path),
-        "admin" => {
-            let inner = rest.strip_prefix("admin/").unwrap_or("");
-            let (section, _) = inner.split_once('/').unwrap_or((inner, ""));
-            let service = match section {
-                "products" => Some(Service::Product),
-                "inventory" => Some(Service::Inventory),
-                "shipments" => Some(Service::Shipping),
-                _ => None,
-            };
-            match service {
-                Some(service) => upstream(Access::Admin, service, service_path),
-                None => Route {
-                    access: Access::Admin,
-                    target: Target::Nothing,
-                },
-            }
-        }
-        _ => return Err(RouteError::NotFound),
+        return Err(RouteError::NotFound);
     };
-    Ok(route)
-}
-
-fn upstream(access: Access, service: Service, path: &str) -> Route {
-    Route {
-        access,
+    let Some(operation) = endpoint.operation(method) else {
+        return Ok(Route {
+            access: endpoint.least_access(),
+            target: Target::WrongMethod {
+                allow: &endpoint.allow,
+            },
+        });
+    };
+    // The public path is the service's, moved under a prefix (or not moved at all).
+    let prefix = endpoint.public_path.len() - endpoint.service_path.len();
+    Ok(Route {
+        access: operation.access,
         target: Target::Upstream {
-            service,
-            path: path.to_owned(),
-            streaming: false,
+            service: endpoint.service,
+            path: path[prefix..].to_owned(),
+            streaming: operation.streaming,
         },
-    }
+    })
 }
 
-/// `orders/{id}/events`
-fn is_order_event_stream(rest: &str) -> bool {
-    let segments: Vec<&str> = rest.split('/').collect();
-    matches!(segments.as_slice(), ["orders", id, "events"] if !id.is_empty())
+/// Whether `path` fits `template`: literal segments equal, each `{parameter}` one non-empty
+/// segment.
+fn matches(template: &str, path: &str) -> bool {
+    let mut segments = path.split('/');
+    template.split('/').all(|expected| match segments.next() {
+        Some(segment) if expected.starts_with('{') => !segment.is_empty(),
+        Some(segment) => segment == expected,
+        None => false,
+    }) && segments.next().is_none()
 }
 
 /// Whether a query string may be forwarded: no NUL characters, which no service accepts and
@@ -194,6 +140,87 @@ mod tests {
         }
     }
 
+    /// A request path for a template, each parameter filled in.
+    fn concrete(template: &str) -> String {
+        template
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "X-1"
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    #[test]
+    fn every_declared_operation_resolves_to_its_service() {
+        assert!(!api::endpoints().is_empty());
+        for endpoint in api::endpoints() {
+            for operation in &endpoint.operations {
+                let path = concrete(&endpoint.public_path);
+                assert_eq!(
+                    target(operation.method.clone(), &path),
+                    (
+                        operation.access,
+                        endpoint.service,
+                        concrete(&endpoint.service_path),
+                        operation.streaming
+                    ),
+                    "{} {path}",
+                    operation.method
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn undeclared_methods_of_a_declared_path_are_refused_with_the_declared_ones() {
+        for endpoint in api::endpoints() {
+            let path = concrete(&endpoint.public_path);
+            for method in [Method::TRACE, Method::HEAD, Method::OPTIONS, Method::PATCH] {
+                if endpoint.operation(&method).is_some() {
+                    continue;
+                }
+                assert_eq!(
+                    resolve(&method, &path),
+                    Ok(Route {
+                        access: endpoint.least_access(),
+                        target: Target::WrongMethod {
+                            allow: &endpoint.allow
+                        },
+                    }),
+                    "{method} {path}"
+                );
+            }
+            let declared: Vec<&str> = endpoint.allow.split(", ").collect();
+            let methods: Vec<&str> = endpoint
+                .operations
+                .iter()
+                .map(|operation| operation.method.as_str())
+                .collect();
+            assert_eq!(declared, methods);
+        }
+    }
+
+    #[test]
+    fn the_admin_area_is_exactly_the_admin_operations() {
+        for endpoint in api::endpoints() {
+            let in_area = endpoint.public_path.starts_with(&format!("{ADMIN_AREA}/"));
+            for operation in &endpoint.operations {
+                assert_eq!(
+                    in_area,
+                    operation.access == Access::Admin,
+                    "{} {}",
+                    operation.method,
+                    endpoint.public_path
+                );
+            }
+        }
+    }
+
     #[test]
     fn auth_routes_map_to_the_auth_service_and_only_three_are_public() {
         for endpoint in ["register", "login", "refresh"] {
@@ -209,14 +236,9 @@ mod tests {
         }
         assert_eq!(target(Method::GET, "/api/auth/me").0, Access::User);
         assert_eq!(target(Method::POST, "/api/auth/logout").0, Access::User);
-        assert_eq!(
-            target(Method::POST, "/api/auth/login/extra").0,
-            Access::User
-        );
-        assert_eq!(
-            resolve(&Method::GET, "/api/auth"),
-            Err(RouteError::NotFound)
-        );
+        for nowhere in ["/api/auth", "/api/auth/login/extra"] {
+            assert_eq!(resolve(&Method::POST, nowhere), Err(RouteError::NotFound));
+        }
     }
 
     #[test]
@@ -228,19 +250,27 @@ mod tests {
         );
         assert_eq!(
             resolve(&Method::POST, "/.well-known/jwks.json"),
-            Err(RouteError::MethodNotAllowed("GET"))
+            Ok(Route {
+                access: Access::Public,
+                target: Target::WrongMethod { allow: "GET" }
+            })
         );
     }
 
     #[test]
-    fn browsing_products_is_public_and_writing_is_not() {
+    fn browsing_products_is_public_and_writing_is_not_declared() {
         assert_eq!(
             target(Method::GET, "/api/products"),
             (Access::Public, Service::Product, "/products".into(), false)
         );
         assert_eq!(target(Method::GET, "/api/products/abc").2, "/products/abc");
-        assert_eq!(target(Method::HEAD, "/api/products").0, Access::Public);
-        assert_eq!(target(Method::POST, "/api/products").0, Access::User);
+        assert_eq!(
+            resolve(&Method::POST, "/api/products"),
+            Ok(Route {
+                access: Access::Public,
+                target: Target::WrongMethod { allow: "GET" }
+            })
+        );
         assert_eq!(
             resolve(&Method::GET, "/api/productsx"),
             Err(RouteError::NotFound)
@@ -271,14 +301,25 @@ mod tests {
                 false
             )
         );
+        // Which methods a user's path takes is for users only.
+        assert_eq!(
+            resolve(&Method::TRACE, "/api/cart").map(|route| route.access),
+            Ok(Access::User)
+        );
     }
 
     #[test]
     fn only_the_order_event_stream_streams() {
         assert!(target(Method::GET, "/api/orders/42/events").3);
         assert!(!target(Method::GET, "/api/orders/42").3);
-        assert!(!target(Method::GET, "/api/orders/42/events/x").3);
-        assert!(!target(Method::POST, "/api/orders/42/events").3);
+        assert_eq!(
+            resolve(&Method::GET, "/api/orders/42/events/x"),
+            Err(RouteError::NotFound)
+        );
+        assert!(matches!(
+            resolve(&Method::POST, "/api/orders/42/events").map(|route| route.target),
+            Ok(Target::WrongMethod { .. })
+        ));
     }
 
     #[test]
@@ -305,6 +346,7 @@ mod tests {
             "/api/admin/",
             "/api/admin/users",
             "/api/admin/productsx",
+            "/api/admin/products/1/2/3",
         ] {
             assert_eq!(
                 resolve(&Method::GET, nowhere),
@@ -315,6 +357,11 @@ mod tests {
                 "{nowhere}"
             );
         }
+        // A wrong method on an admin path also needs the role before it is told so.
+        assert_eq!(
+            resolve(&Method::DELETE, "/api/admin/products").map(|route| route.access),
+            Ok(Access::Admin)
+        );
     }
 
     #[test]
@@ -326,6 +373,8 @@ mod tests {
             "/api/payments",
             "/healthz",
             "/apix/products",
+            "/api/products/",
+            "/api/cart/items/",
         ] {
             assert_eq!(
                 resolve(&Method::GET, path),
@@ -358,5 +407,14 @@ mod tests {
         assert!(!is_clean_query("q=%00"));
         // Dots inside a segment are fine.
         assert!(resolve(&Method::GET, "/api/products/a..b").is_ok());
+    }
+
+    #[test]
+    fn templates_match_whole_segments() {
+        assert!(matches("/api/orders/{id}", "/api/orders/42"));
+        assert!(!matches("/api/orders/{id}", "/api/orders/"));
+        assert!(!matches("/api/orders/{id}", "/api/orders/42/cancel"));
+        assert!(!matches("/api/orders/{id}/cancel", "/api/orders/42"));
+        assert!(matches("/.well-known/jwks.json", "/.well-known/jwks.json"));
     }
 }
