@@ -90,6 +90,20 @@ pub struct ReceivedEvent {
 /// A service's reaction to events. It runs inside the transaction that also records the event
 /// in the inbox; everything it writes (including outbox events) commits or rolls back with it.
 pub trait EventHandler: Send + Sync + 'static {
+    /// Runs once per transaction, before [`handle`](Self::handle) sees any of `events` (the new
+    /// ones, in order): the place to lock, in one fixed order, every row the transaction will
+    /// lock. Batches of different partitions (and instances) run side by side; two that lock
+    /// the same rows in different orders deadlock, and PostgreSQL breaks the tie only after
+    /// `deadlock_timeout` (1 s). Nothing by default.
+    fn prepare(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ReceivedEvent],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        let _ = (tx, events);
+        std::future::ready(Ok(()))
+    }
+
     fn handle(
         &self,
         tx: &mut PgConnection,
@@ -208,6 +222,17 @@ pub enum Handled {
     Duplicate,
     Parked,
     DeadLettered,
+}
+
+impl From<HandlerError> for Failure {
+    fn from(error: HandlerError) -> Self {
+        match error {
+            HandlerError::Transient(error) => Self::Transient(format!("{error:#}")),
+            HandlerError::Rejected(error) => {
+                Self::Permanent(format!("handler rejected the event: {error:#}"))
+            }
+        }
+    }
 }
 
 /// Why a message failed, and whether trying again could help.
@@ -482,6 +507,17 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         let mut new = record_in_inbox(&mut tx, &to_record)
             .await
             .map_err(transient)?;
+        let to_handle: Vec<&ReceivedEvent> = to_record
+            .iter()
+            .filter(|received| new.contains(&received.metadata.event_id))
+            .copied()
+            .collect();
+        if !to_handle.is_empty() {
+            self.handler
+                .prepare(&mut tx, &to_handle)
+                .await
+                .map_err(Failure::from)?;
+        }
         let mut outcomes = Vec::with_capacity(batch.len());
         for (record, received) in batch.iter().zip(decoded) {
             // The whole batch is in the inbox already, so it commits whole or not at all: on
@@ -515,14 +551,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 .await
             {
                 Ok(()) => outcomes.push(Handled::Applied),
-                Err(HandlerError::Transient(error)) => {
-                    return Err(Failure::Transient(format!("{error:#}")));
-                }
-                Err(HandlerError::Rejected(error)) => {
-                    return Err(Failure::Permanent(format!(
-                        "handler rejected the event: {error:#}"
-                    )));
-                }
+                Err(error) => return Err(error.into()),
             }
         }
         tx.commit().await.map_err(transient)?;
@@ -643,16 +672,17 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             tracing::debug!("already handled; skipping");
             return Ok(Handled::Duplicate);
         }
+        self.handler
+            .prepare(&mut tx, &[&received])
+            .await
+            .map_err(Failure::from)?;
         match self.handler.handle(&mut tx, &received).await {
             Ok(()) => {
                 tx.commit().await.map_err(transient)?;
                 tracing::debug!("handled");
                 Ok(Handled::Applied)
             }
-            Err(HandlerError::Transient(error)) => Err(Failure::Transient(format!("{error:#}"))),
-            Err(HandlerError::Rejected(error)) => Err(Failure::Permanent(format!(
-                "handler rejected the event: {error:#}"
-            ))),
+            Err(error) => Err(error.into()),
         }
     }
 

@@ -22,6 +22,30 @@ pub struct InventoryHandler {
 }
 
 impl EventHandler for InventoryHandler {
+    /// Locks every stock row the batch will move, in SKU order. Each order's reservation locks
+    /// its SKUs in order, but a batch holds them from one order to the next: without this, two
+    /// batches sharing a popular SKU would deadlock.
+    async fn prepare(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ReceivedEvent],
+    ) -> Result<(), HandlerError> {
+        let mut skus = Vec::new();
+        let mut orders = Vec::new();
+        for received in events {
+            match &received.event {
+                Event::OrderCreated(order) => {
+                    skus.extend(order.lines.iter().map(|line| line.sku.as_str()));
+                }
+                Event::PaymentSucceeded(paid) => orders.push(paid.order_id.as_str()),
+                Event::PaymentFailed(failed) => orders.push(failed.order_id.as_str()),
+                Event::OrderCancelled(cancelled) => orders.push(cancelled.order_id.as_str()),
+                _ => {}
+            }
+        }
+        Ok(db::lock_stock(tx, &skus, &orders).await?)
+    }
+
     async fn handle(
         &self,
         tx: &mut PgConnection,

@@ -80,6 +80,28 @@ pub async fn stock_level(pool: &PgPool, sku: &str) -> Result<Option<StockLevel>,
     .await
 }
 
+/// Locks, in SKU order, the stock rows of `skus` and of the reservations of `orders`.
+pub async fn lock_stock(
+    tx: &mut PgConnection,
+    skus: &[&str],
+    orders: &[&str],
+) -> Result<(), sqlx::Error> {
+    if skus.is_empty() && orders.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT sku FROM stock
+          WHERE sku = ANY($1)
+             OR sku IN (SELECT sku FROM reservation_lines WHERE order_id = ANY($2))
+          ORDER BY sku FOR UPDATE",
+    )
+    .bind(skus)
+    .bind(orders)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// Reserves an order's lines all or nothing and publishes the outcome. The stock rows are
 /// locked in SKU order, so concurrent orders cannot deadlock, and the table's CHECK makes
 /// overselling impossible even if this code were wrong.

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use inventory_service::config::{Config, SERVICE};
 
-/// Bazaar product service: stock per SKU and reservations.
+/// Bazaar inventory service: stock per SKU and reservations.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {

@@ -38,6 +38,24 @@ fn parse_id(what: &str, text: &str) -> Result<Uuid, HandlerError> {
 }
 
 impl EventHandler for NotificationHandler {
+    /// Takes the lock of every order the batch concerns, in id order (see `db::lock_orders`).
+    async fn prepare(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ReceivedEvent],
+    ) -> Result<(), HandlerError> {
+        let orders: Vec<Uuid> = events
+            .iter()
+            .filter_map(|received| match &received.event {
+                Event::OrderCreated(order) => Some(order.order_id.as_str()),
+                event => domain::order_of(event),
+            })
+            // A malformed id is the handler's to reject.
+            .filter_map(|order_id| Uuid::parse_str(order_id).ok())
+            .collect();
+        Ok(db::lock_orders(tx, &orders).await?)
+    }
+
     async fn handle(
         &self,
         tx: &mut PgConnection,

@@ -104,10 +104,24 @@ pub async fn order_facts(
 /// and by instance): without the lock, a notice could miss a customer committed at the same
 /// moment, and the OrderCreated miss the notice to address, leaving it unaddressed for good.
 async fn lock_order(tx: &mut PgConnection, order_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
-        .bind(order_id)
-        .execute(&mut *tx)
-        .await?;
+    lock_orders(tx, &[order_id]).await
+}
+
+/// Takes the locks of [`lock_order`] for several orders, in id order, so that transactions
+/// handling several orders never wait on each other in a circle. A session may take the same
+/// advisory lock again; it is held to the end of the transaction.
+pub async fn lock_orders(tx: &mut PgConnection, order_ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if order_ids.is_empty() {
+        return Ok(());
+    }
+    // The sort happens in the subquery, so the locks are taken in that order.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(id::text, 0))
+           FROM (SELECT DISTINCT id FROM unnest($1::uuid[]) AS id ORDER BY id) AS sorted",
+    )
+    .bind(order_ids)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 

@@ -26,6 +26,26 @@ pub const TOPICS: &[&str] = &[
 pub struct OrderHandler;
 
 impl EventHandler for OrderHandler {
+    /// Locks every order the batch moves, in id order: the inventory, payment and shipment
+    /// topics are handled side by side, and each event locks its order.
+    async fn prepare(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ReceivedEvent],
+    ) -> Result<(), HandlerError> {
+        let ids: Vec<Uuid> = events
+            .iter()
+            .filter_map(|received| {
+                OrderInput::from_event(&received.event)
+                    .map(|(order_id, _)| order_id)
+                    .or_else(|| domain::shipment_order(&received.event).map(str::to_owned))
+            })
+            // A malformed id is the handler's to reject.
+            .filter_map(|order_id| Uuid::parse_str(&order_id).ok())
+            .collect();
+        Ok(db::lock_orders(tx, &ids).await?)
+    }
+
     async fn handle(
         &self,
         tx: &mut PgConnection,

@@ -297,6 +297,19 @@ struct StateRow {
     refunded: bool,
 }
 
+/// Locks the orders among `ids`, in id order, so that transactions locking several orders
+/// never wait on each other in a circle.
+pub async fn lock_orders(tx: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT id FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(ids)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 /// Locks an order and returns its owner and saga state.
 pub async fn lock_order(
     tx: &mut PgConnection,

@@ -25,29 +25,48 @@ pub const TOPICS: &[&str] = &["order-events", "inventory-events"];
 #[derive(Debug)]
 pub struct PaymentHandler;
 
+/// The payment input an event is, and the order it concerns.
+fn input_of(event: &Event) -> Option<(&str, PaymentInput)> {
+    Some(match event {
+        Event::OrderCreated(order) => (
+            &order.order_id,
+            PaymentInput::OrderCreated(Terms {
+                amount_minor: order.total_minor,
+                currency: order.currency.clone(),
+                payment_token: order.payment_token.clone(),
+            }),
+        ),
+        Event::StockReserved(reserved) => (&reserved.order_id, PaymentInput::StockReserved),
+        Event::StockReservationFailed(failed) => (&failed.order_id, PaymentInput::OrderAbandoned),
+        Event::OrderRejected(rejected) => (&rejected.order_id, PaymentInput::OrderAbandoned),
+        Event::OrderCancelled(cancelled) => (&cancelled.order_id, PaymentInput::OrderCancelled),
+        Event::ReservationExpired(expired) => (&expired.order_id, PaymentInput::OrderCancelled),
+        _ => return None,
+    })
+}
+
 impl EventHandler for PaymentHandler {
+    /// Creates and locks every payment the batch moves, in order id order: the order and
+    /// inventory topics are handled side by side, and each event locks its order's payment.
+    async fn prepare(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ReceivedEvent],
+    ) -> Result<(), HandlerError> {
+        let order_ids: Vec<&str> = events
+            .iter()
+            .filter_map(|received| input_of(&received.event).map(|(order_id, _)| order_id))
+            .collect();
+        Ok(db::lock_payments(tx, &order_ids).await?)
+    }
+
     async fn handle(
         &self,
         tx: &mut PgConnection,
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        let (order_id, input) = match &received.event {
-            Event::OrderCreated(order) => (
-                &order.order_id,
-                PaymentInput::OrderCreated(Terms {
-                    amount_minor: order.total_minor,
-                    currency: order.currency.clone(),
-                    payment_token: order.payment_token.clone(),
-                }),
-            ),
-            Event::StockReserved(reserved) => (&reserved.order_id, PaymentInput::StockReserved),
-            Event::StockReservationFailed(failed) => {
-                (&failed.order_id, PaymentInput::OrderAbandoned)
-            }
-            Event::OrderRejected(rejected) => (&rejected.order_id, PaymentInput::OrderAbandoned),
-            Event::OrderCancelled(cancelled) => (&cancelled.order_id, PaymentInput::OrderCancelled),
-            Event::ReservationExpired(expired) => (&expired.order_id, PaymentInput::OrderCancelled),
-            _ => return Ok(()),
+        let Some((order_id, input)) = input_of(&received.event) else {
+            return Ok(());
         };
         db::apply(tx, order_id, input, Cause::Event(&received.metadata))
             .await

@@ -26,6 +26,34 @@ fn status_name<T: serde::Serialize>(status: &T) -> String {
         .unwrap_or_default()
 }
 
+/// Creates the payments of `order_ids` not seen before and locks them all, in order id order,
+/// so that transactions handling several orders never wait on each other in a circle; two
+/// inputs for a new order serialise on its row.
+pub async fn lock_payments(tx: &mut PgConnection, order_ids: &[&str]) -> Result<(), sqlx::Error> {
+    if order_ids.is_empty() {
+        return Ok(());
+    }
+    let mut sorted = order_ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sqlx::query(
+        "INSERT INTO payments (order_id, state, charge_status, refund_status)
+         SELECT order_id, $2, 'waiting', 'none' FROM unnest($1::text[]) AS order_id
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(&sorted)
+    .bind(sqlx::types::Json(PaymentState::default()))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "SELECT order_id FROM payments WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
+    )
+    .bind(&sorted)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// Applies an input to an order's payment under a row lock, stores the new state, records
 /// transactions and publishes the decision's events.
 pub async fn apply(
@@ -34,21 +62,20 @@ pub async fn apply(
     input: PaymentInput,
     cause: Cause<'_>,
 ) -> Result<PaymentState, PaymentDbError> {
-    // Creates the row on first sight, so two inputs for a new order serialise on its lock.
-    sqlx::query(
-        "INSERT INTO payments (order_id, state, charge_status, refund_status)
-         VALUES ($1, $2, 'waiting', 'none') ON CONFLICT (order_id) DO NOTHING",
-    )
-    .bind(order_id)
-    .bind(sqlx::types::Json(PaymentState::default()))
-    .execute(&mut *tx)
-    .await?;
-    let (stored,): (sqlx::types::Json<PaymentState>,) =
-        sqlx::query_as("SELECT state FROM payments WHERE order_id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_one(&mut *tx)
-            .await?;
-    let before = stored.0;
+    let lock = || {
+        sqlx::query_as::<_, (sqlx::types::Json<PaymentState>,)>(
+            "SELECT state FROM payments WHERE order_id = $1 FOR UPDATE",
+        )
+        .bind(order_id)
+    };
+    let stored = match lock().fetch_optional(&mut *tx).await? {
+        Some(stored) => stored,
+        None => {
+            lock_payments(tx, &[order_id]).await?;
+            lock().fetch_one(&mut *tx).await?
+        }
+    };
+    let before = stored.0.0;
     let record = transaction_record(&input);
     let decision = domain::decide(order_id, &before, input);
     let after = decision.state;
