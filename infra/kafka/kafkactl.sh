@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# kafkactl.sh: run a single-node Apache Kafka broker (KRaft, loopback) for development and CI,
-# assembled from jars on Maven Central. See `kafkactl.sh --help`.
+# kafkactl.sh: run Apache Kafka (KRaft, loopback) for development and CI, assembled from jars on
+# Maven Central: one broker by default, or a cluster of three (`--nodes 3`). See
+# `kafkactl.sh --help`.
 set -euo pipefail
 
 KAFKA_VERSION=4.1.1
@@ -16,49 +17,135 @@ INSTALL_MARKER="$KAFKA_HOME/.installed"
 
 RUN_DIR="${BAZAAR_RUN_DIR:-$REPO_ROOT/.run}"
 [[ "$RUN_DIR" == /* ]] || RUN_DIR="$PWD/$RUN_DIR"
-KAFKA_RUN_DIR="$RUN_DIR/kafka"
-DATA_DIR="$KAFKA_RUN_DIR/data"
-CONFIG_FILE="$KAFKA_RUN_DIR/server.properties"
-CLUSTER_ID_FILE="$KAFKA_RUN_DIR/cluster.id"
-LOG_FILE="$RUN_DIR/logs/kafka.log"
-PID_FILE="$RUN_DIR/pids/kafka.pid"
 
 KAFKA_HOST="${BAZAAR_KAFKA_HOST:-127.0.0.1}"
 KAFKA_PORT="${BAZAAR_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${BAZAAR_KAFKA_CONTROLLER_PORT:-9093}"
+# How many nodes (each a broker and a controller): 1 for make run and make test, 3 for the
+# local cluster. `--nodes N` before the command sets it too.
+NODES="${BAZAAR_KAFKA_NODES:-1}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 
-# Broker JVM: 1 GB heap; every test makes its own topics, and metadata for thousands of
-# partitions outgrew 512 MB. Override with KAFKA_HEAP_OPTS / KAFKA_JVM_OPTS.
-KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms1g -Xmx1g}"
+# Broker JVM. One node: 1 GB heap; every test makes its own topics, and metadata for thousands
+# of partitions outgrew 512 MB. A cluster's nodes hold one deployment's topics: 512 MB each.
+# Override with KAFKA_HEAP_OPTS / KAFKA_JVM_OPTS.
+KAFKA_HEAP_OPTS_GIVEN="${KAFKA_HEAP_OPTS:-}"
 KAFKA_JVM_OPTS="${KAFKA_JVM_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true}"
 # CLI tools are short-lived JVMs: a small heap, serial GC and C1 only start noticeably faster.
 KAFKA_TOOL_OPTS="${KAFKA_TOOL_OPTS:--Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true}"
 
-usage() {
-  cat <<EOF
-Usage: $(basename "$0") COMMAND [ARGS...]
+log() { echo "kafkactl: $*" >&2; }
+die() { echo "kafkactl: error: $*" >&2; exit 1; }
 
-Runs a single-node Apache Kafka $KAFKA_VERSION broker (KRaft, broker+controller in one JVM)
-on $KAFKA_HOST:$KAFKA_PORT (controller $KAFKA_HOST:$KAFKA_CONTROLLER_PORT), built from jars on Maven Central.
+now_ms() { date +%s%3N; }
+
+# ---------------------------------------------------------------------------------------------
+# Layout. One node keeps the paths it always had (.run/kafka, logs/kafka.log, pids/kafka.pid);
+# node i of a cluster lives in .run/kafka-cluster/node-i, logs to logs/kafka-i.log and writes
+# pids/kafka-i.pid.
+
+# configure_layout: every path and setting of the mode NODES names.
+configure_layout() {
+  case "$NODES" in
+    1 | 3) ;;
+    *) die "--nodes must be 1 or 3 (got '$NODES')" ;;
+  esac
+  if ((NODES == 1)); then
+    CLUSTER_DIR="$RUN_DIR/kafka"
+    KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS_GIVEN:--Xms1g -Xmx1g}"
+    REPLICATION_FACTOR=1
+    MIN_ISR=1
+    INTERNAL_PARTITIONS=1
+    # Kafka's own defaults: with one node there is nobody to fail over to.
+    BROKER_SESSION_TIMEOUT_MS=9000
+    BROKER_HEARTBEAT_INTERVAL_MS=2000
+    REPLICA_LAG_TIME_MAX_MS=30000
+  else
+    CLUSTER_DIR="$RUN_DIR/kafka-cluster"
+    KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS_GIVEN:--Xms512m -Xmx512m}"
+    REPLICATION_FACTOR=3
+    MIN_ISR=2
+    INTERNAL_PARTITIONS=3
+    BROKER_SESSION_TIMEOUT_MS=4000
+    BROKER_HEARTBEAT_INTERVAL_MS=500
+    REPLICA_LAG_TIME_MAX_MS=10000
+  fi
+  CLUSTER_ID_FILE="$CLUSTER_DIR/cluster.id"
+  LOCK_FILE="$RUN_DIR/pids/kafka.lock"
+  local i voters=""
+  for i in $(seq 1 "$NODES"); do
+    voters+="${voters:+,}$i@$KAFKA_HOST:$(controller_port_of "$i")"
+  done
+  QUORUM_VOTERS="$voters"
+}
+
+broker_port_of() { echo $((KAFKA_PORT + 2 * ($1 - 1))); }
+controller_port_of() { echo $((KAFKA_CONTROLLER_PORT + 2 * ($1 - 1))); }
+
+# node I: set the N_* variables of node I.
+node() {
+  N_ID="$1"
+  N_PORT="$(broker_port_of "$1")"
+  N_CPORT="$(controller_port_of "$1")"
+  if ((NODES == 1)); then
+    N_DIR="$CLUSTER_DIR"
+    N_LOG="$RUN_DIR/logs/kafka.log"
+    N_PID="$RUN_DIR/pids/kafka.pid"
+    N_NAME="Kafka"
+  else
+    N_DIR="$CLUSTER_DIR/node-$1"
+    N_LOG="$RUN_DIR/logs/kafka-$1.log"
+    N_PID="$RUN_DIR/pids/kafka-$1.pid"
+    N_NAME="Kafka node $1"
+  fi
+  N_DATA="$N_DIR/data"
+  N_CONFIG="$N_DIR/server.properties"
+}
+
+# The bootstrap list clients use: every node.
+bootstrap_servers() {
+  local i out=""
+  for i in $(seq 1 "$NODES"); do out+="${out:+,}$KAFKA_HOST:$(broker_port_of "$i")"; done
+  echo "$out"
+}
+
+usage() {
+  configure_layout
+  local cluster_paths=""
+  ((NODES > 1)) && cluster_paths="/node-<i>"
+  local suffix=""
+  ((NODES > 1)) && suffix="-<i>"
+  cat <<USAGE
+Usage: $(basename "$0") [--nodes 1|3] COMMAND [ARGS...]
+
+Runs Apache Kafka $KAFKA_VERSION (KRaft; each node a broker and a controller in one JVM) on
+loopback, built from jars on Maven Central.
+  --nodes 1   (default) one node on $KAFKA_HOST:$KAFKA_PORT (controller :$KAFKA_CONTROLLER_PORT), replication
+              factor 1: what make run and make test use.
+  --nodes 3   a cluster of three nodes: node i on port KAFKA_PORT + 2(i-1) and controller port
+              KAFKA_CONTROLLER_PORT + 2(i-1) (by default 9092/9093, 9094/9095, 9096/9097), a
+              three-voter controller quorum, replication factor 3 and min.insync.replicas 2 by
+              default (internal topics too), a dead broker fenced after 4 s: what
+              'make cluster' uses. Same as BAZAAR_KAFKA_NODES=3.
 
 Commands:
   install            Fetch the Kafka jars from Maven Central into the per-machine cache
                      (skipped when already complete). Needs java and mvn.
-  start              Install if needed, render the config, format storage on first use,
-                     start the broker in the background and wait until it accepts
-                     connections and has logged "Kafka Server started". Reuses a broker
-                     that is already running.
-  stop               Stop the broker (SIGTERM, SIGKILL after ${STOP_TIMEOUT}s). Idempotent.
+  start [NODE...]    Install if needed, render the config, format storage on first use, start
+                     the node(s) in the background and wait until each accepts connections and
+                     has logged "Kafka Server started". Reuses nodes already running. Without
+                     NODE, every node.
+  stop [NODE...]     Stop the node(s) (SIGTERM, SIGKILL after ${STOP_TIMEOUT}s). Idempotent.
   restart            stop, then start.
-  status             Print whether the broker is running; exit 0 if it is, 3 if not.
-  reset              Stop the broker and delete its data (topics, offsets, metadata).
-  log [N]            Print the last N (default 40) lines of the broker log.
+  status             Print whether each node runs; exit 0 if all do, 3 if not.
+  reset              Stop every node and delete its data (topics, offsets, metadata).
+  log [N] [NODE]     Print the last N (default 40) lines of each node's log (or NODE's).
+  bootstrap          Print the bootstrap servers for clients (every node).
   java-tool CLASS [ARGS...]
                      Run a Kafka Java tool class with the cached classpath, e.g.
                        $(basename "$0") java-tool org.apache.kafka.tools.TopicCommand \\
-                         --bootstrap-server $KAFKA_HOST:$KAFKA_PORT --list
+                         --bootstrap-server $(bootstrap_servers) --describe
   -h, --help         Show this help.
 
 Useful tool classes:
@@ -66,33 +153,30 @@ Useful tool classes:
   org.apache.kafka.tools.ConsoleProducer
   org.apache.kafka.tools.consumer.ConsoleConsumer
   org.apache.kafka.tools.consumer.group.ConsumerGroupCommand
+  org.apache.kafka.tools.MetadataQuorumCommand   (--bootstrap-server ... describe --status)
   org.apache.kafka.tools.ProducerPerformance
   org.apache.kafka.tools.EndToEndLatency  (BROKER TOPIC NUM_MESSAGES ACKS MESSAGE_SIZE)
   kafka.tools.StorageTool
 
-Paths:
+Paths (with --nodes $NODES):
   jar cache  $LIB_DIR
-  config     $CONFIG_FILE
-  data       $DATA_DIR
-  log        $LOG_FILE
-  pid file   $PID_FILE
+  node dir   $CLUSTER_DIR$cluster_paths  (server.properties, data/)
+  log        $RUN_DIR/logs/kafka$suffix.log
+  pid file   $RUN_DIR/pids/kafka$suffix.pid
 
 Environment:
   BAZAAR_CACHE_DIR      jar cache root (default \$HOME/.cache/bazaar)
   BAZAAR_RUN_DIR        run dir (default <repo>/.run)
   BAZAAR_KAFKA_HOST, BAZAAR_KAFKA_PORT, BAZAAR_KAFKA_CONTROLLER_PORT
-                        listener address (default 127.0.0.1, 9092, 9093)
-  KAFKA_START_TIMEOUT   seconds to wait for the broker to become ready (default 60)
+                        listener address of (the first) node (default 127.0.0.1, 9092, 9093)
+  BAZAAR_KAFKA_NODES    1 or 3, as --nodes (default 1)
+  KAFKA_START_TIMEOUT   seconds to wait for the node(s) to become ready (default 60)
   KAFKA_STOP_TIMEOUT    seconds to wait for a clean shutdown before SIGKILL (default 30)
-  KAFKA_HEAP_OPTS, KAFKA_JVM_OPTS   broker JVM options
+  KAFKA_HEAP_OPTS, KAFKA_JVM_OPTS   broker JVM options (heap: 1 GB for one node, 512 MB for
+                        each node of a cluster)
   KAFKA_TOOL_OPTS       JVM options for java-tool
-EOF
+USAGE
 }
-
-log() { echo "kafkactl: $*" >&2; }
-die() { echo "kafkactl: error: $*" >&2; exit 1; }
-
-now_ms() { date +%s%3N; }
 
 # ---------------------------------------------------------------------------------------------
 # Prerequisites
@@ -190,9 +274,9 @@ ensure_installed() {
 # Process helpers
 
 read_pid() {
-  [[ -f "$PID_FILE" ]] || return 1
+  [[ -f "$1" ]] || return 1
   local pid
-  pid="$(tr -dc '0-9' <"$PID_FILE")"
+  pid="$(tr -dc '0-9' <"$1")"
   [[ -n "$pid" ]] || return 1
   echo "$pid"
 }
@@ -216,9 +300,10 @@ is_broker_pid() {
   return 0
 }
 
+# running_pid: the pid of the current node (see `node`) while it runs.
 running_pid() {
   local pid
-  pid="$(read_pid)" || return 1
+  pid="$(read_pid "$N_PID")" || return 1
   is_broker_pid "$pid" || return 1
   echo "$pid"
 }
@@ -228,27 +313,36 @@ port_open() {
 }
 
 broker_started_logged() {
-  [[ -f "$LOG_FILE" ]] && grep -q 'Kafka Server started' "$LOG_FILE"
+  [[ -f "$N_LOG" ]] && grep -q 'Kafka Server started' "$N_LOG"
 }
 
 # ---------------------------------------------------------------------------------------------
 # start
 
 render_config() {
-  mkdir -p "$KAFKA_RUN_DIR" "$DATA_DIR"
+  mkdir -p "$N_DIR" "$N_DATA"
   local line out=""
   while IFS= read -r line || [[ -n "$line" ]]; do
+    line="${line//@NODE_ID@/$N_ID}"
     line="${line//@HOST@/$KAFKA_HOST}"
-    line="${line//@BROKER_PORT@/$KAFKA_PORT}"
-    line="${line//@CONTROLLER_PORT@/$KAFKA_CONTROLLER_PORT}"
-    line="${line//@DATA_DIR@/$DATA_DIR}"
+    line="${line//@BROKER_PORT@/$N_PORT}"
+    line="${line//@CONTROLLER_PORT@/$N_CPORT}"
+    line="${line//@QUORUM_VOTERS@/$QUORUM_VOTERS}"
+    line="${line//@DATA_DIR@/$N_DATA}"
+    line="${line//@REPLICATION_FACTOR@/$REPLICATION_FACTOR}"
+    line="${line//@MIN_ISR@/$MIN_ISR}"
+    line="${line//@INTERNAL_PARTITIONS@/$INTERNAL_PARTITIONS}"
+    line="${line//@BROKER_SESSION_TIMEOUT_MS@/$BROKER_SESSION_TIMEOUT_MS}"
+    line="${line//@BROKER_HEARTBEAT_INTERVAL_MS@/$BROKER_HEARTBEAT_INTERVAL_MS}"
+    line="${line//@REPLICA_LAG_TIME_MAX_MS@/$REPLICA_LAG_TIME_MAX_MS}"
     out+="$line"$'\n'
   done <"$SCRIPT_DIR/server.properties.template"
-  if grep -q '@[A-Z_]*@' <<<"$out"; then
-    die "unreplaced placeholder in server.properties.template: $(grep -o '@[A-Z_]*@' <<<"$out" | head -n1)"
-  fi
-  printf '%s' "$out" >"$CONFIG_FILE.tmp"
-  mv "$CONFIG_FILE.tmp" "$CONFIG_FILE"
+  # The comments name the placeholders; no setting may keep one.
+  local left
+  left="$(grep -v '^#' <<<"$out" | grep -o '@[A-Z_]*@' | head -n1 || true)"
+  [[ -z "$left" ]] || die "unreplaced placeholder in server.properties.template: $left"
+  printf '%s' "$out" >"$N_CONFIG.tmp"
+  mv "$N_CONFIG.tmp" "$N_CONFIG"
 }
 
 # A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 chars), the same
@@ -261,85 +355,115 @@ new_cluster_id() {
   done
 }
 
+# The cluster id every node of this run dir is formatted with (a node formatted earlier keeps
+# its own).
+ensure_cluster_id() {
+  mkdir -p "$CLUSTER_DIR"
+  [[ -s "$CLUSTER_ID_FILE" ]] && return 0
+  local i cid=""
+  for i in $(seq 1 "$NODES"); do
+    node "$i"
+    if [[ -f "$N_DATA/meta.properties" ]]; then
+      cid="$(sed -n 's/^cluster\.id=//p' "$N_DATA/meta.properties")"
+      [[ -n "$cid" ]] && break
+    fi
+  done
+  [[ -n "$cid" ]] || cid="$(new_cluster_id)"
+  echo "$cid" >"$CLUSTER_ID_FILE"
+}
+
+# format_storage_if_needed: formats the current node's storage on first use.
 format_storage_if_needed() {
-  if [[ -f "$DATA_DIR/meta.properties" ]]; then
-    # Already formatted: keep cluster.id in step with what the storage says.
-    local cid
-    cid="$(sed -n 's/^cluster\.id=//p' "$DATA_DIR/meta.properties")"
-    [[ -n "$cid" ]] && echo "$cid" >"$CLUSTER_ID_FILE"
-    return 0
-  fi
-  [[ -s "$CLUSTER_ID_FILE" ]] || new_cluster_id >"$CLUSTER_ID_FILE"
   local cid
   cid="$(cat "$CLUSTER_ID_FILE")"
-  log "formatting storage in $DATA_DIR (cluster id $cid)..."
+  if [[ -f "$N_DATA/meta.properties" ]]; then
+    local formatted
+    formatted="$(sed -n 's/^cluster\.id=//p' "$N_DATA/meta.properties")"
+    if [[ -n "$formatted" && "$formatted" != "$cid" ]]; then
+      if ((NODES == 1)); then
+        # Already formatted: keep cluster.id in step with what the storage says.
+        echo "$formatted" >"$CLUSTER_ID_FILE"
+        return 0
+      fi
+      die "$N_DATA belongs to cluster $formatted, not $cid ($CLUSTER_ID_FILE); 'kafkactl.sh --nodes $NODES reset' starts afresh"
+    fi
+    return 0
+  fi
+  log "formatting storage in $N_DATA (cluster id $cid)..."
   if ! java $KAFKA_TOOL_OPTS -Dlog4j2.configurationFile="$SCRIPT_DIR/tools-log4j2.properties" \
       -cp "$LIB_DIR/*" kafka.tools.StorageTool format \
-      -t "$cid" -c "$CONFIG_FILE" --ignore-formatted >>"$LOG_FILE" 2>&1; then
-    tail -n 40 "$LOG_FILE" >&2
-    die "formatting storage failed (log: $LOG_FILE)"
+      -t "$cid" -c "$N_CONFIG" --ignore-formatted >>"$N_LOG" 2>&1; then
+    tail -n 40 "$N_LOG" >&2
+    die "formatting storage failed (log: $N_LOG)"
   fi
 }
 
-# Wait until the broker accepts connections and has logged that it started.
+# wait_ready NODE PID T0: wait until the node accepts connections and has logged that it started.
 wait_ready() {
-  local pid="$1" t0="$2"
+  node "$1"
+  local pid="$2" t0="$3"
   local deadline=$((t0 + START_TIMEOUT * 1000))
   while :; do
     if ! pid_alive "$pid"; then
-      log "the broker (pid $pid) exited during start-up; last 40 lines of $LOG_FILE:"
-      tail -n 40 "$LOG_FILE" >&2 || true
-      rm -f "$PID_FILE"
+      log "$N_NAME (pid $pid) exited during start-up; last 40 lines of $N_LOG:"
+      tail -n 40 "$N_LOG" >&2 || true
+      rm -f "$N_PID"
       exit 1
     fi
-    if broker_started_logged && port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
-      log "Kafka is ready on $KAFKA_HOST:$KAFKA_PORT (pid $pid, $(( ($(now_ms) - t0) ))ms)"
+    if broker_started_logged && port_open "$KAFKA_HOST" "$N_PORT"; then
+      log "$N_NAME is ready on $KAFKA_HOST:$N_PORT (pid $pid, $(( ($(now_ms) - t0) ))ms)"
       return 0
     fi
     if (($(now_ms) >= deadline)); then
-      log "timed out after ${START_TIMEOUT}s waiting for Kafka on $KAFKA_HOST:$KAFKA_PORT; last 40 lines of $LOG_FILE:"
-      tail -n 40 "$LOG_FILE" >&2 || true
-      log "the broker (pid $pid) is still running; '$(basename "$0") stop' stops it"
+      log "timed out after ${START_TIMEOUT}s waiting for $N_NAME on $KAFKA_HOST:$N_PORT; last 40 lines of $N_LOG:"
+      tail -n 40 "$N_LOG" >&2 || true
+      if ((NODES > 1)); then
+        log "a node serves only once a majority of the controller quorum ($QUORUM_VOTERS) runs"
+      fi
+      log "$N_NAME (pid $pid) is still running; '$(basename "$0") --nodes $NODES stop' stops it"
       exit 1
     fi
     sleep 0.2
   done
 }
 
-# Serialise start/stop/reset in this run dir (fd 9; the broker itself does not inherit it).
+# Serialise start/stop/reset in this run dir (fd 9; the brokers themselves do not inherit it).
 lock_run_dir() {
-  mkdir -p "$(dirname "$PID_FILE")"
-  exec 9>"$(dirname "$PID_FILE")/kafka.lock"
+  mkdir -p "$(dirname "$LOCK_FILE")"
+  exec 9>"$LOCK_FILE"
   flock 9
 }
 
-cmd_start() {
-  local t0 pid
-  t0="$(now_ms)"
-  lock_run_dir
+# launch NODE: starts the node's JVM in the background; its readiness is awaited separately.
+# Sets LAUNCHED to its pid, or to nothing when something else already serves its port.
+launch() {
+  node "$1"
+  local pid
+  LAUNCHED=""
   if pid="$(running_pid)"; then
-    log "Kafka is already running (pid $pid); reusing it"
-    wait_ready "$pid" "$t0"
+    log "$N_NAME is already running (pid $pid); reusing it"
+    LAUNCHED="$pid"
     return 0
   fi
-  rm -f "$PID_FILE"
-  if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
-    log "something is already listening on $KAFKA_HOST:$KAFKA_PORT (not started by kafkactl); reusing it"
-    return 0
+  rm -f "$N_PID"
+  if port_open "$KAFKA_HOST" "$N_PORT"; then
+    if ((NODES == 1)); then
+      log "something is already listening on $KAFKA_HOST:$N_PORT (not started by kafkactl); reusing it"
+      return 0
+    fi
+    die "port $KAFKA_HOST:$N_PORT ($N_NAME) is taken by another process (a single broker? choose other ports with BAZAAR_KAFKA_PORT and BAZAAR_KAFKA_CONTROLLER_PORT)"
   fi
-  if port_open "$KAFKA_HOST" "$KAFKA_CONTROLLER_PORT"; then
-    die "port $KAFKA_HOST:$KAFKA_CONTROLLER_PORT (controller) is taken by another process"
+  if port_open "$KAFKA_HOST" "$N_CPORT"; then
+    die "port $KAFKA_HOST:$N_CPORT ($N_NAME's controller) is taken by another process"
   fi
-
-  ensure_installed
-  mkdir -p "$(dirname "$LOG_FILE")" "$(dirname "$PID_FILE")"
+  mkdir -p "$(dirname "$N_LOG")" "$(dirname "$N_PID")"
   # Keep the previous run's log next to the new one.
-  [[ -f "$LOG_FILE" ]] && mv -f "$LOG_FILE" "$LOG_FILE.1"
-  : >"$LOG_FILE"
+  [[ -f "$N_LOG" ]] && mv -f "$N_LOG" "$N_LOG.1"
+  : >"$N_LOG"
   render_config
   format_storage_if_needed
 
-  log "starting Kafka $KAFKA_VERSION on $KAFKA_HOST:$KAFKA_PORT (log: $LOG_FILE)..."
+  log "starting $N_NAME ($KAFKA_VERSION) on $KAFKA_HOST:$N_PORT (log: $N_LOG)..."
   # setsid: the broker gets its own session, so Ctrl-C in the calling terminal does not reach it.
   # The inner shell closes every inherited descriptor above stderr (so the broker holds no pipe
   # or lock of its caller open), writes its own pid (java keeps it through exec), then execs java.
@@ -348,86 +472,147 @@ cmd_start() {
     for fd in /proc/$$/fd/*; do
       fd="${fd##*/}"; if ((fd > 2)); then eval "exec $fd>&-"; fi
     done 2>/dev/null
-    echo $$ >"$0"; exec "$@"' "$PID_FILE" \
+    echo $$ >"$0"; exec "$@"' "$N_PID" \
     java $KAFKA_HEAP_OPTS $KAFKA_JVM_OPTS \
     -Dlog4j2.configurationFile="$SCRIPT_DIR/log4j2.properties" \
-    -Dkafka.logs.dir="$(dirname "$LOG_FILE")" \
-    -cp "$LIB_DIR/*" kafka.Kafka "$CONFIG_FILE" \
-    >>"$LOG_FILE" 2>&1 </dev/null &
+    -Dkafka.logs.dir="$(dirname "$N_LOG")" \
+    -cp "$LIB_DIR/*" kafka.Kafka "$N_CONFIG" \
+    >>"$N_LOG" 2>&1 </dev/null &
   # Wait (briefly) for the pid file written by the child.
   local i
   for i in $(seq 1 50); do
-    pid="$(read_pid)" && break
+    pid="$(read_pid "$N_PID")" && break
     sleep 0.1
   done
-  [[ -n "${pid:-}" ]] || die "the broker did not write its pid file $PID_FILE"
-  wait_ready "$pid" "$t0"
+  [[ -n "${pid:-}" ]] || die "$N_NAME did not write its pid file $N_PID"
+  LAUNCHED="$pid"
+}
+
+# The nodes a command names, one a line (every node when none is named).
+nodes_of() {
+  if (($# == 0)); then
+    seq 1 "$NODES"
+    return
+  fi
+  local n
+  for n in "$@"; do
+    [[ "$n" =~ ^[0-9]+$ ]] && ((n >= 1 && n <= NODES)) || die "no node '$n' (nodes are 1 to $NODES)"
+    echo "$n"
+  done
+}
+
+cmd_start() {
+  local t0 n i
+  local -a nodes pids=()
+  t0="$(now_ms)"
+  mapfile -t nodes < <(nodes_of "$@")
+  lock_run_dir
+  ensure_installed
+  ensure_cluster_id
+  # Every node first, then the waits: a node of a cluster serves only once a majority of the
+  # controller quorum runs.
+  for n in "${nodes[@]}"; do
+    launch "$n"
+    pids+=("$LAUNCHED")
+  done
+  for i in "${!nodes[@]}"; do
+    [[ -n "${pids[$i]}" ]] || continue
+    wait_ready "${nodes[$i]}" "${pids[$i]}" "$t0"
+  done
+  if ((NODES > 1)); then
+    log "cluster ready; bootstrap servers $(bootstrap_servers)"
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------
 # stop / status / reset
 
 cmd_stop() {
-  local pid
-  lock_run_dir
-  if ! pid="$(running_pid)"; then
-    rm -f "$PID_FILE"
-    log "Kafka is not running"
-    if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
-      log "note: something else (not started by kafkactl) listens on $KAFKA_HOST:$KAFKA_PORT"
-    fi
-    return 0
-  fi
-  log "stopping Kafka (pid $pid)..."
-  local t0 deadline
+  local t0 n i pid deadline
+  local -a nodes pids=()
   t0="$(now_ms)"
   deadline=$((t0 + STOP_TIMEOUT * 1000))
-  kill -TERM "$pid" 2>/dev/null || true
-  while pid_alive "$pid"; do
-    if (($(now_ms) >= deadline)); then
-      log "Kafka did not stop within ${STOP_TIMEOUT}s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      local i
-      for i in $(seq 1 50); do
-        pid_alive "$pid" || break
-        sleep 0.1
-      done
-      break
+  mapfile -t nodes < <(nodes_of "$@")
+  lock_run_dir
+  # Every node is asked at once: a cluster's controllers shut down together.
+  for n in "${nodes[@]}"; do
+    node "$n"
+    if pid="$(running_pid)"; then
+      log "stopping $N_NAME (pid $pid)..."
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    else
+      rm -f "$N_PID"
+      log "$N_NAME is not running"
+      if port_open "$KAFKA_HOST" "$N_PORT"; then
+        log "note: something else (not started by kafkactl) listens on $KAFKA_HOST:$N_PORT"
+      fi
+      pids+=("")
     fi
-    sleep 0.2
   done
-  rm -f "$PID_FILE"
-  log "Kafka stopped ($(( $(now_ms) - t0 ))ms)"
+  for i in "${!nodes[@]}"; do
+    pid="${pids[$i]}"
+    [[ -n "$pid" ]] || continue
+    node "${nodes[$i]}"
+    while pid_alive "$pid"; do
+      if (($(now_ms) >= deadline)); then
+        log "$N_NAME did not stop within ${STOP_TIMEOUT}s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        local tries
+        for tries in $(seq 1 50); do
+          pid_alive "$pid" || break
+          sleep 0.1
+        done
+        break
+      fi
+      sleep 0.2
+    done
+    rm -f "$N_PID"
+    log "$N_NAME stopped ($(($(now_ms) - t0))ms)"
+  done
 }
 
 cmd_status() {
-  local pid
-  if pid="$(running_pid)"; then
-    if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
-      echo "Kafka is running (pid $pid) on $KAFKA_HOST:$KAFKA_PORT"
+  local n pid down=0
+  for n in $(seq 1 "$NODES"); do
+    node "$n"
+    if pid="$(running_pid)"; then
+      if port_open "$KAFKA_HOST" "$N_PORT"; then
+        echo "$N_NAME is running (pid $pid) on $KAFKA_HOST:$N_PORT"
+      else
+        echo "$N_NAME is starting (pid $pid); $KAFKA_HOST:$N_PORT does not accept connections yet"
+      fi
+    elif port_open "$KAFKA_HOST" "$N_PORT"; then
+      echo "$N_NAME is not running under kafkactl, but something listens on $KAFKA_HOST:$N_PORT"
     else
-      echo "Kafka is starting (pid $pid); $KAFKA_HOST:$KAFKA_PORT does not accept connections yet"
+      echo "$N_NAME is not running"
+      down=1
     fi
-    return 0
-  fi
-  if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
-    echo "Kafka is not running under kafkactl, but something listens on $KAFKA_HOST:$KAFKA_PORT"
-    return 0
-  fi
-  echo "Kafka is not running"
-  return 3
+  done
+  ((down == 0)) || return 3
 }
 
 cmd_reset() {
   cmd_stop
-  log "deleting $DATA_DIR"
-  rm -rf "$DATA_DIR"
+  local n
+  for n in $(seq 1 "$NODES"); do
+    node "$n"
+    log "deleting $N_DATA"
+    rm -rf "$N_DATA"
+  done
+  ((NODES == 1)) || rm -f "$CLUSTER_ID_FILE"
 }
 
 cmd_log() {
-  local n="${1:-40}"
-  [[ -f "$LOG_FILE" ]] || die "no log yet at $LOG_FILE"
-  tail -n "$n" "$LOG_FILE"
+  local lines="${1:-40}" n
+  local -a nodes
+  mapfile -t nodes < <(nodes_of "${@:2}")
+  for n in "${nodes[@]}"; do
+    node "$n"
+    [[ -f "$N_LOG" ]] || die "no log yet at $N_LOG"
+    ((NODES == 1)) || echo "==> $N_LOG <=="
+    tail -n "$lines" "$N_LOG"
+  done
 }
 
 cmd_java_tool() {
@@ -443,19 +628,30 @@ cmd_java_tool() {
 # ---------------------------------------------------------------------------------------------
 
 main() {
+  while (($# > 0)); do
+    case "$1" in
+      --nodes) (($# >= 2)) || die "--nodes needs 1 or 3"; NODES="$2"; shift 2 ;;
+      --nodes=*) NODES="${1#--nodes=}"; shift ;;
+      *) break ;;
+    esac
+  done
   local cmd="${1:-}"
   (($# > 0)) && shift
   case "$cmd" in
+    -h | --help | help) usage; return 0 ;;
+    "") usage >&2; exit 2 ;;
+  esac
+  configure_layout
+  case "$cmd" in
     install) cmd_install ;;
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    restart) cmd_stop; cmd_start ;;
+    start) cmd_start "$@" ;;
+    stop) cmd_stop "$@" ;;
+    restart) cmd_stop "$@"; cmd_start "$@" ;;
     status) cmd_status ;;
     reset) cmd_reset ;;
     log | logs) cmd_log "$@" ;;
+    bootstrap) bootstrap_servers ;;
     java-tool) cmd_java_tool "$@" ;;
-    -h | --help | help) usage ;;
-    "") usage >&2; exit 2 ;;
     *) echo "kafkactl: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
   esac
 }
