@@ -10,8 +10,8 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::http::StatusCode;
+use actix_web::dev::{Server, Service as _};
+use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::{App, HttpResponse, ResponseError, web};
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -19,6 +19,7 @@ use serde_json::json;
 use tracing_actix_web::TracingLogger;
 
 use crate::config::HttpSettings;
+use crate::shutdown::Drain;
 
 pub mod client;
 
@@ -304,11 +305,20 @@ impl Readiness {
     }
 }
 
-async fn healthz() -> HttpResponse {
+/// 200 while the process serves; 503 `draining` once it is shutting down, so that a balancer's
+/// health check stops sending it requests before its listener closes.
+async fn healthz(drain: web::Data<Drain>) -> HttpResponse {
+    if drain.is_draining() {
+        return HttpResponse::ServiceUnavailable().json(json!({"status": "draining"}));
+    }
     HttpResponse::Ok().json(json!({"status": "alive"}))
 }
 
-async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
+async fn readyz(readiness: web::Data<Readiness>, drain: web::Data<Drain>) -> HttpResponse {
+    if drain.is_draining() {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "draining", "checks": {}}));
+    }
     let (ready, checks) = readiness.evaluate().await;
     let (mut response, status) = if ready {
         (HttpResponse::Ok(), "ready")
@@ -375,6 +385,10 @@ pub fn bind(settings: &HttpSettings) -> std::io::Result<TcpListener> {
 /// `/healthz`, `/readyz`, and whatever routes `configure` adds. An idle connection is closed
 /// after `keep_alive` (`http.keep_alive_ms`), set here rather than left to actix's default so
 /// that the clients' idle timeouts can be set below it.
+///
+/// SIGTERM and SIGINT stop it gracefully, after a drain ([`crate::shutdown`]): health endpoints
+/// unready and every connection closed after its answer for `BAZAAR_DRAIN_MS`, then no new
+/// connections, then in-flight requests finish (up to 10 s).
 pub fn serve<F>(
     listener: TcpListener,
     keep_alive: Duration,
@@ -384,15 +398,51 @@ pub fn serve<F>(
 where
     F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
 {
+    let drain = Drain::default();
+    let server = start(listener, keep_alive, readiness, drain.clone(), configure)?;
+    crate::shutdown::stop_on_signal(server.handle(), drain, crate::shutdown::drain_period());
+    Ok(server)
+}
+
+/// [`serve`] without the signal handling: `drain` says when it drains.
+fn start<F>(
+    listener: TcpListener,
+    keep_alive: Duration,
+    readiness: Readiness,
+    drain: Drain,
+    configure: F,
+) -> std::io::Result<Server>
+where
+    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
     let readiness = web::Data::new(readiness);
+    let drain_data = web::Data::new(drain.clone());
     crate::metrics::handle();
     let server = actix_web::HttpServer::new(move || {
+        let closing = drain_data.clone();
         App::new()
+            .wrap_fn(move |request, service| {
+                let answer = service.call(request);
+                let closing = closing.clone();
+                async move {
+                    let mut answer = answer.await?;
+                    // A draining server hands back every connection it answers on, so that
+                    // no caller keeps one it could write into as the listener closes.
+                    if closing.is_draining() {
+                        answer
+                            .response_mut()
+                            .head_mut()
+                            .set_connection_type(ConnectionType::Close);
+                    }
+                    Ok(answer)
+                }
+            })
             .wrap(TracingLogger::default())
             .app_data(json_config())
             .app_data(query_config())
             .app_data(path_config())
             .app_data(readiness.clone())
+            .app_data(drain_data.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(prometheus_metrics))
@@ -401,6 +451,8 @@ where
     })
     .keep_alive(keep_alive)
     .shutdown_timeout(10)
+    // Signals are handled by stop_on_signal, which drains before stopping.
+    .disable_signals()
     .listen(listener)?
     .run();
     Ok(server)
@@ -452,5 +504,63 @@ mod tests {
             "closed after {idle:?}"
         );
         stop.stop(false).await;
+    }
+
+    /// One request on a new connection; the raw answer.
+    async fn ask(address: std::net::SocketAddr, path: &str) -> String {
+        let mut socket = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        socket
+            .write_all(format!("GET {path} HTTP/1.1\r\nhost: bazaar\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        let mut buffer = [0_u8; 1024];
+        loop {
+            let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buffer))
+                .await
+                .expect("an answer within 5 s")
+                .expect("read");
+            answer.extend_from_slice(&buffer[..read]);
+            if read == 0 || answer.ends_with(b"}") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&answer).to_ascii_lowercase()
+    }
+
+    #[tokio::test]
+    async fn a_draining_server_is_unready_and_closes_every_connection_it_answers_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let drain = Drain::default();
+        let server = start(
+            listener,
+            Duration::from_secs(15),
+            Readiness::default(),
+            drain.clone(),
+            |_| {},
+        )
+        .expect("serve");
+        let stop = server.handle();
+        tokio::spawn(server);
+
+        let healthy = ask(address, "/healthz").await;
+        assert!(healthy.starts_with("http/1.1 200"), "{healthy}");
+        assert!(!healthy.contains("connection: close"), "{healthy}");
+
+        drain.begin();
+        let draining = ask(address, "/healthz").await;
+        assert!(draining.starts_with("http/1.1 503"), "{draining}");
+        assert!(draining.contains("\"draining\""), "{draining}");
+        assert!(draining.contains("connection: close"), "{draining}");
+        let unready = ask(address, "/readyz").await;
+        assert!(unready.starts_with("http/1.1 503"), "{unready}");
+        // Other routes are still served while draining, each on a connection closed after it.
+        let served = ask(address, "/nowhere").await;
+        assert!(served.starts_with("http/1.1 404"), "{served}");
+        assert!(served.contains("connection: close"), "{served}");
+        stop.stop(true).await;
     }
 }

@@ -19,15 +19,24 @@ pub struct Config {
     pub cors: CorsSettings,
 }
 
-/// Base URLs of the services the gateway forwards to.
+/// The services the gateway forwards to. Each is the base URL of one instance, or of several
+/// separated by commas (`"http://10.0.0.1:8083,http://10.0.0.2:8083"`; a TOML file may also
+/// give an array of URLs), among which the gateway balances (see [`crate::balance`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Upstreams {
+    #[serde(deserialize_with = "url_list")]
     pub auth: String,
+    #[serde(deserialize_with = "url_list")]
     pub product: String,
+    #[serde(deserialize_with = "url_list")]
     pub order: String,
+    #[serde(deserialize_with = "url_list")]
     pub inventory: String,
+    #[serde(deserialize_with = "url_list")]
     pub payment: String,
+    #[serde(deserialize_with = "url_list")]
     pub notification: String,
+    #[serde(deserialize_with = "url_list")]
     pub shipping: String,
     /// How long an upstream may take to answer (to send its response headers, and for anything
     /// but an event stream, its whole body) before the client gets 504.
@@ -37,6 +46,49 @@ pub struct Upstreams {
     /// gateway gives a connection up before the upstream closes it: a request written into a
     /// connection the upstream is closing fails before any answer arrives.
     pub pool_idle_timeout_ms: u64,
+    /// How often each instance's `/healthz` is checked; one that does not answer 200 (down, or
+    /// draining before it stops) is left out of the rotation until it does.
+    #[serde(default = "default_health_interval_ms")]
+    pub health_interval_ms: u64,
+    /// How long an instance that refused a connection is left out of the rotation (unless its
+    /// health check passes sooner, or no other instance is left).
+    #[serde(default = "default_down_for_ms")]
+    pub down_for_ms: u64,
+}
+
+fn default_health_interval_ms() -> u64 {
+    1_000
+}
+
+fn default_down_for_ms() -> u64 {
+    2_000
+}
+
+/// One URL, several separated by commas, or (from a TOML file) an array of URLs: kept as the
+/// comma-separated text, so that a single URL reads as it always did.
+fn url_list<'de, D>(deserializer: D) -> Result<String, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(text) => text,
+        OneOrMany::Many(urls) => urls.join(","),
+    })
+}
+
+/// The base URLs in a comma-separated list, without blanks or trailing slashes.
+pub fn instances(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(|url| url.trim().trim_end_matches('/'))
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Upstreams {
@@ -103,6 +155,8 @@ impl Config {
                 // A third below the services' default keep-alive (15 s): the gateway's idle
                 // clock starts when it has read an answer, a little after the service's.
                 pool_idle_timeout_ms: 10_000,
+                health_interval_ms: default_health_interval_ms(),
+                down_for_ms: default_down_for_ms(),
             },
             auth: AuthSettings::default(),
             limits: Limits {
@@ -133,6 +187,46 @@ mod tests {
             ["https://a.example", "http://localhost:5173"]
         );
         assert!(Config::defaults().cors.origins().is_empty());
+    }
+
+    #[test]
+    fn an_upstream_is_one_url_or_several() {
+        assert_eq!(
+            instances("http://127.0.0.1:8083"),
+            ["http://127.0.0.1:8083"]
+        );
+        assert_eq!(
+            instances(" http://a:8083/ , http://b:8083,, "),
+            ["http://a:8083", "http://b:8083"]
+        );
+        assert!(instances(" , ").is_empty());
+    }
+
+    #[test]
+    fn a_file_may_list_instances_as_an_array_or_a_string() {
+        let dir = std::env::temp_dir().join(format!("gateway-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("gateway.toml");
+        std::fs::write(
+            &file,
+            "[upstreams]\norder = [\"http://a:8083\", \"http://b:8083\"]\nauth = \"http://a:8081,http://b:8081\"\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&file)).expect("loads");
+        assert_eq!(
+            instances(&config.upstreams.order),
+            ["http://a:8083", "http://b:8083"]
+        );
+        assert_eq!(
+            instances(&config.upstreams.auth),
+            ["http://a:8081", "http://b:8081"]
+        );
+        assert_eq!(
+            instances(&config.upstreams.product),
+            ["http://127.0.0.1:8082"]
+        );
+        assert_eq!(config.upstreams.health_interval_ms, 1_000);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

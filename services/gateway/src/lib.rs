@@ -3,6 +3,7 @@
 //! after checking the caller's access token.
 
 pub mod api;
+pub mod balance;
 pub mod config;
 pub mod edge;
 pub mod http;

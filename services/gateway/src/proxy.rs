@@ -3,6 +3,7 @@
 //! lets an event stream through.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::{BodyStream, SizedStream};
@@ -11,13 +12,16 @@ use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
 use platform::http::ApiError;
-use platform::http::client::{HttpClient, error_chain};
+use platform::http::client::{HttpClient, IDEMPOTENCY_KEY, SendFailure, error_chain};
+use tokio::time::Instant;
 
-/// One upstream service and the HTTP client used to reach it.
+use crate::balance::Balancer;
+
+/// One upstream service: its instances and the HTTP client used to reach them.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: &'static str,
-    pub base_url: String,
+    pub instances: Arc<Balancer>,
     pub client: HttpClient,
     /// Deadline for the response headers, and for the whole body unless streaming.
     pub timeout: Duration,
@@ -69,10 +73,14 @@ pub struct Forwarding {
     pub client_ip: Option<IpAddr>,
 }
 
-/// Forwards the request to `upstream` at `path` (plus the original query) and streams its answer
-/// back. A request whose connection closed before any answer is sent once more, on a new
-/// connection, when it is safe to repeat (GET, HEAD, or with an `Idempotency-Key`); both
-/// attempts together have `upstream.timeout` to get the response head.
+/// Forwards the request to an instance of `upstream` at `path` (plus the original query) and
+/// streams its answer back.
+///
+/// A request that could not connect to an instance reached nobody: it goes to another instance,
+/// whatever its method. One whose connection closed before any answer goes to another instance
+/// (or, with one instance, once more to the same on a new connection) only when it is safe to
+/// repeat: GET, HEAD, or with an `Idempotency-Key`. Every attempt together has
+/// `upstream.timeout` to get the response head.
 pub async fn forward(
     upstream: &Upstream,
     path: &str,
@@ -81,11 +89,6 @@ pub async fn forward(
     forwarding: &Forwarding,
     streaming: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let mut url = format!("{}{}", upstream.base_url, path);
-    if !request.query_string().is_empty() {
-        url.push('?');
-        url.push_str(request.query_string());
-    }
     let method =
         reqwest::Method::from_bytes(request.method().as_str().as_bytes()).map_err(|_| {
             ApiError::new(
@@ -94,29 +97,79 @@ pub async fn forward(
                 "unsupported method",
             )
         })?;
-    let mut outgoing = upstream.client.request(method, &url).body(body);
-    if !streaming {
-        outgoing = outgoing.timeout(upstream.timeout);
-    }
-    let listed = connection_listed(request.headers());
-    for (name, value) in request.headers() {
-        let name = name.as_str();
-        if is_forwardable(name, &listed) && !GATEWAY_OWNED.contains(&name) {
-            outgoing = outgoing.header(name, value.as_bytes());
+    let safe_to_repeat = matches!(method, reqwest::Method::GET | reqwest::Method::HEAD)
+        || request.headers().contains_key(IDEMPOTENCY_KEY);
+    let deadline = Instant::now() + upstream.timeout;
+    let balancer = &upstream.instances;
+    let mut tried: Vec<usize> = Vec::new();
+    let mut attempts = 0_usize;
+    let mut same_again = None;
+    let (answer, in_flight) = loop {
+        // Never `None`: the first pick has every instance to choose from, and a failed
+        // attempt goes on only while one is left.
+        let Some(index) = same_again.take().or_else(|| balancer.pick(&tried)) else {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                format!("the {} service is unavailable", upstream.name),
+            ));
+        };
+        // A second attempt never meets another pooled connection an instance closed.
+        let fresh_connection = attempts > 0;
+        attempts += 1;
+        if !tried.contains(&index) {
+            tried.push(index);
         }
-    }
-    outgoing = outgoing
-        .header("x-request-id", &forwarding.request_id)
-        .header("traceparent", &forwarding.traceparent);
-    if let Some(ip) = forwarding.client_ip {
-        // Only the peer the gateway saw: a client's own X-Forwarded-For is not evidence.
-        outgoing = outgoing.header("x-forwarded-for", ip.to_string());
-    }
-    let sending = upstream.client.send(outgoing);
-    let answer = match tokio::time::timeout(upstream.timeout, sending).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(error)) => return Err(upstream_failure(upstream.name, &error)),
-        Err(_) => return Err(upstream_timeout(upstream.name)),
+        let base_url = &balancer.instance(index).base_url;
+        let outgoing = build(
+            upstream,
+            base_url,
+            path,
+            method.clone(),
+            request,
+            &body,
+            forwarding,
+            streaming,
+            deadline,
+        )
+        .map_err(|error| ApiError::internal(anyhow::Error::new(error)))?;
+        let in_flight = balancer.begin(index);
+        let sent = tokio::time::timeout_at(
+            deadline,
+            upstream.client.execute(outgoing, fresh_connection),
+        )
+        .await;
+        let error = match sent {
+            Ok(Ok(answer)) => break (answer, in_flight),
+            Ok(Err(error)) => error,
+            Err(_) => return Err(upstream_timeout(upstream.name)),
+        };
+        drop(in_flight);
+        let failure = SendFailure::of(&error);
+        if failure == SendFailure::NotConnected {
+            balancer.refused(index);
+        }
+        if !failure.calls_for_another_instance(safe_to_repeat) {
+            return Err(upstream_failure(upstream.name, &error));
+        }
+        let elsewhere = balancer.pick(&tried).is_some();
+        if !elsewhere {
+            // With one instance left, a connection that closed before any answer is worth one
+            // more try on a new connection (a kept-alive one it had just closed).
+            if failure == SendFailure::ClosedBeforeAnswer && attempts == 1 {
+                same_again = Some(index);
+            } else {
+                return Err(upstream_failure(upstream.name, &error));
+            }
+        }
+        tracing::info!(
+            upstream = upstream.name,
+            instance = %base_url,
+            ?failure,
+            error = %error_chain(&error),
+            "no answer from this instance; sending the request {}",
+            if elsewhere { "to another instance" } else { "again on a new connection" }
+        );
     };
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);
@@ -135,6 +188,8 @@ pub async fn forward(
     let length = answer.content_length();
     let name = upstream.name;
     let stream = answer.bytes_stream().map(move |chunk| {
+        // The request counts against its instance until its body has been passed on.
+        let _counted = &in_flight;
         chunk.map_err(|error| {
             tracing::warn!(
                 upstream = name,
@@ -148,6 +203,50 @@ pub async fn forward(
         Some(length) if !streaming => response.body(SizedStream::new(length, stream)),
         _ => response.body(BodyStream::new(stream)),
     })
+}
+
+/// The request for one attempt at the instance at `base_url`.
+#[allow(clippy::too_many_arguments)]
+fn build(
+    upstream: &Upstream,
+    base_url: &str,
+    path: &str,
+    method: reqwest::Method,
+    request: &HttpRequest,
+    body: &web::Bytes,
+    forwarding: &Forwarding,
+    streaming: bool,
+    deadline: Instant,
+) -> reqwest::Result<reqwest::Request> {
+    let mut url = format!("{base_url}{path}");
+    if !request.query_string().is_empty() {
+        url.push('?');
+        url.push_str(request.query_string());
+    }
+    let mut outgoing = upstream.client.request(method, &url).body(body.clone());
+    if !streaming {
+        // What is left of the deadline, for the head and the whole body.
+        outgoing = outgoing.timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        );
+    }
+    let listed = connection_listed(request.headers());
+    for (name, value) in request.headers() {
+        let name = name.as_str();
+        if is_forwardable(name, &listed) && !GATEWAY_OWNED.contains(&name) {
+            outgoing = outgoing.header(name, value.as_bytes());
+        }
+    }
+    outgoing = outgoing
+        .header("x-request-id", &forwarding.request_id)
+        .header("traceparent", &forwarding.traceparent);
+    if let Some(ip) = forwarding.client_ip {
+        // Only the peer the gateway saw: a client's own X-Forwarded-For is not evidence.
+        outgoing = outgoing.header("x-forwarded-for", ip.to_string());
+    }
+    outgoing.build()
 }
 
 fn connection_listed_reqwest(headers: &reqwest::header::HeaderMap) -> Vec<String> {

@@ -1,6 +1,7 @@
 //! Wires the gateway: configuration, the upstream client, readiness, and the server.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -8,10 +9,11 @@ use actix_web::web;
 use anyhow::Context;
 use auth_kit::JwtVerifier;
 use platform::config::HttpSettings;
-use platform::http::client::{HttpClient, error_chain};
+use platform::http::client::HttpClient;
 use platform::http::{Readiness, ReadinessCheck};
 
 use crate::api::Service;
+use crate::balance::Balancer;
 use crate::config::Config;
 use crate::edge::CorsPolicy;
 use crate::http::Gate;
@@ -46,34 +48,61 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
         );
     }
     let client = proxy::client(pool_idle_timeout).context("building the upstream client")?;
+    // Health checks keep no connection: they must not disturb the pool requests use, and an
+    // instance that restarted is met on a new connection anyway.
+    let health_client = HttpClient::new(Duration::from_secs(1), |builder| {
+        builder
+            .connect_timeout(Duration::from_secs(1))
+            .pool_max_idle_per_host(0)
+    })
+    .context("building the health-check client")?;
     let timeout = Duration::from_millis(config.upstreams.timeout_ms);
-    let readiness = config
-        .upstreams
-        .named()
-        .into_iter()
-        .map(|(name, base_url)| upstream_alive(name, base_url.to_owned(), client.clone()))
+    let down_for = Duration::from_millis(config.upstreams.down_for_ms);
+    let health_interval = Duration::from_millis(config.upstreams.health_interval_ms.max(100));
+    let mut balancers = HashMap::new();
+    for (name, urls) in config.upstreams.named() {
+        let instances = crate::config::instances(urls);
+        anyhow::ensure!(
+            !instances.is_empty(),
+            "upstreams.{name} names no instance (one base URL, or several separated by commas)"
+        );
+        let balancer = Balancer::new(name, &instances, down_for);
+        tracing::info!(service = name, instances = ?instances, "upstream");
+        balancers.insert(name, balancer);
+    }
+    // Ready when every service has an instance that answers.
+    let readiness = balancers
+        .values()
+        .map(|balancer| upstream_alive(balancer.clone(), health_client.clone()))
         .fold(Readiness::default(), Readiness::with);
-    let upstream = |service: Service, base_url: &str| {
-        (
+    let mut upstreams = HashMap::new();
+    for service in [
+        Service::Auth,
+        Service::Product,
+        Service::Order,
+        Service::Inventory,
+        Service::Notification,
+        Service::Shipping,
+    ] {
+        let balancer = balancers
+            .get(service.name())
+            .with_context(|| format!("no upstream for {}", service.name()))?
+            .clone();
+        // Only services the gateway forwards to are watched (payment is checked for
+        // readiness, never called).
+        balancer.watch(health_client.clone(), health_interval);
+        upstreams.insert(
             service,
             Upstream {
                 name: service.name(),
-                base_url: base_url.trim_end_matches('/').to_owned(),
+                instances: balancer,
                 client: client.clone(),
                 timeout,
             },
-        )
-    };
-    let urls = &config.upstreams;
+        );
+    }
     let gate = web::Data::new(Gate {
-        upstreams: HashMap::from([
-            upstream(Service::Auth, &urls.auth),
-            upstream(Service::Product, &urls.product),
-            upstream(Service::Order, &urls.order),
-            upstream(Service::Inventory, &urls.inventory),
-            upstream(Service::Notification, &urls.notification),
-            upstream(Service::Shipping, &urls.shipping),
-        ]),
+        upstreams,
         verifier: JwtVerifier::new(config.auth.clone()),
         max_body_bytes: config.limits.max_body_bytes,
     });
@@ -91,21 +120,11 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
     Ok(Gateway { port, server })
 }
 
-/// The gateway is ready when every service it forwards to answers `/healthz`.
-fn upstream_alive(name: &'static str, base_url: String, client: HttpClient) -> ReadinessCheck {
-    ReadinessCheck::new(name, move || {
-        let url = format!("{base_url}/healthz");
+/// The gateway is ready when every service it forwards to has an instance answering `/healthz`.
+fn upstream_alive(balancer: Arc<Balancer>, client: HttpClient) -> ReadinessCheck {
+    ReadinessCheck::new(balancer.service, move || {
+        let balancer = balancer.clone();
         let client = client.clone();
-        Box::pin(async move {
-            let answer = client
-                .send(client.get(&url).timeout(Duration::from_secs(2)))
-                .await
-                .map_err(|error| error_chain(&error))?;
-            if answer.status().is_success() {
-                Ok(())
-            } else {
-                Err(format!("{url} answered {}", answer.status()))
-            }
-        })
+        Box::pin(async move { balancer.any_healthy(&client, Duration::from_secs(2)).await })
     })
 }

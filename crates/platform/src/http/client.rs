@@ -18,6 +18,12 @@
 //! that was written and then met the end of the connection (or a reset) instead of a response.
 //! Neither reqwest nor hyper-util says whether that connection was reused, nor whether the
 //! server read the request, which is why only requests that are safe to repeat are repeated.
+//!
+//! A caller that knows several instances of a service (the gateway) asks
+//! [`SendFailure::calls_for_another_instance`] instead, and sends with [`HttpClient::execute`]:
+//! a request that could not connect reached nobody and goes to another instance whatever its
+//! method; one whose connection closed before any answer goes there only when it is safe to
+//! repeat.
 
 use std::error::Error as StdError;
 use std::time::Duration;
@@ -44,12 +50,13 @@ pub enum SendFailure {
 }
 
 impl SendFailure {
-    /// Classifies an error from sending a request (not from reading a response's body).
+    /// Classifies an error from sending a request (not from reading a response's body). A
+    /// connection attempt that ran out of time is `NotConnected`: nothing was sent either.
     pub fn of(error: &reqwest::Error) -> Self {
-        if error.is_timeout() {
-            Self::TimedOut
-        } else if error.is_connect() {
+        if error.is_connect() {
             Self::NotConnected
+        } else if error.is_timeout() {
+            Self::TimedOut
         } else if error.is_request() && sources(error).any(ended_the_connection) {
             Self::ClosedBeforeAnswer
         } else {
@@ -68,6 +75,20 @@ impl SendFailure {
         match self {
             Self::ClosedBeforeAnswer => safe_to_repeat,
             Self::NotConnected | Self::TimedOut | Self::Other => false,
+        }
+    }
+
+    /// Whether a request that failed this way at one instance of a service goes to another.
+    ///
+    /// A failed connection reached nobody, so any request may go elsewhere, even one that is not
+    /// safe to repeat: it has not happened yet. A connection that closed before any answer may
+    /// have delivered the request, so only a request that is safe to repeat goes on. A timeout
+    /// or anything else is the caller's answer: the instance may still be acting on it.
+    pub fn calls_for_another_instance(self, safe_to_repeat: bool) -> bool {
+        match self {
+            Self::NotConnected => true,
+            Self::ClosedBeforeAnswer => safe_to_repeat,
+            Self::TimedOut | Self::Other => false,
         }
     }
 }
@@ -155,6 +176,21 @@ impl HttpClient {
         self.pooled.post(url)
     }
 
+    /// Sends `request` once, on a pooled connection or, with `fresh_connection`, on a new one
+    /// (for a second attempt, which must not meet another pooled connection the server closed).
+    /// What to do on failure is the caller's: see [`SendFailure::calls_for_another_instance`].
+    pub async fn execute(
+        &self,
+        request: Request,
+        fresh_connection: bool,
+    ) -> reqwest::Result<Response> {
+        if fresh_connection {
+            self.unpooled.execute(request).await
+        } else {
+            self.pooled.execute(request).await
+        }
+    }
+
     /// Sends `request` (built from this client) and returns the response head. When the
     /// connection closed before any answer and the request is safe to repeat, it is sent once
     /// more on a new connection, and that attempt's outcome is the result. A request-level
@@ -236,6 +272,17 @@ mod tests {
     }
 
     #[test]
+    fn a_request_that_reached_nobody_goes_to_another_instance_whatever_its_method() {
+        assert!(SendFailure::NotConnected.calls_for_another_instance(false));
+        assert!(SendFailure::NotConnected.calls_for_another_instance(true));
+        assert!(SendFailure::ClosedBeforeAnswer.calls_for_another_instance(true));
+        assert!(!SendFailure::ClosedBeforeAnswer.calls_for_another_instance(false));
+        for failure in [SendFailure::TimedOut, SendFailure::Other] {
+            assert!(!failure.calls_for_another_instance(true), "{failure:?}");
+        }
+    }
+
+    #[test]
     fn the_chain_names_every_cause() {
         let error = anyhow::Error::new(std::io::Error::new(ErrorKind::BrokenPipe, "broken pipe"))
             .context("sending the request");
@@ -288,6 +335,23 @@ mod tests {
             .await
             .expect_err("refused");
         assert_eq!(SendFailure::of(&refused), SendFailure::NotConnected);
+
+        // A connection attempt that times out sent nothing either (a TEST-NET-1 address never
+        // answers the handshake).
+        let unreachable = Client::builder()
+            .connect_timeout(Duration::from_millis(100))
+            .build()
+            .expect("client")
+            .get("http://192.0.2.1:81/")
+            .send()
+            .await
+            .expect_err("no handshake");
+        assert_eq!(
+            SendFailure::of(&unreachable),
+            SendFailure::NotConnected,
+            "{}",
+            error_chain(&unreachable)
+        );
 
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let silent = format!("http://{}/", listener.local_addr().expect("address"));
