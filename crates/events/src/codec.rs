@@ -291,6 +291,19 @@ mod tests {
     }
 
     #[test]
+    fn event_types_name_the_catalog_and_read_back() {
+        let names: Vec<&str> = SCHEMAS.iter().map(|(_, name, _)| *name).collect();
+        let types: Vec<&str> = EventType::ALL.iter().map(|t| t.name()).collect();
+        assert_eq!(types, names);
+        for event in samples() {
+            let kind = event.event_type();
+            assert_eq!(kind.name().parse::<EventType>(), Ok(kind));
+            assert_eq!(kind.topic(), event.topic());
+        }
+        assert!("Nope".parse::<EventType>().is_err());
+    }
+
+    #[test]
     fn every_event_type_has_a_sample() {
         let sampled: Vec<&str> = samples().iter().map(Event::type_name).collect();
         for (_, name, _) in SCHEMAS {

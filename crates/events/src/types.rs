@@ -13,15 +13,41 @@ macro_rules! domain_events {
             $($( $name($name), )+)+
         }
 
+        /// The type of an event, without its data: what the `event-type` header names.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum EventType {
+            $($( $name, )+)+
+        }
+
+        impl EventType {
+            /// Every event type, topic by topic in the order of the catalog.
+            pub const ALL: &[EventType] = &[$($( EventType::$name, )+)+];
+
+            /// The Avro record name, also sent in the `event-type` header.
+            pub const fn name(self) -> &'static str {
+                match self { $($( EventType::$name => stringify!($name), )+)+ }
+            }
+
+            /// The logical topic (before any deployment prefix) that carries this type.
+            pub const fn topic(self) -> &'static str {
+                match self { $($( EventType::$name => $topic, )+)+ }
+            }
+        }
+
         impl Event {
+            /// The type of this event.
+            pub fn event_type(&self) -> EventType {
+                match self { $($( Event::$name(_) => EventType::$name, )+)+ }
+            }
+
             /// The Avro record name, also sent in the `event-type` header.
             pub fn type_name(&self) -> &'static str {
-                match self { $($( Event::$name(_) => stringify!($name), )+)+ }
+                self.event_type().name()
             }
 
             /// The logical topic (before any deployment prefix).
             pub fn topic(&self) -> &'static str {
-                match self { $($( Event::$name(_) => $topic, )+)+ }
+                self.event_type().topic()
             }
 
             /// The aggregate id: the Kafka key, so one aggregate's events stay in order.
@@ -96,6 +122,25 @@ domain_events! {
         ShipmentScheduled = "shipment-events/ShipmentScheduled/v1.avsc", key = order_id;
         ShipmentDispatched = "shipment-events/ShipmentDispatched/v1.avsc", key = order_id;
         ShipmentDelivered = "shipment-events/ShipmentDelivered/v1.avsc", key = order_id;
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for EventType {
+    type Err = String;
+
+    /// Reads an `event-type` header.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| format!("unknown event type {name:?}"))
     }
 }
 

@@ -1,83 +1,94 @@
+//! The inventory database: stock levels and reservations. Loading and storing only: what changes
+//! is decided by `inventory_rules`, in `crate::consumers`.
+
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use events::StockLevelChanged;
+use inventory_rules::{Requested, ReservationStatus, StockLevel, StockMovement, StockRuleError};
 use messaging::outbox::{self, Cause};
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool, Postgres};
 
-use crate::domain::{
-    self, Requested, Reservation, ReservationInput, ReservationStatus, StockLevel, StockMovement,
-};
-
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
-
-async fn publish_level(
-    tx: &mut PgConnection,
-    level: &StockLevel,
-    cause: Cause<'_>,
-) -> Result<(), outbox::OutboxError> {
-    let event = StockLevelChanged {
-        sku: level.sku.clone(),
-        on_hand: level.on_hand,
-        reserved: level.reserved,
-    }
-    .into();
-    outbox::publish(tx, &event, cause).await
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StockError {
-    #[error("on hand cannot go below the {reserved} units reserved")]
-    BelowReserved { reserved: i64 },
-    #[error("on hand must not be negative")]
-    Negative,
+    #[error(transparent)]
+    Refused(#[from] StockRuleError),
     #[error("database")]
     Database(#[from] sqlx::Error),
     #[error("outbox")]
     Outbox(#[from] outbox::OutboxError),
 }
 
-/// Sets the on-hand quantity of a SKU (creating it), keeping its reservations, and publishes
-/// the new level.
-pub async fn set_on_hand(
+#[derive(Debug, sqlx::FromRow)]
+struct LevelRow {
+    sku: String,
+    on_hand: i64,
+    reserved: i64,
+}
+
+impl From<LevelRow> for StockLevel {
+    fn from(row: LevelRow) -> Self {
+        Self {
+            sku: row.sku,
+            on_hand: row.on_hand,
+            reserved: row.reserved,
+        }
+    }
+}
+
+/// Publishes a SKU's level on `stock-levels`, in the caller's transaction.
+async fn publish_level(
+    tx: &mut PgConnection,
+    level: &StockLevel,
+    cause: Cause<'_>,
+) -> Result<(), outbox::OutboxError> {
+    outbox::publish(tx, &level.changed(), cause).await
+}
+
+/// Locks a SKU's stock row; `None` for a SKU never stocked.
+pub async fn lock_level(
     tx: &mut PgConnection,
     sku: &str,
-    on_hand: i64,
+) -> Result<Option<StockLevel>, sqlx::Error> {
+    Ok(sqlx::query_as::<Postgres, LevelRow>(
+        "SELECT sku, on_hand, reserved FROM stock WHERE sku = $1 FOR UPDATE",
+    )
+    .bind(sku)
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(StockLevel::from))
+}
+
+/// Stores a SKU's on-hand quantity (creating it) and publishes the new level.
+pub async fn store_on_hand(
+    tx: &mut PgConnection,
+    level: &StockLevel,
+    cause: Cause<'_>,
 ) -> Result<StockLevel, StockError> {
-    if on_hand < 0 {
-        return Err(StockError::Negative);
-    }
-    let current: Option<(i64,)> =
-        sqlx::query_as("SELECT reserved FROM stock WHERE sku = $1 FOR UPDATE")
-            .bind(sku)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if let Some((reserved,)) = current
-        && on_hand < reserved
-    {
-        return Err(StockError::BelowReserved { reserved });
-    }
-    let level = sqlx::query_as::<Postgres, StockLevel>(
+    let stored: StockLevel = sqlx::query_as::<Postgres, LevelRow>(
         "INSERT INTO stock (sku, on_hand) VALUES ($1, $2)
          ON CONFLICT (sku) DO UPDATE SET on_hand = EXCLUDED.on_hand, updated_at = now()
          RETURNING sku, on_hand, reserved",
     )
-    .bind(sku)
-    .bind(on_hand)
+    .bind(&level.sku)
+    .bind(level.on_hand)
     .fetch_one(&mut *tx)
-    .await?;
-    publish_level(tx, &level, Cause::SERVICE).await?;
-    Ok(level)
+    .await?
+    .into();
+    publish_level(tx, &stored, cause).await?;
+    Ok(stored)
 }
 
 pub async fn stock_level(pool: &PgPool, sku: &str) -> Result<Option<StockLevel>, sqlx::Error> {
-    sqlx::query_as::<Postgres, StockLevel>(
+    Ok(sqlx::query_as::<Postgres, LevelRow>(
         "SELECT sku, on_hand, reserved FROM stock WHERE sku = $1",
     )
     .bind(sku)
     .fetch_optional(pool)
-    .await
+    .await?
+    .map(StockLevel::from))
 }
 
 /// Locks, in SKU order, the stock rows of `skus` and of the reservations of `orders`.
@@ -102,157 +113,144 @@ pub async fn lock_stock(
     Ok(())
 }
 
-/// Reserves an order's lines all or nothing and publishes the outcome. The stock rows are
-/// locked in SKU order, so concurrent orders cannot deadlock, and the table's CHECK makes
-/// overselling impossible even if this code were wrong.
-pub async fn reserve_order(
+/// The levels of the SKUs `lines` ask for, their rows locked in SKU order (so concurrent orders
+/// cannot deadlock); a SKU never stocked is absent.
+pub async fn lock_levels(
     tx: &mut PgConnection,
-    order_id: &str,
     lines: &[Requested],
-    expires_at: DateTime<Utc>,
-    cause: Cause<'_>,
-) -> Result<Reservation, StockError> {
-    let exists: Option<(String,)> =
-        sqlx::query_as("SELECT status FROM reservations WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if exists.is_some() {
-        // Already decided for this order (a replay under a new event id): decide nothing twice.
-        return Ok(Reservation::Granted(Vec::new()));
-    }
+) -> Result<HashMap<String, StockLevel>, sqlx::Error> {
     let mut skus: Vec<&str> = lines.iter().map(|line| line.sku.as_str()).collect();
     skus.sort_unstable();
     skus.dedup();
-    let locked = sqlx::query_as::<Postgres, StockLevel>(
+    let locked = sqlx::query_as::<Postgres, LevelRow>(
         "SELECT sku, on_hand, reserved FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
     )
     .bind(&skus)
     .fetch_all(&mut *tx)
     .await?;
-    let levels: HashMap<String, StockLevel> = locked
+    Ok(locked
         .into_iter()
-        .map(|level| (level.sku.clone(), level))
-        .collect();
-    let reservation = domain::reserve(&levels, lines);
-    if let Reservation::Granted(granted) = &reservation {
-        sqlx::query(
-            "INSERT INTO reservations (order_id, status, expires_at) VALUES ($1, 'reserved', $2)",
-        )
-        .bind(order_id)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await?;
-        for line in granted {
-            sqlx::query(
-                "INSERT INTO reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)",
-            )
-            .bind(order_id)
-            .bind(&line.sku)
-            .bind(line.quantity)
-            .execute(&mut *tx)
-            .await?;
-            let level = sqlx::query_as::<Postgres, StockLevel>(
-                "UPDATE stock SET reserved = reserved + $2, updated_at = now() WHERE sku = $1
-                 RETURNING sku, on_hand, reserved",
-            )
-            .bind(&line.sku)
-            .bind(line.quantity)
-            .fetch_one(&mut *tx)
-            .await?;
-            publish_level(tx, &level, cause).await?;
-        }
-    }
-    outbox::publish(
-        tx,
-        &domain::reservation_event(order_id, &reservation, expires_at.timestamp_millis()),
-        cause,
-    )
-    .await?;
-    Ok(reservation)
+        .map(|row| (row.sku.clone(), row.into()))
+        .collect())
 }
 
-/// Applies a payment outcome, a cancellation or expiry to an order's reservation.
-pub async fn apply_to_reservation(
+/// The status of an order's reservation, its row locked; `None` when the order has none.
+pub async fn lock_reservation(
     tx: &mut PgConnection,
     order_id: &str,
-    input: ReservationInput,
-    cause: Cause<'_>,
-) -> Result<(), StockError> {
+) -> Result<Option<ReservationStatus>, sqlx::Error> {
     let current: Option<(String,)> =
         sqlx::query_as("SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE")
             .bind(order_id)
             .fetch_optional(&mut *tx)
             .await?;
-    // No reservation: the order was refused for lack of stock; there is nothing to undo.
-    let Some(status) = current.and_then(|(status,)| ReservationStatus::parse(&status)) else {
-        return Ok(());
-    };
-    let decision = domain::decide(order_id, status, input);
-    if let Some(movement) = decision.movement {
-        let lines: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku",
-        )
+    Ok(current.and_then(|(status,)| ReservationStatus::parse(&status)))
+}
+
+/// Whether an order was decided already (it has a reservation).
+pub async fn has_reservation(tx: &mut PgConnection, order_id: &str) -> Result<bool, sqlx::Error> {
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM reservations WHERE order_id = $1")
         .bind(order_id)
-        .fetch_all(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        for (sku, quantity) in lines {
-            let statement = match movement {
-                StockMovement::Commit => {
-                    "UPDATE stock SET reserved = reserved - $2, on_hand = on_hand - $2, updated_at = now()
-                      WHERE sku = $1 RETURNING sku, on_hand, reserved"
-                }
-                StockMovement::Release => {
-                    "UPDATE stock SET reserved = reserved - $2, updated_at = now()
-                      WHERE sku = $1 RETURNING sku, on_hand, reserved"
-                }
-                StockMovement::Restock => {
-                    "UPDATE stock SET on_hand = on_hand + $2, updated_at = now()
-                      WHERE sku = $1 RETURNING sku, on_hand, reserved"
-                }
-            };
-            let level = sqlx::query_as::<Postgres, StockLevel>(statement)
-                .bind(&sku)
-                .bind(quantity)
-                .fetch_one(&mut *tx)
-                .await?;
-            publish_level(tx, &level, cause).await?;
-        }
-    }
-    if decision.status != status {
-        sqlx::query("UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1")
+    Ok(exists.is_some())
+}
+
+/// Stores a new reservation of `lines` for an order, expiring at `expires_at`.
+pub async fn insert_reservation(
+    tx: &mut PgConnection,
+    order_id: &str,
+    lines: &[Requested],
+    expires_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO reservations (order_id, status, expires_at) VALUES ($1, $2, $3)")
+        .bind(order_id)
+        .bind(ReservationStatus::Reserved.as_str())
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+    for line in lines {
+        sqlx::query("INSERT INTO reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)")
             .bind(order_id)
-            .bind(decision.status.as_str())
+            .bind(&line.sku)
+            .bind(line.quantity)
             .execute(&mut *tx)
             .await?;
-    }
-    if let Some(event) = &decision.emit {
-        outbox::publish(tx, event, cause).await?;
     }
     Ok(())
 }
 
-/// Releases reservations past their time, oldest first; returns how many.
-pub async fn expire_due_reservations(pool: &PgPool, limit: i64) -> Result<usize, StockError> {
-    let mut tx = pool.begin().await?;
-    // SKIP LOCKED: several instances share the queue without waiting on each other.
-    let due: Vec<(String,)> = sqlx::query_as(
-        "SELECT order_id FROM reservations
-          WHERE status = 'reserved' AND expires_at <= now()
-          ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+/// The lines of an order's reservation, in SKU order.
+pub async fn reservation_lines(
+    tx: &mut PgConnection,
+    order_id: &str,
+) -> Result<Vec<Requested>, sqlx::Error> {
+    let lines: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku",
     )
+    .bind(order_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(lines
+        .into_iter()
+        .map(|(sku, quantity)| Requested { sku, quantity })
+        .collect())
+}
+
+/// Moves `line`'s units of stock as `movement` says and publishes the SKU's new level. The
+/// table's CHECK (`reserved <= on_hand`, nothing negative) makes overselling impossible even if
+/// a rule were wrong.
+pub async fn move_stock(
+    tx: &mut PgConnection,
+    line: &Requested,
+    movement: StockMovement,
+    cause: Cause<'_>,
+) -> Result<StockLevel, StockError> {
+    let (on_hand, reserved) = movement.deltas(line.quantity);
+    let level: StockLevel = sqlx::query_as::<Postgres, LevelRow>(
+        "UPDATE stock SET on_hand = on_hand + $2, reserved = reserved + $3, updated_at = now()
+          WHERE sku = $1 RETURNING sku, on_hand, reserved",
+    )
+    .bind(&line.sku)
+    .bind(on_hand)
+    .bind(reserved)
+    .fetch_one(&mut *tx)
+    .await?
+    .into();
+    publish_level(tx, &level, cause).await?;
+    Ok(level)
+}
+
+/// Stores the new status of an order's reservation.
+pub async fn set_reservation_status(
+    tx: &mut PgConnection,
+    order_id: &str,
+    status: ReservationStatus,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1")
+        .bind(order_id)
+        .bind(status.as_str())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Locks up to `limit` reservations past their time, oldest first; reservations another
+/// transaction holds are skipped (several instances share the queue without waiting).
+pub async fn due_reservations(
+    tx: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    // The status is written into the statement, not bound: the planner then uses the partial
+    // index of live reservations by expiry.
+    let due: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT order_id FROM reservations
+          WHERE status = '{}' AND expires_at <= now()
+          ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        ReservationStatus::Reserved.as_str()
+    )))
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
-    for (order_id,) in &due {
-        apply_to_reservation(
-            &mut tx,
-            order_id,
-            ReservationInput::TimeRanOut,
-            Cause::SERVICE,
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(due.len())
+    Ok(due.into_iter().map(|(order_id,)| order_id).collect())
 }

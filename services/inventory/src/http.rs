@@ -12,8 +12,9 @@ use sqlx::PgPool;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use inventory_rules::{StockLevel, StockRuleError};
+
 use crate::db::{self, StockError};
-use crate::domain::StockLevel;
 
 /// The inventory service's routes (health endpoints come from `platform`). `/stock/{sku}` is for
 /// the services inside, so it is not in the document the gateway publishes.
@@ -134,19 +135,20 @@ async fn set_stock(
         )])));
     }
     let mut tx = pool.begin().await?;
-    let level =
-        db::set_on_hand(&mut tx, &sku, body.on_hand)
-            .await
-            .map_err(|error| match error {
-                StockError::BelowReserved { .. } => ApiError::conflict(error.to_string()),
-                StockError::Negative => ApiError::validation(
-                    [("on_hand".to_owned(), error.to_string())]
-                        .into_iter()
-                        .collect(),
-                ),
-                StockError::Database(error) => error.into(),
-                other => ApiError::internal(other),
-            })?;
+    let level = crate::consumers::set_on_hand(&mut tx, &sku, body.on_hand)
+        .await
+        .map_err(|error| match error {
+            StockError::Refused(StockRuleError::BelowReserved { .. }) => {
+                ApiError::conflict(error.to_string())
+            }
+            StockError::Refused(StockRuleError::Negative) => ApiError::validation(
+                [("on_hand".to_owned(), error.to_string())]
+                    .into_iter()
+                    .collect(),
+            ),
+            StockError::Database(error) => error.into(),
+            other => ApiError::internal(other),
+        })?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(view(&level)))
 }

@@ -40,7 +40,7 @@ pub async fn seed_demo_stock(pool: &PgPool, file: &Path) -> anyhow::Result<usize
             "{}: stock must not be negative",
             variant.sku
         );
-        crate::db::set_on_hand(&mut tx, &variant.sku, variant.stock).await?;
+        crate::consumers::set_on_hand(&mut tx, &variant.sku, variant.stock).await?;
         count += 1;
     }
     tx.commit().await?;

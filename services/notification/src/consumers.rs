@@ -1,11 +1,10 @@
 //! The notification service's reactions: it learns customers and orders from user and order
 //! events, turns lifecycle events into notices inside the consumer's transaction, and a sender
-//! worker mails them afterwards.
+//! worker mails them afterwards. `notification_rules` decides, `db` stores.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use events::Event;
 use messaging::worker::{PollingWorker, Round};
 use messaging::{EventHandler, HandlerError, ReceivedEvent};
 use sqlx::PgConnection;
@@ -15,16 +14,11 @@ use uuid::Uuid;
 
 use crate::config::DeliverySettings;
 use crate::db::{self, DueEmail, Source};
-use crate::domain::{self, Attempt, EmailState, EmailStatus, OrderFacts, RetryPolicy};
 use crate::mail::{MailError, Mailer};
+use notification_rules::{Attempt, EmailState, EmailStatus, NotificationInput, RetryPolicy};
 
-/// Topics the notification service consumes.
-pub const TOPICS: &[&str] = &[
-    "user-events",
-    "order-events",
-    "payment-events",
-    "shipment-events",
-];
+/// Topics the notification service consumes: declared with its rules.
+pub const TOPICS: &[&str] = notification_rules::SUBSCRIPTIONS;
 
 #[derive(Debug)]
 pub struct NotificationHandler {
@@ -46,10 +40,13 @@ impl EventHandler for NotificationHandler {
     ) -> Result<(), HandlerError> {
         let orders: Vec<Uuid> = events
             .iter()
-            .filter_map(|received| match &received.event {
-                Event::OrderCreated(order) => Some(order.order_id.as_str()),
-                event => domain::order_of(event),
-            })
+            .filter_map(
+                |received| match notification_rules::input_of(&received.event)? {
+                    NotificationInput::Order { order_id, .. }
+                    | NotificationInput::Lifecycle { order_id } => Some(order_id),
+                    NotificationInput::Customer { .. } => None,
+                },
+            )
             // A malformed id is the handler's to reject.
             .filter_map(|order_id| Uuid::parse_str(order_id).ok())
             .collect();
@@ -61,33 +58,39 @@ impl EventHandler for NotificationHandler {
         tx: &mut PgConnection,
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        match &received.event {
-            Event::UserRegistered(user) => {
-                let user_id = parse_id("user id", &user.user_id)?;
-                db::remember_customer(tx, user_id, &user.email, &user.display_name).await?;
+        let Some(input) = notification_rules::input_of(&received.event) else {
+            return Ok(());
+        };
+        match input {
+            NotificationInput::Customer {
+                user_id,
+                email,
+                display_name,
+            } => {
+                let user_id = parse_id("user id", user_id)?;
+                db::remember_customer(tx, user_id, email, display_name).await?;
             }
-            Event::OrderCreated(order) => {
-                let order_id = parse_id("order id", &order.order_id)?;
-                let user_id = parse_id("user id", &order.user_id)?;
-                let facts = OrderFacts {
-                    total_minor: order.total_minor,
-                    currency: order.currency.clone(),
-                };
+            NotificationInput::Order {
+                order_id,
+                user_id,
+                facts,
+            } => {
+                let order_id = parse_id("order id", order_id)?;
+                let user_id = parse_id("user id", user_id)?;
                 db::remember_order(tx, order_id, user_id, &facts).await?;
             }
-            event => {
-                let Some(order) = domain::order_of(event) else {
-                    return Ok(());
-                };
-                let order_id = parse_id("order id", order)?;
-                let known = db::order_facts(tx, order_id).await?;
-                let Some(notice) = domain::notice_for(event, known.as_ref().map(|(_, f)| f)) else {
+            NotificationInput::Lifecycle { order_id } => {
+                let order_id = parse_id("order id", order_id)?;
+                let (known, noticed) = db::order_facts(tx, order_id).await?;
+                let facts = known.as_ref().map(|(_, facts)| facts);
+                let Some(notice) = notification_rules::new_notice(&received.event, facts, &noticed)
+                else {
                     return Ok(());
                 };
                 let source = Source {
                     event_id: received.metadata.event_id,
                     occurred_at: received.metadata.occurred_at,
-                    message_id: domain::message_id(
+                    message_id: notification_rules::message_id(
                         received.metadata.event_id,
                         &self.message_domain,
                     ),
@@ -161,7 +164,7 @@ async fn send_one(
         status: EmailStatus::Pending,
         attempts: u32::try_from(email.attempts).unwrap_or(0),
     };
-    let after = domain::after_attempt(state, attempt, policy);
+    let after = notification_rules::after_attempt(state, attempt, policy);
     match attempt {
         Attempt::Accepted => {
             metrics::counter!("notification_emails_sent_total").increment(1);

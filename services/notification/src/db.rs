@@ -6,7 +6,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
-use crate::domain::{AfterAttempt, Notice, OrderFacts};
+use notification_rules::{AfterAttempt, EmailStatus, Kind, Notice, OrderFacts};
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -74,29 +74,46 @@ pub async fn remember_order(
     Ok(())
 }
 
-/// The customer and facts of an order, once its OrderCreated has been read. Holds the order's
-/// lock to the end of the transaction, so a notice recorded without its customer is addressed
-/// by the OrderCreated that follows.
+/// The customer and facts of an order, once its OrderCreated has been read, and the kinds of
+/// notice it has already. Holds the order's lock to the end of the transaction, so a notice
+/// recorded without its customer is addressed by the OrderCreated that follows.
 pub async fn order_facts(
     tx: &mut PgConnection,
     order_id: Uuid,
-) -> Result<Option<(Uuid, OrderFacts)>, sqlx::Error> {
+) -> Result<(Option<(Uuid, OrderFacts)>, Vec<Kind>), sqlx::Error> {
     lock_order(tx, order_id).await?;
-    let row: Option<(Uuid, i64, String)> = sqlx::query_as(
-        "SELECT user_id, total_minor, currency FROM customer_orders WHERE order_id = $1",
+    let (user_id, total_minor, currency, noticed): (
+        Option<Uuid>,
+        Option<i64>,
+        Option<String>,
+        Vec<String>,
+    ) = sqlx::query_as(
+        "SELECT c.user_id, c.total_minor, c.currency,
+                ARRAY(SELECT kind FROM notifications WHERE order_id = $1)
+           FROM (SELECT $1::uuid AS order_id) AS wanted
+           LEFT JOIN customer_orders c USING (order_id)",
     )
     .bind(order_id)
-    .fetch_optional(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    Ok(row.map(|(user_id, total_minor, currency)| {
-        (
-            user_id,
-            OrderFacts {
-                total_minor,
-                currency,
-            },
-        )
-    }))
+    let facts = user_id
+        .zip(total_minor)
+        .zip(currency)
+        .map(|((user_id, total_minor), currency)| {
+            (
+                user_id,
+                OrderFacts {
+                    total_minor,
+                    currency,
+                },
+            )
+        });
+    // A kind this version does not know cannot be one it would notice again.
+    let noticed = noticed
+        .iter()
+        .filter_map(|kind| kind.parse().ok())
+        .collect();
+    Ok((facts, noticed))
 }
 
 /// Serialises what is learnt of one order with the notices about it. OrderCreated and the
@@ -133,8 +150,9 @@ pub struct Source {
     pub message_id: String,
 }
 
-/// Stores a notice and its pending e-mail, unless this event (or one of the same kind for the
-/// same order) was already noticed. Returns whether it was new.
+/// Stores a notice and its pending e-mail. The unique indexes keep a second notice of this event
+/// (or of its kind for its order) out even if two transactions raced; returns whether it was
+/// stored.
 pub async fn record_notice(
     tx: &mut PgConnection,
     order_id: Uuid,
@@ -249,14 +267,16 @@ pub async fn claim_due_emails(
     limit: i64,
     lease: Duration,
 ) -> Result<Vec<DueEmail>, sqlx::Error> {
-    sqlx::query_as::<Postgres, DueEmail>(
+    // The status is written into the statement, not bound: the planner then uses the partial
+    // index of pending e-mails.
+    sqlx::query_as::<Postgres, DueEmail>(sqlx::AssertSqlSafe(format!(
         "WITH claimed AS (
              UPDATE outgoing_emails SET lease_until = now() + make_interval(secs => $2)
               WHERE notification_id IN (
                   SELECT e.notification_id FROM outgoing_emails e
                     JOIN notifications n ON n.id = e.notification_id
                     JOIN customers c ON c.user_id = n.user_id
-                   WHERE e.status = 'pending' AND e.next_attempt_at <= now()
+                   WHERE e.status = '{pending}' AND e.next_attempt_at <= now()
                      AND (e.lease_until IS NULL OR e.lease_until < now())
                    ORDER BY e.next_attempt_at LIMIT $1
                    FOR UPDATE OF e SKIP LOCKED)
@@ -266,7 +286,8 @@ pub async fn claim_due_emails(
            FROM claimed
            JOIN notifications n ON n.id = claimed.notification_id
            JOIN customers c ON c.user_id = n.user_id",
-    )
+        pending = EmailStatus::Pending.as_str()
+    )))
     .bind(limit)
     .bind(lease.as_secs_f64())
     .fetch_all(pool)
@@ -286,14 +307,16 @@ pub async fn record_attempt(
         "UPDATE outgoing_emails
             SET status = $2, attempts = $3, lease_until = NULL, last_error = $5,
                 next_attempt_at = now() + make_interval(secs => $4),
-                sent_at = CASE WHEN $2 = 'sent' THEN now() ELSE sent_at END
-          WHERE notification_id = $1 AND status = 'pending'",
+                sent_at = CASE WHEN $2 = $6 THEN now() ELSE sent_at END
+          WHERE notification_id = $1 AND status = $7",
     )
     .bind(notification_id)
     .bind(after.state.status.as_str())
     .bind(attempts)
     .bind(after.retry_in.unwrap_or_default().as_secs_f64())
     .bind(error)
+    .bind(EmailStatus::Sent.as_str())
+    .bind(EmailStatus::Pending.as_str())
     .execute(pool)
     .await?;
     Ok(())

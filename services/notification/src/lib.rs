@@ -3,7 +3,6 @@
 pub mod config;
 pub mod consumers;
 pub mod db;
-pub mod domain;
 pub mod http;
 pub mod mail;
 pub mod startup;

@@ -107,7 +107,10 @@ impl Mailer {
             .message_id(Some(email.message_id.clone()))
             .date(SystemTime::from(email.created_at))
             .header(ContentType::TEXT_PLAIN)
-            .body(crate::domain::email_text(&email.display_name, &email.body))
+            .body(notification_rules::email_text(
+                &email.display_name,
+                &email.body,
+            ))
             .map_err(|error| MailError::Unsendable(error.to_string()))
     }
 

@@ -27,7 +27,7 @@ use crate::config::CheckoutSettings;
 use crate::db::{
     self, Existing, NewOrder, OrderDbError, OrderLineRow, OrderRow, ShipmentRow, StatusChange,
 };
-use crate::domain::{self, CheckoutError, MAX_QUANTITY_PER_LINE, OrderInput, OrderStatus};
+use order_rules::{Checkout, CheckoutError, MAX_QUANTITY_PER_LINE, OrderInput, OrderStatus};
 
 /// The order service's routes (health endpoints come from `platform`).
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -374,21 +374,21 @@ async fn place_order(
         return Err(CheckoutError::Empty.into());
     }
     let lines = db::price_lines(&mut tx, &wanted).await?;
-    let (total_minor, currency) = domain::price_order(&lines)?;
+    let priced = Checkout::new(
+        lines,
+        request.payment_token.trim().to_owned(),
+        address.to_owned(),
+    )?;
     let deadline =
         chrono::Duration::milliseconds(i64::try_from(settings.deadline_ms).unwrap_or(i64::MAX));
     let order = NewOrder {
         user_id,
-        lines,
-        total_minor,
-        currency,
-        payment_token: request.payment_token.trim().to_owned(),
-        shipping_address: address.to_owned(),
+        checkout: priced,
         deadline_at: Utc::now() + deadline,
         idempotency_key: key,
         request_digest: digest,
     };
-    let id = db::insert_order(&mut tx, &order, trace.cause()).await?;
+    let id = crate::consumers::place(&mut tx, &order, trace.cause()).await?;
     if from_cart {
         db::clear_cart(&mut tx, user_id).await?;
     }
@@ -519,7 +519,7 @@ async fn cancel_order(
     if owner != user.user_id {
         return Err(ApiError::not_found("no such order"));
     }
-    let decision = db::apply(
+    let decision = crate::consumers::apply(
         &mut tx,
         id,
         &state,

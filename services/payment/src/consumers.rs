@@ -1,49 +1,44 @@
 //! The payment service's reactions to the checkout saga, and the workers that talk to the
-//! payment provider outside any database transaction.
+//! payment provider outside any database transaction. Each reaction and each provider answer is
+//! one decide-then-save step ([`apply`]): `payment_rules` decides, `db` stores.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use events::Event;
 use messaging::{EventHandler, HandlerError, ReceivedEvent};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::WorkerSettings;
 use messaging::outbox::Cause;
 use messaging::worker::{PollingWorker, Round};
+use payment_rules::{PaymentInput, PaymentState};
+
+use crate::config::WorkerSettings;
 
 use crate::db::{self, PaymentDbError, Work};
-use crate::domain::{PaymentInput, PaymentState, Terms};
 use crate::provider::{
     ChargeOutcome, ChargeRequest, PaymentProvider, ProviderError, RefundRequest,
 };
 
-/// Topics the payment service consumes.
-pub const TOPICS: &[&str] = &["order-events", "inventory-events"];
+/// Topics the payment service consumes: declared with its rules.
+pub const TOPICS: &[&str] = payment_rules::SUBSCRIPTIONS;
+
+/// The payment service's one decide-then-save step: applies an input to an order's payment
+/// under its row lock; `payment_rules` decides, `db` stores.
+pub async fn apply(
+    tx: &mut PgConnection,
+    order_id: &str,
+    input: PaymentInput,
+    cause: Cause<'_>,
+) -> Result<PaymentState, PaymentDbError> {
+    let before = db::lock_payment(tx, order_id).await?;
+    let decision = payment_rules::decide(order_id, &before, input);
+    db::save(tx, order_id, &before, &decision, cause).await?;
+    Ok(decision.state)
+}
 
 #[derive(Debug)]
 pub struct PaymentHandler;
-
-/// The payment input an event is, and the order it concerns.
-fn input_of(event: &Event) -> Option<(&str, PaymentInput)> {
-    Some(match event {
-        Event::OrderCreated(order) => (
-            &order.order_id,
-            PaymentInput::OrderCreated(Terms {
-                amount_minor: order.total_minor,
-                currency: order.currency.clone(),
-                payment_token: order.payment_token.clone(),
-            }),
-        ),
-        Event::StockReserved(reserved) => (&reserved.order_id, PaymentInput::StockReserved),
-        Event::StockReservationFailed(failed) => (&failed.order_id, PaymentInput::OrderAbandoned),
-        Event::OrderRejected(rejected) => (&rejected.order_id, PaymentInput::OrderAbandoned),
-        Event::OrderCancelled(cancelled) => (&cancelled.order_id, PaymentInput::OrderCancelled),
-        Event::ReservationExpired(expired) => (&expired.order_id, PaymentInput::OrderCancelled),
-        _ => return None,
-    })
-}
 
 impl EventHandler for PaymentHandler {
     /// Creates and locks every payment the batch moves, in order id order: the order and
@@ -55,7 +50,9 @@ impl EventHandler for PaymentHandler {
     ) -> Result<(), HandlerError> {
         let order_ids: Vec<&str> = events
             .iter()
-            .filter_map(|received| input_of(&received.event).map(|(order_id, _)| order_id))
+            .filter_map(|received| {
+                payment_rules::input_of(&received.event).map(|(order_id, _)| order_id)
+            })
             .collect();
         Ok(db::lock_payments(tx, &order_ids).await?)
     }
@@ -65,10 +62,10 @@ impl EventHandler for PaymentHandler {
         tx: &mut PgConnection,
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        let Some((order_id, input)) = input_of(&received.event) else {
+        let Some((order_id, input)) = payment_rules::input_of(&received.event) else {
             return Ok(());
         };
-        db::apply(tx, order_id, input, Cause::Event(&received.metadata))
+        apply(tx, order_id, input, Cause::Event(&received.metadata))
             .await
             .map_err(HandlerError::classify)?;
         Ok(())
@@ -164,7 +161,7 @@ async fn settle<P: PaymentProvider>(
     let mut tx = pool.begin().await?;
     match outcome {
         Ok(input) => {
-            db::apply(&mut tx, order_id, input, Cause::SERVICE).await?;
+            apply(&mut tx, order_id, input, Cause::SERVICE).await?;
             db::release(&mut tx, order_id, None).await?;
         }
         Err(error) => {
@@ -173,7 +170,7 @@ async fn settle<P: PaymentProvider>(
             tracing::warn!(order_id, %error, attempts, retry_in = ?delay, "payment provider call failed; will retry");
             if work == Work::Charge {
                 // The charge may have gone through: it must be resolved before anything else.
-                db::apply(
+                apply(
                     &mut tx,
                     order_id,
                     PaymentInput::ChargeOutcomeUnknown,

@@ -1,8 +1,11 @@
+//! The payment database: each order's payment state, the transactions settled with the
+//! processor, and the work queues of the provider workers. Loading and storing only: what
+//! changes is decided by `payment_rules`, in `crate::consumers`.
+
 use messaging::outbox::{self, Cause};
+use payment_rules::{ChargeStatus, Decision, PaymentState, RefundStatus};
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool};
-
-use crate::domain::{self, ChargeStatus, PaymentInput, PaymentState, RefundStatus};
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -19,13 +22,6 @@ pub enum PaymentDbError {
     Corrupt(#[from] serde_json::Error),
 }
 
-fn status_name<T: serde::Serialize>(status: &T) -> String {
-    serde_json::to_value(status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 /// Creates the payments of `order_ids` not seen before and locks them all, in order id order,
 /// so that transactions handling several orders never wait on each other in a circle; two
 /// inputs for a new order serialise on its row.
@@ -36,13 +32,16 @@ pub async fn lock_payments(tx: &mut PgConnection, order_ids: &[&str]) -> Result<
     let mut sorted = order_ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
+    let new = PaymentState::default();
     sqlx::query(
         "INSERT INTO payments (order_id, state, charge_status, refund_status)
-         SELECT order_id, $2, 'waiting', 'none' FROM unnest($1::text[]) AS order_id
+         SELECT order_id, $2, $3, $4 FROM unnest($1::text[]) AS order_id
          ON CONFLICT (order_id) DO NOTHING",
     )
     .bind(&sorted)
-    .bind(sqlx::types::Json(PaymentState::default()))
+    .bind(sqlx::types::Json(&new))
+    .bind(new.charge.as_str())
+    .bind(new.refund.as_str())
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -54,13 +53,10 @@ pub async fn lock_payments(tx: &mut PgConnection, order_ids: &[&str]) -> Result<
     Ok(())
 }
 
-/// Applies an input to an order's payment under a row lock, stores the new state, records
-/// transactions and publishes the decision's events.
-pub async fn apply(
+/// An order's payment state, its row locked (created, waiting, when the order is new).
+pub async fn lock_payment(
     tx: &mut PgConnection,
     order_id: &str,
-    input: PaymentInput,
-    cause: Cause<'_>,
 ) -> Result<PaymentState, PaymentDbError> {
     let lock = || {
         sqlx::query_as::<_, (sqlx::types::Json<PaymentState>,)>(
@@ -75,71 +71,56 @@ pub async fn apply(
             lock().fetch_one(&mut *tx).await?
         }
     };
-    let before = stored.0.0;
-    let record = transaction_record(&input);
-    let decision = domain::decide(order_id, &before, input);
-    let after = decision.state;
+    Ok(stored.0.0)
+}
+
+/// Stores a decision about a locked payment that was in `before`: the new state (waking the
+/// workers when work became due), the transaction it settled, and the events it publishes.
+pub async fn save(
+    tx: &mut PgConnection,
+    order_id: &str,
+    before: &PaymentState,
+    decision: &Decision,
+    cause: Cause<'_>,
+) -> Result<(), PaymentDbError> {
+    let after = &decision.state;
     if after != before {
         sqlx::query(
             "UPDATE payments SET state = $2, charge_status = $3, refund_status = $4, updated_at = now()
               WHERE order_id = $1",
         )
         .bind(order_id)
-        .bind(sqlx::types::Json(&after))
-        .bind(status_name(&after.charge))
-        .bind(status_name(&after.refund))
+        .bind(sqlx::types::Json(after))
+        .bind(after.charge.as_str())
+        .bind(after.refund.as_str())
         .execute(&mut *tx)
         .await?;
-        let newly_due = (after.charge == ChargeStatus::Due && before.charge != ChargeStatus::Due)
-            || (after.refund == RefundStatus::Due && before.refund != RefundStatus::Due);
-        if newly_due {
+        if decision.newly_due {
             sqlx::query("SELECT pg_notify($1, '')")
                 .bind(WORK_CHANNEL)
                 .execute(&mut *tx)
                 .await?;
         }
     }
-    if let (Some((kind, status, reference)), Some(terms)) = (record, &after.terms) {
-        let settled = match kind {
-            "charge" => after.charge != before.charge,
-            _ => after.refund != before.refund,
-        };
-        if settled {
-            sqlx::query(
-                "INSERT INTO payment_transactions (id, order_id, kind, status, amount_minor, currency, provider_reference)
-                 VALUES ($1, $2::uuid, $3, $4, $5, $6, $7)",
-            )
-            .bind(uuid::Uuid::now_v7())
-            .bind(order_id)
-            .bind(kind)
-            .bind(status)
-            .bind(terms.amount_minor)
-            .bind(&terms.currency)
-            .bind(reference)
-            .execute(&mut *tx)
-            .await?;
-        }
+    if let Some(record) = &decision.record {
+        sqlx::query(
+            "INSERT INTO payment_transactions (id, order_id, kind, status, amount_minor, currency, provider_reference)
+             VALUES ($1, $2::uuid, $3, $4, $5, $6, $7)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(order_id)
+        .bind(record.kind.as_str())
+        .bind(record.status.as_str())
+        .bind(record.amount_minor)
+        .bind(&record.currency)
+        .bind(&record.provider_reference)
+        .execute(&mut *tx)
+        .await?;
     }
     for event in &decision.emit {
         outbox::publish(tx, event, cause).await?;
     }
-    Ok(after)
-}
-
-/// The transaction record an input settles, if any: (kind, status, provider reference).
-fn transaction_record(
-    input: &PaymentInput,
-) -> Option<(&'static str, &'static str, Option<String>)> {
-    match input {
-        PaymentInput::ChargeSucceeded { payment_id } => {
-            Some(("charge", "succeeded", Some(payment_id.clone())))
-        }
-        PaymentInput::ChargeDeclined { reason } => {
-            Some(("charge", "declined", Some(reason.clone())))
-        }
-        PaymentInput::RefundSucceeded => Some(("refund", "succeeded", None)),
-        _ => None,
-    }
+    Ok(())
 }
 
 /// Which queue a worker serves.
@@ -156,34 +137,40 @@ pub async fn claim(
     limit: i64,
     lease: std::time::Duration,
 ) -> Result<Vec<(String, PaymentState)>, PaymentDbError> {
+    // The statuses are written into the statements, not bound: the planner then uses the
+    // partial indexes of due work.
     let statement = match work {
-        // A claimed charge counts as attempted from now on: a cancellation arriving while the
-        // call is in flight must wait for its outcome (and refund it) rather than forget it.
-        Work::Charge => {
+        // A claimed charge counts as attempted from now on (`payment_rules::claim_charge`, set
+        // here in the statement that claims the row): a cancellation arriving while the call is
+        // in flight must wait for its outcome (and refund it) rather than forget it.
+        Work::Charge => format!(
             "UPDATE payments SET lease_until = now() + make_interval(secs => $2),
-                                 state = jsonb_set(state, '{attempted}', 'true')
+                                 state = jsonb_set(state, '{{attempted}}', 'true')
               WHERE order_id IN (
                   SELECT order_id FROM payments
-                   WHERE charge_status = 'due' AND next_attempt_at <= now()
+                   WHERE charge_status = '{}' AND next_attempt_at <= now()
                      AND (lease_until IS NULL OR lease_until < now())
                    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-              RETURNING order_id, state"
-        }
-        Work::Refund => {
+              RETURNING order_id, state",
+            ChargeStatus::Due.as_str()
+        ),
+        Work::Refund => format!(
             "UPDATE payments SET lease_until = now() + make_interval(secs => $2)
               WHERE order_id IN (
                   SELECT order_id FROM payments
-                   WHERE refund_status = 'due' AND next_attempt_at <= now()
+                   WHERE refund_status = '{}' AND next_attempt_at <= now()
                      AND (lease_until IS NULL OR lease_until < now())
                    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-              RETURNING order_id, state"
-        }
+              RETURNING order_id, state",
+            RefundStatus::Due.as_str()
+        ),
     };
-    let rows: Vec<(String, sqlx::types::Json<PaymentState>)> = sqlx::query_as(statement)
-        .bind(limit)
-        .bind(lease.as_secs_f64())
-        .fetch_all(pool)
-        .await?;
+    let rows: Vec<(String, sqlx::types::Json<PaymentState>)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(statement))
+            .bind(limit)
+            .bind(lease.as_secs_f64())
+            .fetch_all(pool)
+            .await?;
     Ok(rows.into_iter().map(|(id, state)| (id, state.0)).collect())
 }
 

@@ -1,12 +1,14 @@
+//! The shipping database: the orders it learnt and their shipments. Loading and storing only:
+//! what changes is decided by `shipping_rules`, in `crate::consumers`.
+
 use chrono::{DateTime, NaiveDate, Utc};
-use events::{Event, EventMetadata, OrderCreated, ShipmentScheduled};
+use events::Event;
 use messaging::outbox::{self, Cause};
 use serde::Serialize;
+use shipping_rules::{OrderFacts, Plan, ShipmentStatus};
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
-
-use crate::domain::{self, Advance, ShipmentStatus, Step};
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -28,17 +30,12 @@ pub enum ShippingError {
 pub async fn remember_order(
     tx: &mut PgConnection,
     order_id: Uuid,
-    order: &OrderCreated,
+    order: &OrderFacts,
 ) -> Result<(), sqlx::Error> {
-    let item_count: i64 = order
-        .lines
-        .iter()
-        .map(|line| i64::from(line.quantity))
-        .sum();
     let lines: Vec<serde_json::Value> = order
         .lines
         .iter()
-        .map(|line| serde_json::json!({ "sku": line.sku, "quantity": line.quantity }))
+        .map(|(sku, quantity)| serde_json::json!({ "sku": sku, "quantity": quantity }))
         .collect();
     sqlx::query(
         "INSERT INTO orders (order_id, shipping_address, item_count, lines)
@@ -46,33 +43,57 @@ pub async fn remember_order(
     )
     .bind(order_id)
     .bind(&order.shipping_address)
-    .bind(i32::try_from(item_count).unwrap_or(i32::MAX))
+    .bind(i32::try_from(order.item_count).unwrap_or(i32::MAX))
     .bind(sqlx::types::Json(lines))
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-/// Schedules the one shipment of a paid order and publishes ShipmentScheduled, unless the order
-/// already has its shipment. Returns the new shipment's id.
-pub async fn schedule(
+/// What the service knows of an order before scheduling it: what its OrderCreated said (`None`
+/// if it was never seen) and whether it has its shipment already.
+pub async fn order_to_ship(
     tx: &mut PgConnection,
     order_id: Uuid,
-    paid_on: NaiveDate,
-    cause: &EventMetadata,
-) -> Result<Option<Uuid>, ShippingError> {
-    let order: Option<(String, i32)> =
-        sqlx::query_as("SELECT shipping_address, item_count FROM orders WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (address, item_count) = order.ok_or(ShippingError::UnknownOrder(order_id))?;
-    let shipment_id = Uuid::now_v7();
-    let plan = domain::plan_shipment(i64::from(item_count), paid_on, shipment_id);
+) -> Result<(Option<OrderFacts>, bool), sqlx::Error> {
+    let row: Option<(Option<String>, Option<i32>, bool)> = sqlx::query_as(
+        "SELECT o.shipping_address, o.item_count,
+                EXISTS (SELECT 1 FROM shipments s WHERE s.order_id = $1)
+           FROM (SELECT $1::uuid AS order_id) AS wanted
+           LEFT JOIN orders o USING (order_id)",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((address, item_count, scheduled)) = row else {
+        return Ok((None, false));
+    };
+    let facts = address
+        .zip(item_count)
+        .map(|(shipping_address, item_count)| OrderFacts {
+            shipping_address,
+            item_count: i64::from(item_count),
+            lines: Vec::new(),
+        });
+    Ok((facts, scheduled))
+}
+
+/// Stores the shipment `shipment_id` of an order as planned, and publishes `emit` (its
+/// ShipmentScheduled). Returns false, publishing nothing, when the order got its shipment
+/// meanwhile.
+pub async fn insert_shipment(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    shipment_id: Uuid,
+    order: &OrderFacts,
+    plan: &Plan,
+    emit: &Event,
+    cause: Cause<'_>,
+) -> Result<bool, ShippingError> {
     let inserted = sqlx::query(
         "INSERT INTO shipments (id, order_id, carrier, tracking_number, pickup_date, status,
                                 shipping_address, item_count)
-         VALUES ($1, $2, $3, $4, $5, 'scheduled', $6, $7)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (order_id) DO NOTHING",
     )
     .bind(shipment_id)
@@ -80,24 +101,17 @@ pub async fn schedule(
     .bind(plan.carrier.name())
     .bind(&plan.tracking_number)
     .bind(plan.pickup_date)
-    .bind(&address)
-    .bind(item_count)
+    .bind(ShipmentStatus::Scheduled.as_str())
+    .bind(&order.shipping_address)
+    .bind(i32::try_from(order.item_count).unwrap_or(i32::MAX))
     .execute(&mut *tx)
     .await?
     .rows_affected();
     if inserted == 0 {
-        return Ok(None);
+        return Ok(false);
     }
-    let event: Event = ShipmentScheduled {
-        order_id: order_id.to_string(),
-        shipment_id: shipment_id.to_string(),
-        carrier: plan.carrier.name().to_owned(),
-        tracking_number: plan.tracking_number.clone(),
-        pickup_date: plan.pickup_date.to_string(),
-    }
-    .into();
-    outbox::publish(tx, &event, Cause::Event(cause)).await?;
-    Ok(Some(shipment_id))
+    outbox::publish(tx, emit, cause).await?;
+    Ok(true)
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -147,49 +161,42 @@ pub async fn shipments(
     .await
 }
 
-/// Moves an order's shipment one step forward and publishes the event, in one transaction.
-/// Repeating a step that was taken answers the shipment as it is and publishes nothing.
-pub async fn advance(
-    pool: &PgPool,
+/// An order's shipment (id and status), its row locked.
+pub async fn lock_shipment(
+    tx: &mut PgConnection,
     order_id: Uuid,
-    step: Step,
-    cause: Cause<'_>,
-) -> Result<ShipmentRow, ShippingError> {
-    let mut tx = pool.begin().await?;
+) -> Result<Option<(Uuid, ShipmentStatus)>, ShippingError> {
     let current: Option<(Uuid, String)> =
         sqlx::query_as("SELECT id, status FROM shipments WHERE order_id = $1 FOR UPDATE")
             .bind(order_id)
             .fetch_optional(&mut *tx)
             .await?;
-    let (shipment_id, status) = current.ok_or(ShippingError::NoShipment)?;
-    let status: ShipmentStatus = status.parse().map_err(ShippingError::Refused)?;
-    match domain::advance(
-        &order_id.to_string(),
-        &shipment_id.to_string(),
-        status,
-        step,
-    ) {
-        Advance::Refused(why) => return Err(ShippingError::Refused(why)),
-        Advance::AlreadyDone => {}
-        Advance::Moved { status, emit } => {
-            let stamp = match status {
-                ShipmentStatus::Dispatched => "dispatched_at",
-                ShipmentStatus::Delivered => "delivered_at",
-                ShipmentStatus::Scheduled => "updated_at",
-            };
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE shipments SET status = $2, {stamp} = now(), updated_at = now()
-                  WHERE order_id = $1"
-            )))
-            .bind(order_id)
-            .bind(status.as_str())
-            .execute(&mut *tx)
-            .await?;
-            outbox::publish(&mut tx, &emit, cause).await?;
-        }
-    }
-    tx.commit().await?;
-    shipment_of(pool, order_id)
-        .await?
-        .ok_or(ShippingError::NoShipment)
+    current
+        .map(|(id, status)| Ok((id, status.parse().map_err(ShippingError::Refused)?)))
+        .transpose()
+}
+
+/// Stores the step a shipment took (stamping when) and publishes `emit`.
+pub async fn save_step(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    status: ShipmentStatus,
+    emit: &Event,
+    cause: Cause<'_>,
+) -> Result<(), ShippingError> {
+    let stamp = match status {
+        ShipmentStatus::Dispatched => "dispatched_at",
+        ShipmentStatus::Delivered => "delivered_at",
+        ShipmentStatus::Scheduled => "updated_at",
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE shipments SET status = $2, {stamp} = now(), updated_at = now()
+          WHERE order_id = $1"
+    )))
+    .bind(order_id)
+    .bind(status.as_str())
+    .execute(&mut *tx)
+    .await?;
+    outbox::publish(tx, emit, cause).await?;
+    Ok(())
 }

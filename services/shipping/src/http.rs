@@ -15,7 +15,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use crate::db::{self, ShippingError};
-use crate::domain::{ShipmentStatus, Step};
+use shipping_rules::{ShipmentStatus, Step};
 
 /// The shipping service's own routes (health endpoints come from `platform`).
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -183,7 +183,7 @@ async fn take_step(
     trace: RequestTrace,
 ) -> Result<HttpResponse, ApiError> {
     let order_id = parse_order_id(order_id)?;
-    match db::advance(pool, order_id, step, trace.cause()).await {
+    match crate::consumers::advance(pool, order_id, step, trace.cause()).await {
         Ok(shipment) => Ok(HttpResponse::Ok().json(shipment)),
         Err(ShippingError::NoShipment) => Err(no_shipment()),
         Err(ShippingError::Refused(why)) => Err(ApiError::conflict(why)),
@@ -220,11 +220,7 @@ mod tests {
         for text in &listed {
             assert!(text.parse::<ShipmentStatus>().is_ok(), "{text}");
         }
-        for status in [
-            ShipmentStatus::Scheduled,
-            ShipmentStatus::Dispatched,
-            ShipmentStatus::Delivered,
-        ] {
+        for status in ShipmentStatus::ALL {
             assert!(listed.contains(&status.as_str()), "{status:?}");
         }
         let limit = parameters

@@ -3,6 +3,5 @@
 pub mod config;
 pub mod consumers;
 pub mod db;
-pub mod domain;
 pub mod http;
 pub mod startup;

@@ -15,8 +15,8 @@
 
 use std::time::Duration;
 
+use notification_rules::{Kind, Notice};
 use notification_service::db::{Source, record_notice, remember_customer};
-use notification_service::domain::{Kind, Notice};
 use sqlx::PgPool;
 use uuid::Uuid;
 

@@ -13,7 +13,7 @@ use chrono::Utc;
 use events::{EventMetadata, OrderPaid};
 use reqwest::Method;
 use serde_json::Value;
-use shipping_service::domain::{is_valid_tracking_number, next_business_day};
+use shipping_rules::{is_valid_tracking_number, next_business_day};
 
 async fn stack() -> Stack {
     let stack = Stack::start(StackOptions {

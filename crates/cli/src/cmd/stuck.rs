@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::Args;
-use order_service::domain::OrderStatus;
+use order_rules::OrderStatus;
 use serde_json::json;
 use uuid::Uuid;
 

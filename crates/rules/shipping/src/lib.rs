@@ -1,7 +1,11 @@
-//! Shipments: carrier choice, pick-up dates and tracking.
+//! The shipping service's rules: carrier choice, pick-up dates, tracking, and the one shipment
+//! of each paid order.
 //!
-//! Plain functions, no Kafka or database, so the rules can be tested as the business rules they
-//! are:
+//! Plain functions, no Kafka or database (Cargo keeps this crate free of them), so the rules can
+//! be tested as the business rules they are, and the service, the invariant checker and the saga
+//! simulator share them:
+//! - The service learns each order (address, items) from OrderCreated, and schedules the
+//!   shipment of an order when OrderPaid arrives ([`input_of`], [`schedule`]).
 //! - A paid order gets exactly one shipment.
 //! - The carrier follows the parcel's size: up to 2 items fit a letterbox parcel
 //!   (`Bazaar Post`), up to 10 a standard parcel (`Bazaar Parcel`), more go by freight
@@ -17,8 +21,104 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{Datelike, Days, NaiveDate, Weekday};
-use events::{Event, ShipmentDelivered, ShipmentDispatched};
+use events::{Event, OrderCreated, ShipmentDelivered, ShipmentDispatched, ShipmentScheduled};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+/// The service these rules belong to (its consumer group, database and CLI name).
+pub const SERVICE: &str = "shipping";
+
+/// The topics the shipping service consumes: every event [`input_of`] reacts to is on one.
+pub const SUBSCRIPTIONS: &[&str] = &["order-events"];
+
+/// What the shipping service does with an event of the saga.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShippingInput {
+    /// Remember where the order goes and what is in it.
+    OrderCreated(OrderFacts),
+    /// Schedule the order's shipment.
+    OrderPaid,
+}
+
+/// What the shipping service keeps of an order from its OrderCreated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderFacts {
+    pub shipping_address: String,
+    /// Units over every line: the parcel's size.
+    pub item_count: i64,
+    /// (SKU, quantity) of each line.
+    pub lines: Vec<(String, i32)>,
+}
+
+impl OrderFacts {
+    pub fn of(order: &OrderCreated) -> Self {
+        Self {
+            shipping_address: order.shipping_address.clone(),
+            item_count: order
+                .lines
+                .iter()
+                .map(|line| i64::from(line.quantity))
+                .sum(),
+            lines: order
+                .lines
+                .iter()
+                .map(|line| (line.sku.clone(), line.quantity))
+                .collect(),
+        }
+    }
+}
+
+/// The order an event is about and what the shipping service does with it, if anything.
+pub fn input_of(event: &Event) -> Option<(&str, ShippingInput)> {
+    Some(match event {
+        Event::OrderCreated(order) => (
+            &order.order_id,
+            ShippingInput::OrderCreated(OrderFacts::of(order)),
+        ),
+        Event::OrderPaid(paid) => (&paid.order_id, ShippingInput::OrderPaid),
+        _ => return None,
+    })
+}
+
+/// What an OrderPaid leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scheduling {
+    /// Book this shipment and publish its ShipmentScheduled.
+    Schedule { plan: Plan, emit: Event },
+    /// The order has its shipment already (a redelivered or replayed OrderPaid): nothing more.
+    AlreadyScheduled,
+    /// No OrderCreated was seen for the order, so there is no address to ship to. OrderPaid
+    /// always follows its OrderCreated on the same partition: this cannot resolve itself.
+    UnknownOrder,
+}
+
+/// Schedules the one shipment `shipment_id` of the paid order `order_id`, paid on `paid_on`
+/// (the day of the payment, not of handling: a replay plans the same pick-up). `order` is what
+/// its OrderCreated said; `scheduled` whether it has a shipment already.
+pub fn schedule(
+    order_id: &str,
+    order: Option<&OrderFacts>,
+    scheduled: bool,
+    paid_on: NaiveDate,
+    shipment_id: Uuid,
+) -> Scheduling {
+    if scheduled {
+        return Scheduling::AlreadyScheduled;
+    }
+    let Some(order) = order else {
+        return Scheduling::UnknownOrder;
+    };
+    let plan = plan_shipment(order.item_count, paid_on, shipment_id);
+    let emit = ShipmentScheduled {
+        order_id: order_id.to_owned(),
+        shipment_id: shipment_id.to_string(),
+        carrier: plan.carrier.name().to_owned(),
+        tracking_number: plan.tracking_number.clone(),
+        pickup_date: plan.pickup_date.to_string(),
+    }
+    .into();
+    Scheduling::Schedule { plan, emit }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Carrier {
@@ -28,6 +128,8 @@ pub enum Carrier {
 }
 
 impl Carrier {
+    pub const ALL: [Carrier; 3] = [Self::Post, Self::Parcel, Self::Freight];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Post => "Bazaar Post",
@@ -86,9 +188,9 @@ pub fn luhn_check_digit(digits: &str) -> u32 {
 
 /// Whether a tracking number is well formed: a known prefix and digits passing the Luhn check.
 pub fn is_valid_tracking_number(number: &str) -> bool {
-    let Some(digits) = ["BP", "BC", "BF"]
+    let Some(digits) = Carrier::ALL
         .iter()
-        .find_map(|prefix| number.strip_prefix(prefix))
+        .find_map(|carrier| number.strip_prefix(carrier.tracking_prefix()))
     else {
         return false;
     };
@@ -130,7 +232,9 @@ pub fn plan_shipment(item_count: i64, paid_on: NaiveDate, shipment_id: Uuid) -> 
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Where a shipment is. The order service shows the same statuses, from the shipping events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ShipmentStatus {
     Scheduled,
     Dispatched,
@@ -138,6 +242,9 @@ pub enum ShipmentStatus {
 }
 
 impl ShipmentStatus {
+    /// In the order a shipment takes them.
+    pub const ALL: [ShipmentStatus; 3] = [Self::Scheduled, Self::Dispatched, Self::Delivered];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Scheduled => "scheduled",
@@ -371,13 +478,42 @@ mod tests {
         );
     }
 
+    fn order(item_count: i64) -> OrderFacts {
+        OrderFacts {
+            shipping_address: "1 Main St".into(),
+            item_count,
+            lines: vec![("TEE".into(), 1)],
+        }
+    }
+
+    #[test]
+    fn a_paid_order_is_scheduled_once_and_only_when_known() {
+        let id = Uuid::now_v7();
+        match schedule("o-1", Some(&order(3)), false, day("2026-03-06"), id) {
+            Scheduling::Schedule { plan, emit } => {
+                assert_eq!(plan.carrier, Carrier::Parcel);
+                let Event::ShipmentScheduled(event) = emit else {
+                    panic!("{emit:?}")
+                };
+                assert_eq!(event.shipment_id, id.to_string());
+                assert_eq!(event.pickup_date, "2026-03-09");
+                assert_eq!(event.tracking_number, plan.tracking_number);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            schedule("o-1", Some(&order(3)), true, day("2026-03-06"), id),
+            Scheduling::AlreadyScheduled
+        );
+        assert_eq!(
+            schedule("o-1", None, false, day("2026-03-06"), id),
+            Scheduling::UnknownOrder
+        );
+    }
+
     #[test]
     fn statuses_read_back_as_written() {
-        for status in [
-            ShipmentStatus::Scheduled,
-            ShipmentStatus::Dispatched,
-            ShipmentStatus::Delivered,
-        ] {
+        for status in ShipmentStatus::ALL {
             assert_eq!(status.as_str().parse::<ShipmentStatus>(), Ok(status));
         }
         assert!("lost".parse::<ShipmentStatus>().is_err());

@@ -1,7 +1,8 @@
-//! Notifications: which order events a customer hears about, and how.
+//! The notification service's rules: which order events a customer hears about, and how.
 //!
-//! Plain functions, no Kafka or database, so the rules can be tested as the business rules they
-//! are:
+//! Plain functions, no Kafka, database or mail server (Cargo keeps this crate free of them), so
+//! the rules can be tested as the business rules they are, and the service, the invariant
+//! checker and the saga simulator share them:
 //! - Each lifecycle event of an order (paid, rejected, cancelled, refunded, shipment scheduled,
 //!   dispatched, delivered) becomes one notice: one feed entry and one e-mail. A second event of
 //!   the same kind for the same order (a replay under a new event id) adds nothing.
@@ -14,15 +15,69 @@
 //!   takes: a mail server being down never loses a notice. Only an e-mail that can never be
 //!   sent as it is (a malformed address) gives up.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 use events::Event;
+use order_rules::{OrderStatus, ShipmentStatus, reasons};
 use uuid::Uuid;
 
+/// The service these rules belong to (its consumer group, database and CLI name).
+pub const SERVICE: &str = "notification";
+
+/// The topics the notification service consumes: every event [`input_of`] reacts to is on one.
+pub const SUBSCRIPTIONS: &[&str] = &[
+    "user-events",
+    "order-events",
+    "payment-events",
+    "shipment-events",
+];
+
+/// What the notification service does with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotificationInput<'a> {
+    /// Learn a customer's address and name (UserRegistered).
+    Customer {
+        user_id: &'a str,
+        email: &'a str,
+        display_name: &'a str,
+    },
+    /// Learn whose an order is and what it costs (OrderCreated).
+    Order {
+        order_id: &'a str,
+        user_id: &'a str,
+        facts: OrderFacts,
+    },
+    /// A lifecycle event of an order, which may become a notice ([`notice_for`]).
+    Lifecycle { order_id: &'a str },
+}
+
+/// What the notification service does with an event, if anything.
+pub fn input_of(event: &Event) -> Option<NotificationInput<'_>> {
+    Some(match event {
+        Event::UserRegistered(user) => NotificationInput::Customer {
+            user_id: &user.user_id,
+            email: &user.email,
+            display_name: &user.display_name,
+        },
+        Event::OrderCreated(order) => NotificationInput::Order {
+            order_id: &order.order_id,
+            user_id: &order.user_id,
+            facts: OrderFacts {
+                total_minor: order.total_minor,
+                currency: order.currency.clone(),
+            },
+        },
+        event => NotificationInput::Lifecycle {
+            order_id: order_of(event)?,
+        },
+    })
+}
+
 /// What a notice is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     OrderPaid,
     OrderRejected,
@@ -34,6 +89,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Self::OrderPaid,
+        Self::OrderRejected,
+        Self::OrderCancelled,
+        Self::PaymentRefunded,
+        Self::ShipmentScheduled,
+        Self::ShipmentDispatched,
+        Self::ShipmentDelivered,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OrderPaid => "order_paid",
@@ -57,18 +122,10 @@ impl FromStr for Kind {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        [
-            Self::OrderPaid,
-            Self::OrderRejected,
-            Self::OrderCancelled,
-            Self::PaymentRefunded,
-            Self::ShipmentScheduled,
-            Self::ShipmentDispatched,
-            Self::ShipmentDelivered,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == text)
-        .ok_or_else(|| format!("unknown notification kind {text:?}"))
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+            .ok_or_else(|| format!("unknown notification kind {text:?}"))
     }
 }
 
@@ -129,8 +186,8 @@ pub fn notice_for(event: &Event, order: Option<&OrderFacts>) -> Option<Notice> {
         }
         Event::OrderRejected(rejected) => {
             let why = match (rejected.reason.as_str(), &rejected.sku) {
-                ("out_of_stock", Some(sku)) => format!("{sku} is out of stock"),
-                ("out_of_stock", None) => "an item is out of stock".to_owned(),
+                (reasons::OUT_OF_STOCK, Some(sku)) => format!("{sku} is out of stock"),
+                (reasons::OUT_OF_STOCK, None) => "an item is out of stock".to_owned(),
                 (other, _) => other.replace('_', " "),
             };
             (
@@ -143,13 +200,13 @@ pub fn notice_for(event: &Event, order: Option<&OrderFacts>) -> Option<Notice> {
         }
         Event::OrderCancelled(cancelled) => {
             let why = match cancelled.reason.as_str() {
-                "payment_declined" => {
+                reasons::PAYMENT_DECLINED => {
                     "your payment was declined, so nothing was charged".to_owned()
                 }
-                "timeout" => "the payment did not complete in time; \
+                reasons::TIMEOUT => "the payment did not complete in time; \
                      anything that was charged will be refunded"
                     .to_owned(),
-                "customer_request" => {
+                reasons::CUSTOMER_REQUEST => {
                     "you asked us to; anything that was charged will be refunded".to_owned()
                 }
                 other => other.replace('_', " "),
@@ -195,6 +252,66 @@ pub fn notice_for(event: &Event, order: Option<&OrderFacts>) -> Option<Notice> {
         subject,
         body,
     })
+}
+
+/// The notice an event of an order becomes, unless the order has a notice of that kind already
+/// (`noticed`): a second event of a kind for an order (a replay under a new event id) adds
+/// nothing.
+pub fn new_notice(event: &Event, order: Option<&OrderFacts>, noticed: &[Kind]) -> Option<Notice> {
+    notice_for(event, order).filter(|notice| !noticed.contains(&notice.kind))
+}
+
+/// The notices an order's outcome calls for (`expected`), and those it rules out for good
+/// (`forbidden`), given its status, whether a refund was made, and its shipment's status. An
+/// order that is not final yet may still get any.
+pub fn notices_for(
+    status: OrderStatus,
+    refunded: bool,
+    shipment: Option<ShipmentStatus>,
+) -> (BTreeSet<Kind>, BTreeSet<Kind>) {
+    let mut expected = BTreeSet::new();
+    let allowed: BTreeSet<Kind> = match status {
+        OrderStatus::Paid | OrderStatus::ShippingScheduled => {
+            expected.insert(Kind::OrderPaid);
+            if status == OrderStatus::ShippingScheduled {
+                expected.insert(Kind::ShipmentScheduled);
+            }
+            // Each step the shipment took, and those before it.
+            for (step, kind) in [
+                (ShipmentStatus::Scheduled, Kind::ShipmentScheduled),
+                (ShipmentStatus::Dispatched, Kind::ShipmentDispatched),
+                (ShipmentStatus::Delivered, Kind::ShipmentDelivered),
+            ] {
+                if shipment.is_some_and(|reached| reached >= step) {
+                    expected.insert(kind);
+                }
+            }
+            [
+                Kind::OrderPaid,
+                Kind::ShipmentScheduled,
+                Kind::ShipmentDispatched,
+                Kind::ShipmentDelivered,
+            ]
+            .into()
+        }
+        OrderStatus::Rejected => {
+            expected.insert(Kind::OrderRejected);
+            [Kind::OrderRejected].into()
+        }
+        OrderStatus::Cancelled => {
+            expected.insert(Kind::OrderCancelled);
+            if refunded {
+                expected.insert(Kind::PaymentRefunded);
+            }
+            [Kind::OrderCancelled, Kind::PaymentRefunded].into()
+        }
+        OrderStatus::Pending => Kind::ALL.into(),
+    };
+    let forbidden = Kind::ALL
+        .into_iter()
+        .filter(|kind| !allowed.contains(kind))
+        .collect();
+    (expected, forbidden)
 }
 
 /// A short reference to an order for subjects: the last eight characters of its id (the random
@@ -259,12 +376,25 @@ pub enum EmailStatus {
 }
 
 impl EmailStatus {
+    pub const ALL: [EmailStatus; 3] = [Self::Pending, Self::Sent, Self::Failed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Sent => "sent",
             Self::Failed => "failed",
         }
+    }
+}
+
+impl FromStr for EmailStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+            .ok_or_else(|| format!("unknown e-mail status {text:?}"))
     }
 }
 
@@ -453,6 +583,41 @@ mod tests {
         assert_eq!(notice_for(&created, None), None);
         assert_eq!(notice_for(&registered, None), None);
         assert_eq!(order_of(&created), None);
+    }
+
+    #[test]
+    fn a_second_event_of_a_kind_adds_no_notice() {
+        assert!(new_notice(&paid(), None, &[]).is_some());
+        assert_eq!(new_notice(&paid(), None, &[Kind::OrderPaid]), None);
+        assert!(new_notice(&paid(), None, &[Kind::OrderCancelled]).is_some());
+    }
+
+    #[test]
+    fn each_outcome_calls_for_its_notices() {
+        let kinds = |list: &[Kind]| list.iter().copied().collect::<BTreeSet<Kind>>();
+        let (expected, forbidden) =
+            notices_for(OrderStatus::Paid, false, Some(ShipmentStatus::Dispatched));
+        assert_eq!(
+            expected,
+            kinds(&[
+                Kind::OrderPaid,
+                Kind::ShipmentScheduled,
+                Kind::ShipmentDispatched
+            ])
+        );
+        assert!(forbidden.contains(&Kind::OrderCancelled));
+        let (expected, forbidden) = notices_for(OrderStatus::Cancelled, true, None);
+        assert_eq!(
+            expected,
+            kinds(&[Kind::OrderCancelled, Kind::PaymentRefunded])
+        );
+        assert!(forbidden.contains(&Kind::OrderPaid));
+        let (expected, forbidden) = notices_for(OrderStatus::Pending, false, None);
+        assert!(expected.is_empty() && forbidden.is_empty());
+        assert_eq!(
+            notices_for(OrderStatus::ShippingScheduled, false, None).0,
+            kinds(&[Kind::OrderPaid, Kind::ShipmentScheduled])
+        );
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Payments: when an order is charged, when it is refunded, and that it is charged at most once.
+//! The payment service's rules: when an order is charged, when it is refunded, and that it is
+//! charged at most once. Plain functions, no Kafka, database or card processor (Cargo keeps this
+//! crate free of them); the service, the invariant checker and the saga simulator share them.
 //!
 //! The payment service's part of the checkout saga:
 //! - An order is charged once both its terms (OrderCreated) and its stock (StockReserved) are
@@ -10,8 +12,68 @@
 //!   One whose charge outcome is unknown is resolved first (the idempotent retry returns the
 //!   original outcome), then refunded if it was charged.
 
+use std::fmt;
+use std::str::FromStr;
+
 use events::{Event, PaymentFailed, PaymentRefunded, PaymentSucceeded};
 use serde::{Deserialize, Serialize};
+
+/// The service these rules belong to (its consumer group, database and CLI name).
+pub const SERVICE: &str = "payment";
+
+/// The topics the payment service consumes: every event [`input_of`] reacts to is on one.
+pub const SUBSCRIPTIONS: &[&str] = &["order-events", "inventory-events"];
+
+/// The order an event is about and the payment input it is, if the payment service cares.
+pub fn input_of(event: &Event) -> Option<(&str, PaymentInput)> {
+    Some(match event {
+        Event::OrderCreated(order) => (
+            &order.order_id,
+            PaymentInput::OrderCreated(Terms {
+                amount_minor: order.total_minor,
+                currency: order.currency.clone(),
+                payment_token: order.payment_token.clone(),
+            }),
+        ),
+        Event::StockReserved(reserved) => (&reserved.order_id, PaymentInput::StockReserved),
+        Event::StockReservationFailed(failed) => (&failed.order_id, PaymentInput::OrderAbandoned),
+        Event::OrderRejected(rejected) => (&rejected.order_id, PaymentInput::OrderAbandoned),
+        Event::OrderCancelled(cancelled) => (&cancelled.order_id, PaymentInput::OrderCancelled),
+        Event::ReservationExpired(expired) => (&expired.order_id, PaymentInput::OrderCancelled),
+        _ => return None,
+    })
+}
+
+/// Spells statuses as they are stored, and reads them back.
+macro_rules! spelled {
+    ($type:ident, $what:literal, { $( $variant:ident => $text:literal, )+ }) => {
+        impl $type {
+            pub const ALL: &[$type] = &[$( $type::$variant, )+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $( $type::$variant => $text, )+ }
+            }
+        }
+
+        impl fmt::Display for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $type {
+            type Err = String;
+
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|status| status.as_str() == text)
+                    .ok_or_else(|| format!(concat!("unknown ", $what, " {:?}"), text))
+            }
+        }
+    };
+}
 
 /// What the customer agreed to pay, from OrderCreated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +102,54 @@ pub enum RefundStatus {
     None,
     Due,
     Refunded,
+}
+
+spelled!(ChargeStatus, "charge status", {
+    Waiting => "waiting",
+    Due => "due",
+    Succeeded => "succeeded",
+    Declined => "declined",
+    Abandoned => "abandoned",
+});
+
+spelled!(RefundStatus, "refund status", {
+    None => "none",
+    Due => "due",
+    Refunded => "refunded",
+});
+
+/// What a settled call to the processor is recorded as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransactionKind {
+    Charge,
+    Refund,
+}
+
+spelled!(TransactionKind, "transaction kind", {
+    Charge => "charge",
+    Refund => "refund",
+});
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransactionStatus {
+    Succeeded,
+    Declined,
+}
+
+spelled!(TransactionStatus, "transaction status", {
+    Succeeded => "succeeded",
+    Declined => "declined",
+});
+
+/// One settled call to the processor, to keep in the payment's books.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionRecord {
+    pub kind: TransactionKind,
+    pub status: TransactionStatus,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// The processor's payment id of a charge, or the decline's reason.
+    pub provider_reference: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,10 +200,73 @@ pub enum PaymentInput {
 pub struct Decision {
     pub state: PaymentState,
     pub emit: Vec<Event>,
+    /// The processor's answer this input settled, to record.
+    pub record: Option<TransactionRecord>,
+    /// A charge or a refund became due: wake the workers.
+    pub newly_due: bool,
 }
 
-/// Applies one input to an order's payment.
+/// A charge claimed by a worker counts as attempted from then on: a cancellation arriving while
+/// the call is in flight must wait for its outcome (and refund it) rather than forget it. The
+/// payment database's claim sets the same flag in the statement that claims the row.
+pub fn claim_charge(state: &PaymentState) -> PaymentState {
+    PaymentState {
+        attempted: true,
+        ..state.clone()
+    }
+}
+
+/// The record an input would settle: (kind, status, provider reference).
+fn settles(input: &PaymentInput) -> Option<(TransactionKind, TransactionStatus, Option<String>)> {
+    match input {
+        PaymentInput::ChargeSucceeded { payment_id } => Some((
+            TransactionKind::Charge,
+            TransactionStatus::Succeeded,
+            Some(payment_id.clone()),
+        )),
+        PaymentInput::ChargeDeclined { reason } => Some((
+            TransactionKind::Charge,
+            TransactionStatus::Declined,
+            Some(reason.clone()),
+        )),
+        PaymentInput::RefundSucceeded => {
+            Some((TransactionKind::Refund, TransactionStatus::Succeeded, None))
+        }
+        _ => None,
+    }
+}
+
+/// Applies one input to an order's payment: the new state, the events to publish, the
+/// transaction to record (only when the input settled the charge or the refund, not for a
+/// duplicate or stale answer), and whether work became due.
 pub fn decide(order_id: &str, state: &PaymentState, input: PaymentInput) -> Decision {
+    let settled = settles(&input);
+    let (next, emit) = step(order_id, state, input);
+    let record = settled.and_then(|(kind, status, provider_reference)| {
+        let changed = match kind {
+            TransactionKind::Charge => next.charge != state.charge,
+            TransactionKind::Refund => next.refund != state.refund,
+        };
+        let terms = next.terms.as_ref().filter(|_| changed)?;
+        Some(TransactionRecord {
+            kind,
+            status,
+            amount_minor: terms.amount_minor,
+            currency: terms.currency.clone(),
+            provider_reference,
+        })
+    });
+    let newly_due = (next.charge == ChargeStatus::Due && state.charge != ChargeStatus::Due)
+        || (next.refund == RefundStatus::Due && state.refund != RefundStatus::Due);
+    Decision {
+        state: next,
+        emit,
+        record,
+        newly_due,
+    }
+}
+
+fn step(order_id: &str, state: &PaymentState, input: PaymentInput) -> (PaymentState, Vec<Event>) {
     let mut next = state.clone();
     let mut emit = Vec::new();
     match input {
@@ -155,7 +328,7 @@ pub fn decide(order_id: &str, state: &PaymentState, input: PaymentInput) -> Deci
         _ => {}
     }
     next.charge = settle_charge(&next);
-    Decision { state: next, emit }
+    (next, emit)
 }
 
 /// Whether the charge is waiting, due or abandoned follows from what is known.
@@ -316,6 +489,52 @@ mod tests {
             },
         );
         assert_eq!(declined.state.refund, RefundStatus::None);
+    }
+
+    #[test]
+    fn only_a_settling_answer_is_recorded() {
+        let (state, _) = given(&[
+            PaymentInput::OrderCreated(terms()),
+            PaymentInput::StockReserved,
+        ]);
+        let first = decide(ORDER, &state, succeeded());
+        assert_eq!(
+            first.record,
+            Some(TransactionRecord {
+                kind: TransactionKind::Charge,
+                status: TransactionStatus::Succeeded,
+                amount_minor: 3998,
+                currency: "EUR".into(),
+                provider_reference: Some("pi_1".into()),
+            })
+        );
+        assert_eq!(decide(ORDER, &first.state, succeeded()).record, None);
+        let due = decide(
+            ORDER,
+            &PaymentState::default(),
+            PaymentInput::OrderCreated(terms()),
+        );
+        assert!(!due.newly_due);
+        assert!(decide(ORDER, &due.state, PaymentInput::StockReserved).newly_due);
+    }
+
+    #[test]
+    fn a_claimed_charge_cancelled_in_flight_is_resolved_then_refunded() {
+        let (state, _) = given(&[
+            PaymentInput::OrderCreated(terms()),
+            PaymentInput::StockReserved,
+        ]);
+        let claimed = claim_charge(&state);
+        let cancelled = decide(ORDER, &claimed, PaymentInput::OrderCancelled).state;
+        assert_eq!(cancelled.charge, ChargeStatus::Due);
+        let charged = decide(ORDER, &cancelled, succeeded()).state;
+        assert_eq!(charged.refund, RefundStatus::Due);
+        for status in ChargeStatus::ALL {
+            assert_eq!(status.as_str().parse::<ChargeStatus>(), Ok(*status));
+        }
+        for status in RefundStatus::ALL {
+            assert_eq!(status.as_str().parse::<RefundStatus>(), Ok(*status));
+        }
     }
 
     #[test]

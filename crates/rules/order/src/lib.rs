@@ -1,8 +1,10 @@
-//! Orders and the rules that move their status forward.
+//! The order service's rules: checkout, and what moves an order's status forward.
 //!
 //! The checkout saga is choreographed: inventory, payment and shipping react to events and
-//! publish their own. This module is the order service's part of it, as plain functions from
-//! (current state, what happened) to (new state, events to publish). No Kafka, no database.
+//! publish their own. This crate is the order service's part of it, as plain functions from
+//! (current state, what happened) to (new state, events to publish). No Kafka, no database:
+//! Cargo keeps this crate free of them, and the service, the CLI, the invariant checker and the
+//! saga simulator all use it.
 //!
 //! The rules:
 //! - An order is `pending` until its stock is committed and its payment captured; then `paid`.
@@ -20,10 +22,23 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use events::{Event, OrderCancelled, OrderPaid, OrderRejected};
+use events::{Event, OrderCancelled, OrderCreated, OrderLine, OrderPaid, OrderRejected};
 use serde::{Deserialize, Serialize};
+pub use shipping_rules::ShipmentStatus;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The service these rules belong to (its consumer group, database and CLI name).
+pub const SERVICE: &str = "order";
+
+/// The topics the order service consumes: the catalog's snapshots (its replica), and every
+/// topic carrying an event [`OrderInput::from_event`] or [`shipment_order`] reacts to.
+pub const SUBSCRIPTIONS: &[&str] = &[
+    "product-snapshots",
+    "inventory-events",
+    "payment-events",
+    "shipment-events",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     Pending,
@@ -34,6 +49,15 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// Every status, in the order an order can go through them.
+    pub const ALL: [OrderStatus; 5] = [
+        Self::Pending,
+        Self::Paid,
+        Self::ShippingScheduled,
+        Self::Rejected,
+        Self::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -51,6 +75,16 @@ impl OrderStatus {
             Self::ShippingScheduled | Self::Rejected | Self::Cancelled
         )
     }
+
+    /// The customer paid and keeps paying: stock committed and payment captured.
+    pub fn is_paid(self) -> bool {
+        matches!(self, Self::Paid | Self::ShippingScheduled)
+    }
+
+    /// Final without a sale: nothing may stay charged, reserved or sold.
+    pub fn is_unpaid_final(self) -> bool {
+        self.is_final() && !self.is_paid()
+    }
 }
 
 impl fmt::Display for OrderStatus {
@@ -63,14 +97,10 @@ impl FromStr for OrderStatus {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Ok(match text {
-            "pending" => Self::Pending,
-            "paid" => Self::Paid,
-            "shipping_scheduled" => Self::ShippingScheduled,
-            "rejected" => Self::Rejected,
-            "cancelled" => Self::Cancelled,
-            other => return Err(format!("unknown order status {other:?}")),
-        })
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+            .ok_or_else(|| format!("unknown order status {text:?}"))
     }
 }
 
@@ -122,23 +152,31 @@ pub enum OrderInput {
 }
 
 impl OrderInput {
-    /// The input an event stands for, if the order service cares about it.
-    pub fn from_event(event: &Event) -> Option<(String, Self)> {
+    /// The order an event is about and the input it stands for, if the order service cares.
+    pub fn from_event(event: &Event) -> Option<(&str, Self)> {
         let input = match event {
             Event::StockReservationFailed(e) => (
-                e.order_id.clone(),
+                e.order_id.as_str(),
                 Self::StockReservationFailed { sku: e.sku.clone() },
             ),
-            Event::StockCommitted(e) => (e.order_id.clone(), Self::StockCommitted),
-            Event::ReservationExpired(e) => (e.order_id.clone(), Self::ReservationExpired),
-            Event::PaymentSucceeded(e) => (e.order_id.clone(), Self::PaymentSucceeded),
-            Event::PaymentFailed(e) => (e.order_id.clone(), Self::PaymentFailed),
-            Event::PaymentRefunded(e) => (e.order_id.clone(), Self::PaymentRefunded),
-            Event::ShipmentScheduled(e) => (e.order_id.clone(), Self::ShipmentScheduled),
+            Event::StockCommitted(e) => (e.order_id.as_str(), Self::StockCommitted),
+            Event::ReservationExpired(e) => (e.order_id.as_str(), Self::ReservationExpired),
+            Event::PaymentSucceeded(e) => (e.order_id.as_str(), Self::PaymentSucceeded),
+            Event::PaymentFailed(e) => (e.order_id.as_str(), Self::PaymentFailed),
+            Event::PaymentRefunded(e) => (e.order_id.as_str(), Self::PaymentRefunded),
+            Event::ShipmentScheduled(e) => (e.order_id.as_str(), Self::ShipmentScheduled),
             _ => return None,
         };
         Some(input)
     }
+}
+
+/// The order an event of the saga is about, for the events the order service handles (its
+/// inputs, and the shipment events it shows on the order).
+pub fn order_of(event: &Event) -> Option<&str> {
+    OrderInput::from_event(event)
+        .map(|(order_id, _)| order_id)
+        .or_else(|| shipment_order(event))
 }
 
 /// The outcome of applying an input: the new state and the events to publish with it.
@@ -262,37 +300,6 @@ fn mark_paid_when_complete(order_id: &str, next: &mut OrderState) -> Vec<Event> 
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ShipmentStatus {
-    Scheduled,
-    Dispatched,
-    Delivered,
-}
-
-impl ShipmentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Scheduled => "scheduled",
-            Self::Dispatched => "dispatched",
-            Self::Delivered => "delivered",
-        }
-    }
-}
-
-impl FromStr for ShipmentStatus {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Ok(match text {
-            "scheduled" => Self::Scheduled,
-            "dispatched" => Self::Dispatched,
-            "delivered" => Self::Delivered,
-            other => return Err(format!("unknown shipment status {other:?}")),
-        })
-    }
-}
-
 /// What the order service knows of an order's shipment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shipment {
@@ -378,6 +385,58 @@ pub enum CheckoutError {
     MixedCurrencies { first: String, second: String },
     #[error("the order total overflows")]
     TotalOverflow,
+}
+
+/// A checkout that passed [`price_order`]: what the customer agreed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkout {
+    pub lines: Vec<PricedLine>,
+    pub total_minor: i64,
+    pub currency: String,
+    pub payment_token: String,
+    pub shipping_address: String,
+}
+
+impl Checkout {
+    /// Prices `lines` ([`price_order`]) for a checkout paying with `payment_token`, shipped to
+    /// `shipping_address`.
+    pub fn new(
+        lines: Vec<PricedLine>,
+        payment_token: String,
+        shipping_address: String,
+    ) -> Result<Self, CheckoutError> {
+        let (total_minor, currency) = price_order(&lines)?;
+        Ok(Self {
+            lines,
+            total_minor,
+            currency,
+            payment_token,
+            shipping_address,
+        })
+    }
+
+    /// The order starts `pending` ([`OrderState::pending`]) and announces itself with this
+    /// OrderCreated, which starts the saga.
+    pub fn created(&self, order_id: &str, user_id: &str) -> Event {
+        OrderCreated {
+            order_id: order_id.to_owned(),
+            user_id: user_id.to_owned(),
+            lines: self
+                .lines
+                .iter()
+                .map(|line| OrderLine {
+                    sku: line.sku.clone(),
+                    quantity: line.quantity,
+                    unit_price_minor: line.unit_price_minor,
+                })
+                .collect(),
+            total_minor: self.total_minor,
+            currency: self.currency.clone(),
+            payment_token: self.payment_token.clone(),
+            shipping_address: self.shipping_address.clone(),
+        }
+        .into()
+    }
 }
 
 /// The most of one SKU a single order may ask for.
@@ -714,6 +773,45 @@ mod tests {
             unit_price_minor: price,
             currency: currency.into(),
         }
+    }
+
+    #[test]
+    fn statuses_read_back_and_say_what_is_final_and_paid() {
+        for status in OrderStatus::ALL {
+            assert_eq!(status.as_str().parse::<OrderStatus>(), Ok(status));
+            assert!(!(status.is_paid() && status.is_unpaid_final()), "{status}");
+        }
+        assert!("lost".parse::<OrderStatus>().is_err());
+        let open: Vec<OrderStatus> = OrderStatus::ALL
+            .into_iter()
+            .filter(|s| !s.is_final())
+            .collect();
+        assert_eq!(open, [OrderStatus::Pending, OrderStatus::Paid]);
+    }
+
+    #[test]
+    fn a_checkout_announces_its_lines_and_total() {
+        let checkout = Checkout::new(
+            vec![line("A", 2, 1999, "EUR")],
+            "tok_visa".into(),
+            "1 Main St".into(),
+        )
+        .expect("valid");
+        let Event::OrderCreated(created) = checkout.created(ORDER, "u-1") else {
+            panic!("not OrderCreated")
+        };
+        assert_eq!(
+            (created.total_minor, created.currency.as_str()),
+            (3998, "EUR")
+        );
+        assert_eq!(created.lines.len(), 1);
+        assert_eq!(created.lines[0].quantity, 2);
+        assert_eq!(order_of(&paid()), None);
+        assert_eq!(order_of(&delivered()), Some(ORDER));
+        assert_eq!(
+            Checkout::new(vec![], "t".into(), "a".into()),
+            Err(CheckoutError::Empty)
+        );
     }
 
     #[test]

@@ -1,23 +1,40 @@
-//! Stock and reservations: what can be sold, and what is promised to an order.
+//! The inventory service's rules: what can be sold, and what is promised to an order.
 //!
 //! The inventory service's part of the checkout saga:
-//! - OrderCreated: reserve every line, all or nothing, or report the first SKU short of stock.
+//! - OrderCreated: reserve every line, all or nothing, or report the first SKU short of stock;
+//!   an order is decided once ([`on_order_created`]).
 //! - PaymentSucceeded: the reservation becomes a sale (on hand decreases).
 //! - PaymentFailed or OrderCancelled: release it; a cancelled sale is restocked.
 //! - A reservation not paid in time expires and is released.
+//! - Stock is set by hand only to what keeps every reservation ([`set_on_hand`]).
 //!
-//! Each rule is a plain function, tested without Kafka or a database.
+//! Each rule is a plain function, tested without Kafka or a database (Cargo keeps this crate
+//! free of them); the service, the invariant checker and the saga simulator share them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::str::FromStr;
 
 use events::{
-    Event, ReservationExpired, ReservedLine, StockCommitted, StockReleased, StockReservationFailed,
-    StockReserved,
+    Event, ReservationExpired, ReservedLine, StockCommitted, StockLevelChanged, StockReleased,
+    StockReservationFailed, StockReserved,
 };
 use serde::Serialize;
 
+/// The service these rules belong to (its consumer group, database and CLI name).
+pub const SERVICE: &str = "inventory";
+
+/// The topics the inventory service consumes: every event [`input_of`] reacts to is on one.
+pub const SUBSCRIPTIONS: &[&str] = &["order-events", "payment-events"];
+
+/// Why a reservation was released (StockReleased's `reason`).
+pub mod reasons {
+    pub const PAYMENT_FAILED: &str = "payment_failed";
+    pub const ORDER_CANCELLED: &str = "order_cancelled";
+}
+
 /// Stock of one SKU. `available` is what a new order may still reserve.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StockLevel {
     pub sku: String,
     pub on_hand: i64,
@@ -28,6 +45,106 @@ impl StockLevel {
     pub fn available(&self) -> i64 {
         self.on_hand - self.reserved
     }
+
+    /// The event that publishes this level on the compacted `stock-levels` topic.
+    pub fn changed(&self) -> Event {
+        StockLevelChanged {
+            sku: self.sku.clone(),
+            on_hand: self.on_hand,
+            reserved: self.reserved,
+        }
+        .into()
+    }
+}
+
+/// Why a new on-hand quantity is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StockRuleError {
+    #[error("on hand cannot go below the {reserved} units reserved")]
+    BelowReserved { reserved: i64 },
+    #[error("on hand must not be negative")]
+    Negative,
+}
+
+/// Sets the on-hand quantity of a SKU (`current` is its level, `None` for a new SKU), keeping
+/// its reservations: never negative, never below what is reserved.
+pub fn set_on_hand(
+    current: Option<&StockLevel>,
+    sku: &str,
+    on_hand: i64,
+) -> Result<StockLevel, StockRuleError> {
+    if on_hand < 0 {
+        return Err(StockRuleError::Negative);
+    }
+    let reserved = current.map_or(0, |level| level.reserved);
+    if on_hand < reserved {
+        return Err(StockRuleError::BelowReserved { reserved });
+    }
+    Ok(StockLevel {
+        sku: sku.to_owned(),
+        on_hand,
+        reserved,
+    })
+}
+
+/// What the inventory service does with an event of the saga.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InventoryInput {
+    /// Reserve these lines for the order.
+    OrderCreated(Vec<Requested>),
+    /// Move the order's reservation on.
+    Reservation(ReservationInput),
+}
+
+/// The order an event is about and what the inventory service does with it, if anything.
+pub fn input_of(event: &Event) -> Option<(&str, InventoryInput)> {
+    use InventoryInput::Reservation as On;
+    Some(match event {
+        Event::OrderCreated(order) => (
+            &order.order_id,
+            InventoryInput::OrderCreated(
+                order
+                    .lines
+                    .iter()
+                    .map(|line| Requested {
+                        sku: line.sku.clone(),
+                        quantity: i64::from(line.quantity),
+                    })
+                    .collect(),
+            ),
+        ),
+        Event::PaymentSucceeded(paid) => (&paid.order_id, On(ReservationInput::PaymentSucceeded)),
+        Event::PaymentFailed(failed) => (&failed.order_id, On(ReservationInput::PaymentFailed)),
+        Event::OrderCancelled(cancelled) => {
+            (&cancelled.order_id, On(ReservationInput::OrderCancelled))
+        }
+        _ => return None,
+    })
+}
+
+/// The stock demo data sets: `products[].variants[].{sku, stock}` of a catalog file such as
+/// `infra/demo/catalog.json`, as units per SKU.
+pub fn catalog_stock(catalog_json: &str) -> Result<BTreeMap<String, i64>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Catalog {
+        products: Vec<Product>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Product {
+        variants: Vec<Variant>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Variant {
+        sku: String,
+        stock: i64,
+    }
+    let catalog: Catalog = serde_json::from_str(catalog_json)?;
+    Ok(catalog
+        .products
+        .into_iter()
+        .flat_map(|product| product.variants)
+        .map(|variant| (variant.sku, variant.stock))
+        .collect())
 }
 
 /// One line an order asks for.
@@ -74,6 +191,25 @@ pub fn reserve(levels: &HashMap<String, StockLevel>, lines: &[Requested]) -> Res
     Reservation::Granted(wanted)
 }
 
+/// What an OrderCreated does: reserve the lines all or nothing ([`reserve`]) and announce the
+/// outcome, the reservation expiring at `expires_at_ms`. `None` when the order was decided
+/// already (`decided`: it has a reservation, e.g. an OrderCreated replayed under a new event id):
+/// nothing is decided twice. A refused order keeps no reservation.
+pub fn on_order_created(
+    order_id: &str,
+    decided: bool,
+    levels: &HashMap<String, StockLevel>,
+    lines: &[Requested],
+    expires_at_ms: i64,
+) -> Option<(Reservation, Event)> {
+    if decided {
+        return None;
+    }
+    let reservation = reserve(levels, lines);
+    let event = reservation_event(order_id, &reservation, expires_at_ms);
+    Some((reservation, event))
+}
+
 /// What an OrderCreated turns into.
 pub fn reservation_event(order_id: &str, reservation: &Reservation, expires_at_ms: i64) -> Event {
     match reservation {
@@ -103,15 +239,24 @@ pub fn reservation_event(order_id: &str, reservation: &Reservation, expires_at_m
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReservationStatus {
+    /// Stock is held for the order.
     Reserved,
+    /// The order is paid: its stock is sold.
     Committed,
     Released,
     Expired,
 }
 
 impl ReservationStatus {
+    pub const ALL: [ReservationStatus; 4] = [
+        Self::Reserved,
+        Self::Committed,
+        Self::Released,
+        Self::Expired,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Reserved => "reserved",
@@ -122,13 +267,21 @@ impl ReservationStatus {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "reserved" => Self::Reserved,
-            "committed" => Self::Committed,
-            "released" => Self::Released,
-            "expired" => Self::Expired,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|status| status.as_str() == text)
+    }
+}
+
+impl fmt::Display for ReservationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ReservationStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse(text).ok_or_else(|| format!("unknown reservation status {text:?}"))
     }
 }
 
@@ -144,12 +297,36 @@ pub enum ReservationInput {
 /// How stock quantities change for each reserved line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StockMovement {
+    /// reserved += q: the goods are promised to an order.
+    Reserve,
     /// reserved -= q, on_hand -= q: the goods are sold.
     Commit,
     /// reserved -= q: the promise is withdrawn.
     Release,
     /// on_hand += q: a sale is undone.
     Restock,
+}
+
+impl StockMovement {
+    /// What the movement adds to (on hand, reserved) for `quantity` units.
+    pub fn deltas(self, quantity: i64) -> (i64, i64) {
+        match self {
+            Self::Reserve => (0, quantity),
+            Self::Commit => (-quantity, -quantity),
+            Self::Release => (0, -quantity),
+            Self::Restock => (quantity, 0),
+        }
+    }
+
+    /// `level` after the movement of `quantity` units.
+    pub fn apply(self, level: &StockLevel, quantity: i64) -> StockLevel {
+        let (on_hand, reserved) = self.deltas(quantity);
+        StockLevel {
+            sku: level.sku.clone(),
+            on_hand: level.on_hand + on_hand,
+            reserved: level.reserved + reserved,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,12 +367,12 @@ pub fn decide(
         (St::Reserved, In::PaymentFailed) => (
             St::Released,
             Some(StockMovement::Release),
-            released("payment_failed"),
+            released(reasons::PAYMENT_FAILED),
         ),
         (St::Reserved, In::OrderCancelled) => (
             St::Released,
             Some(StockMovement::Release),
-            released("order_cancelled"),
+            released(reasons::ORDER_CANCELLED),
         ),
         (St::Reserved, In::TimeRanOut) => (
             St::Expired,
@@ -210,7 +387,7 @@ pub fn decide(
         (St::Committed, In::OrderCancelled) => (
             St::Released,
             Some(StockMovement::Restock),
-            released("order_cancelled"),
+            released(reasons::ORDER_CANCELLED),
         ),
         (unchanged, _) => (unchanged, None, None),
     };
@@ -219,6 +396,16 @@ pub fn decide(
         movement,
         emit,
     }
+}
+
+/// Applies one input to an order whose reservation is in `status`, `None` when it has none:
+/// the order was refused for lack of stock, and there is nothing to undo.
+pub fn react(
+    order_id: &str,
+    status: Option<ReservationStatus>,
+    input: ReservationInput,
+) -> Option<ReservationDecision> {
+    status.map(|status| decide(order_id, status, input))
 }
 
 #[cfg(test)]
@@ -385,6 +572,67 @@ mod tests {
         assert_eq!(decision.movement, Some(StockMovement::Restock));
         let again = decide("o", decision.status, ReservationInput::OrderCancelled);
         assert_eq!(again.movement, None);
+    }
+
+    #[test]
+    fn an_order_is_decided_once_and_a_refused_one_has_nothing_to_undo() {
+        let stock = levels(&[("A", 5, 0)]);
+        let (granted, event) =
+            on_order_created("o", false, &stock, &[want("A", 2)], 1000).expect("decided");
+        assert_eq!(granted, Reservation::Granted(vec![want("A", 2)]));
+        assert_eq!(event.type_name(), "StockReserved");
+        assert_eq!(
+            on_order_created("o", true, &stock, &[want("A", 2)], 1000),
+            None
+        );
+        assert_eq!(react("o", None, ReservationInput::OrderCancelled), None);
+    }
+
+    #[test]
+    fn movements_keep_every_unit_accounted_for() {
+        let level = StockLevel {
+            sku: "A".into(),
+            on_hand: 10,
+            reserved: 0,
+        };
+        let reserved = StockMovement::Reserve.apply(&level, 3);
+        assert_eq!((reserved.on_hand, reserved.reserved), (10, 3));
+        let sold = StockMovement::Commit.apply(&reserved, 3);
+        assert_eq!((sold.on_hand, sold.reserved), (7, 0));
+        assert_eq!(StockMovement::Restock.apply(&sold, 3).on_hand, 10);
+        assert_eq!(StockMovement::Release.apply(&reserved, 3), level);
+    }
+
+    #[test]
+    fn stock_is_set_only_to_what_keeps_the_reservations() {
+        let level = StockLevel {
+            sku: "A".into(),
+            on_hand: 10,
+            reserved: 4,
+        };
+        assert_eq!(
+            set_on_hand(Some(&level), "A", 3),
+            Err(StockRuleError::BelowReserved { reserved: 4 })
+        );
+        assert_eq!(set_on_hand(None, "B", -1), Err(StockRuleError::Negative));
+        assert_eq!(
+            set_on_hand(Some(&level), "A", 4).map(|l| (l.on_hand, l.reserved)),
+            Ok((4, 4))
+        );
+        assert_eq!(set_on_hand(None, "B", 0).map(|l| l.reserved), Ok(0));
+        for status in ReservationStatus::ALL {
+            assert_eq!(status.as_str().parse::<ReservationStatus>(), Ok(status));
+        }
+    }
+
+    #[test]
+    fn a_catalog_says_the_stock_of_each_variant() {
+        let catalog = r#"{"products": [{"slug": "x", "variants": [
+            {"sku": "A", "stock": 3, "price_minor": 1}, {"sku": "B", "stock": 0}]}]}"#;
+        let stock = catalog_stock(catalog).expect("catalog");
+        assert_eq!(stock.get("A"), Some(&3));
+        assert_eq!(stock.get("B"), Some(&0));
+        assert!(catalog_stock(r#"{"C": 7}"#).is_err());
     }
 
     #[test]

@@ -1,0 +1,314 @@
+//! Orders: their lines, their saga state and status history, and the queries that show them.
+
+use chrono::{DateTime, Utc};
+use events::Event;
+use messaging::outbox::{self, Cause};
+use order_rules::{Checkout, Decision, OrderState, OrderStatus};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Postgres};
+use uuid::Uuid;
+
+use super::OrderDbError;
+
+/// A checkout ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub user_id: Uuid,
+    pub checkout: Checkout,
+    pub deadline_at: DateTime<Utc>,
+    pub idempotency_key: Option<String>,
+    pub request_digest: String,
+}
+
+/// What an Idempotency-Key finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Existing {
+    /// The same request was made before: here is its order.
+    Same { id: Uuid, status: OrderStatus },
+    /// The key was used for a different request.
+    Different,
+}
+
+pub async fn find_by_idempotency_key(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+    key: &str,
+    digest: &str,
+) -> Result<Option<Existing>, sqlx::Error> {
+    let found: Option<(Uuid, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, status, request_digest FROM orders WHERE user_id = $1 AND idempotency_key = $2",
+    )
+    .bind(user_id)
+    .bind(key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(found.map(|(id, status, stored)| {
+        if stored.as_deref() == Some(digest) {
+            Existing::Same {
+                id,
+                status: status.parse().unwrap_or(OrderStatus::Pending),
+            }
+        } else {
+            Existing::Different
+        }
+    }))
+}
+
+/// Stores the order `id` in `state` (a new order: pending) and publishes `emit` (its
+/// OrderCreated), in the caller's transaction.
+pub async fn insert_order(
+    tx: &mut PgConnection,
+    id: Uuid,
+    order: &NewOrder,
+    state: &OrderState,
+    emit: &[Event],
+    cause: Cause<'_>,
+) -> Result<(), OrderDbError> {
+    let checkout = &order.checkout;
+    sqlx::query(
+        "INSERT INTO orders (id, user_id, status, total_minor, currency, shipping_address, deadline_at,
+                             idempotency_key, request_digest)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(id)
+    .bind(order.user_id)
+    .bind(state.status().as_str())
+    .bind(checkout.total_minor)
+    .bind(&checkout.currency)
+    .bind(&checkout.shipping_address)
+    .bind(order.deadline_at)
+    .bind(&order.idempotency_key)
+    .bind(&order.request_digest)
+    .execute(&mut *tx)
+    .await?;
+    for line in &checkout.lines {
+        sqlx::query(
+            "INSERT INTO order_lines (order_id, sku, name, quantity, unit_price_minor) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(&line.sku)
+        .bind(&line.name)
+        .bind(line.quantity)
+        .bind(line.unit_price_minor)
+        .execute(&mut *tx)
+        .await?;
+    }
+    record_status(tx, id, state.status(), state.reason.as_deref()).await?;
+    for event in emit {
+        outbox::publish(tx, event, cause).await?;
+    }
+    Ok(())
+}
+
+async fn record_status(
+    tx: &mut PgConnection,
+    id: Uuid,
+    status: OrderStatus,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO order_status_history (order_id, status, reason) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(status.as_str())
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct StateRow {
+    user_id: Uuid,
+    status: String,
+    reason: Option<String>,
+    rejected_sku: Option<String>,
+    stock_committed: bool,
+    payment_captured: bool,
+    refunded: bool,
+}
+
+/// Locks the orders among `ids`, in id order, so that transactions locking several orders
+/// never wait on each other in a circle.
+pub async fn lock_orders(tx: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT id FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(ids)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Locks an order and returns its owner and saga state.
+pub async fn lock_order(
+    tx: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<(Uuid, OrderState)>, sqlx::Error> {
+    let row = sqlx::query_as::<Postgres, StateRow>(
+        "SELECT user_id, status, reason, rejected_sku, stock_committed, payment_captured, refunded
+           FROM orders WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(row.map(|row| {
+        (
+            row.user_id,
+            OrderState {
+                status: row.status.parse().ok(),
+                reason: row.reason,
+                rejected_sku: row.rejected_sku,
+                stock_committed: row.stock_committed,
+                payment_captured: row.payment_captured,
+                refunded: row.refunded,
+            },
+        )
+    }))
+}
+
+/// Stores a decision about a locked order that was in `before`: its new state, a status change
+/// in the history, and the events it publishes. Nothing when nothing changed.
+pub async fn save(
+    tx: &mut PgConnection,
+    id: Uuid,
+    before: &OrderState,
+    decision: &Decision,
+    cause: Cause<'_>,
+) -> Result<(), OrderDbError> {
+    if decision.state == *before {
+        return Ok(());
+    }
+    let next = &decision.state;
+    sqlx::query(
+        "UPDATE orders SET status = $2, reason = $3, rejected_sku = $4, stock_committed = $5,
+                           payment_captured = $6, refunded = $7, updated_at = now()
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(next.status().as_str())
+    .bind(&next.reason)
+    .bind(&next.rejected_sku)
+    .bind(next.stock_committed)
+    .bind(next.payment_captured)
+    .bind(next.refunded)
+    .execute(&mut *tx)
+    .await?;
+    if next.status() != before.status() {
+        record_status(tx, id, next.status(), next.reason.as_deref()).await?;
+    }
+    for event in &decision.emit {
+        outbox::publish(tx, event, cause).await?;
+    }
+    Ok(())
+}
+
+/// Locks up to `limit` orders still pending past their deadline, oldest deadline first;
+/// orders another transaction holds are skipped.
+pub async fn overdue(tx: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+    // The status is written into the statement, not bound: the planner then uses the partial
+    // index of pending orders by deadline.
+    let due: Vec<(Uuid,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM orders WHERE status = '{}' AND deadline_at <= now()
+          ORDER BY deadline_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        OrderStatus::Pending.as_str()
+    )))
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(due.into_iter().map(|(id,)| id).collect())
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct OrderRow {
+    pub id: Uuid,
+    #[serde(skip)]
+    pub user_id: Uuid,
+    pub status: String,
+    pub reason: Option<String>,
+    pub rejected_sku: Option<String>,
+    pub total_minor: i64,
+    pub currency: String,
+    pub shipping_address: String,
+    pub refunded: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct OrderLineRow {
+    #[serde(skip)]
+    pub order_id: Uuid,
+    pub sku: String,
+    pub name: String,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+}
+
+const ORDER_COLUMNS: &str =
+    "id, user_id, status, reason, rejected_sku, total_minor, trim(currency) AS currency,
+    shipping_address, refunded, created_at, updated_at";
+
+pub async fn order_of_user(
+    pool: &PgPool,
+    user_id: Uuid,
+    id: Uuid,
+) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as::<Postgres, OrderRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND user_id = $2"
+    )))
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn orders_of_user(
+    pool: &PgPool,
+    user_id: Uuid,
+    limit: i64,
+) -> Result<Vec<OrderRow>, sqlx::Error> {
+    sqlx::query_as::<Postgres, OrderRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+    )))
+    .bind(user_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn lines_of(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<OrderLineRow>, sqlx::Error> {
+    sqlx::query_as::<Postgres, OrderLineRow>(
+        "SELECT order_id, sku, name, quantity, unit_price_minor FROM order_lines WHERE order_id = ANY($1) ORDER BY sku",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// One entry of an order's status history; also the body of its `order_status` notification
+/// (see migration 0004).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct StatusChange {
+    /// Sent as the event's id, not in its data.
+    #[serde(skip_serializing)]
+    pub id: i64,
+    pub status: String,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// Status changes of an order after history entry `after`. One order's changes are written
+/// under its row lock, so their ids commit in order and none is skipped.
+pub async fn status_changes(
+    pool: &PgPool,
+    order_id: Uuid,
+    after: i64,
+) -> Result<Vec<StatusChange>, sqlx::Error> {
+    sqlx::query_as::<Postgres, StatusChange>(
+        "SELECT id, status, reason, at FROM order_status_history WHERE order_id = $1 AND id > $2 ORDER BY id",
+    )
+    .bind(order_id)
+    .bind(after)
+    .fetch_all(pool)
+    .await
+}
