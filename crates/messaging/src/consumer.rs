@@ -109,6 +109,15 @@ pub trait EventHandler: Send + Sync + 'static {
         tx: &mut PgConnection,
         event: &ReceivedEvent,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Whether [`handle`](Self::handle) does anything with `event`. A consumed topic carries
+    /// event types a service has no use for; they are passed over without a transaction (nothing
+    /// in the inbox, nothing parked behind a parked key: they change nothing either way). All
+    /// by default.
+    fn handles(&self, event: &Event) -> bool {
+        let _ = event;
+        true
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -219,9 +228,19 @@ enum Ended {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
     Applied,
+    /// Handled before (the inbox has it).
     Duplicate,
+    /// The service has no use for this event ([`EventHandler::handles`]).
+    Ignored,
     Parked,
     DeadLettered,
+}
+
+impl Handled {
+    /// Whether the service's database changed.
+    fn changed_anything(self) -> bool {
+        !matches!(self, Self::Duplicate | Self::Ignored)
+    }
 }
 
 impl From<HandlerError> for Failure {
@@ -448,14 +467,14 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         }
         // A batch of one takes the one-message path straight away: it is the same transaction.
         if batch.len() > 1 && decoded.len() == batch.len() {
-            match self.try_batch(batch, &decoded, shutdown).await {
+            match self.try_batch(batch, &decoded, Some(shutdown)).await {
                 Ok(outcomes) => {
                     for outcome in &outcomes {
                         count(*outcome);
                     }
                     return BatchOutcome {
                         handled: outcomes.len(),
-                        changed_anything: outcomes.iter().any(|o| *o != Handled::Duplicate),
+                        changed_anything: outcomes.iter().any(|o| o.changed_anything()),
                     };
                 }
                 Err(failure) => {
@@ -478,36 +497,38 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 break;
             };
             outcome.handled += 1;
-            outcome.changed_anything |= handled != Handled::Duplicate;
+            outcome.changed_anything |= handled.changed_anything();
         }
         outcome
     }
 
-    /// One transaction for a partition's decoded batch: parked keys looked up and the inbox
-    /// written with one statement each, then the handler for each new event in order.
+    /// One transaction for a partition's decoded batch: events the service has no use for are
+    /// skipped without one; for the others, parked keys are looked up and the inbox written
+    /// with one statement, then the handler runs for each new event in order. With
+    /// `shutdown`, the batch stops between events (rolled back: it comes again).
     async fn try_batch(
         &self,
         batch: &[Record],
         decoded: &[ReceivedEvent],
-        shutdown: &CancellationToken,
+        shutdown: Option<&CancellationToken>,
     ) -> Result<Vec<Handled>, Failure> {
-        let topic = &batch[0].topic;
+        let wanted: Vec<bool> = decoded
+            .iter()
+            .map(|received| self.handler.handles(&received.event))
+            .collect();
+        let to_claim: Vec<&ReceivedEvent> = decoded
+            .iter()
+            .zip(&wanted)
+            .filter_map(|(received, wanted)| wanted.then_some(received))
+            .collect();
+        if to_claim.is_empty() {
+            return Ok(vec![Handled::Ignored; batch.len()]);
+        }
         let mut tx = self.pool.begin().await.map_err(transient)?;
-        let keys: Vec<&str> = batch
-            .iter()
-            .map(|record| record.key.as_deref().unwrap_or_default())
-            .collect();
-        let parked = dead_letter::parked_among(&mut tx, topic, &keys)
+        let Claimed { parked, mut new } = claim(&mut tx, &batch[0].topic, &to_claim)
             .await
             .map_err(transient)?;
-        let to_record: Vec<&ReceivedEvent> = decoded
-            .iter()
-            .filter(|received| !parked.contains(&received.key))
-            .collect();
-        let mut new = record_in_inbox(&mut tx, &to_record)
-            .await
-            .map_err(transient)?;
-        let to_handle: Vec<&ReceivedEvent> = to_record
+        let to_handle: Vec<&ReceivedEvent> = to_claim
             .iter()
             .filter(|received| new.contains(&received.metadata.event_id))
             .copied()
@@ -519,11 +540,15 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 .map_err(Failure::from)?;
         }
         let mut outcomes = Vec::with_capacity(batch.len());
-        for (record, received) in batch.iter().zip(decoded) {
+        for ((record, received), wanted) in batch.iter().zip(decoded).zip(wanted) {
             // The whole batch is in the inbox already, so it commits whole or not at all: on
             // shutdown it is rolled back and comes again after the restart.
-            if shutdown.is_cancelled() {
+            if shutdown.is_some_and(CancellationToken::is_cancelled) {
                 return Ok(Vec::new());
+            }
+            if !wanted {
+                outcomes.push(Handled::Ignored);
+                continue;
             }
             if parked.contains(&received.key) {
                 dead_letter::park_behind(
@@ -534,6 +559,11 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 )
                 .await
                 .map_err(transient)?;
+                tracing::info!(
+                    offset = record.offset,
+                    "key is parked; message parked behind it"
+                );
+                metrics::counter!("consumer_parked_total").increment(1);
                 outcomes.push(Handled::Parked);
                 continue;
             }
@@ -643,46 +673,43 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     }
 
     async fn try_once(&self, raw: &Record) -> Result<Handled, Failure> {
-        let key = raw.key.clone().unwrap_or_default();
         // Decoding may call the registry: do it before taking a database connection.
-        let decoded = self.decode(raw).await;
-        if let Err(Failure::Transient(reason)) = &decoded {
-            return Err(Failure::Transient(reason.clone()));
-        }
-
-        let mut tx = self.pool.begin().await.map_err(transient)?;
-        if dead_letter::is_parked(&mut tx, &raw.topic, &key)
-            .await
-            .map_err(transient)?
-        {
-            dead_letter::park_behind(&mut tx, &self.kafka.group_id, &self.kafka.topic_prefix, raw)
+        match self.decode(raw).await {
+            Ok(received) => {
+                record_trace(&tracing::Span::current(), &received);
+                let outcomes = self
+                    .try_batch(
+                        std::slice::from_ref(raw),
+                        std::slice::from_ref(&received),
+                        None,
+                    )
+                    .await?;
+                Ok(outcomes[0])
+            }
+            Err(Failure::Transient(reason)) => Err(Failure::Transient(reason)),
+            // An undecodable message of a parked key waits behind it, like any other.
+            Err(failure) => {
+                let key = raw.key.as_deref().unwrap_or_default();
+                let mut tx = self.pool.begin().await.map_err(transient)?;
+                if !dead_letter::is_parked(&mut tx, &raw.topic, key)
+                    .await
+                    .map_err(transient)?
+                {
+                    return Err(failure);
+                }
+                dead_letter::park_behind(
+                    &mut tx,
+                    &self.kafka.group_id,
+                    &self.kafka.topic_prefix,
+                    raw,
+                )
                 .await
                 .map_err(transient)?;
-            tx.commit().await.map_err(transient)?;
-            tracing::info!("key is parked; message parked behind it");
-            metrics::counter!("consumer_parked_total").increment(1);
-            return Ok(Handled::Parked);
-        }
-        let received = decoded?;
-        record_trace(&tracing::Span::current(), &received);
-        let inserted = record_in_inbox(&mut tx, &[&received])
-            .await
-            .map_err(transient)?;
-        if inserted.is_empty() {
-            tracing::debug!("already handled; skipping");
-            return Ok(Handled::Duplicate);
-        }
-        self.handler
-            .prepare(&mut tx, &[&received])
-            .await
-            .map_err(Failure::from)?;
-        match self.handler.handle(&mut tx, &received).await {
-            Ok(()) => {
                 tx.commit().await.map_err(transient)?;
-                tracing::debug!("handled");
-                Ok(Handled::Applied)
+                tracing::info!("key is parked; message parked behind it");
+                metrics::counter!("consumer_parked_total").increment(1);
+                Ok(Handled::Parked)
             }
-            Err(error) => Err(error.into()),
         }
     }
 
@@ -728,6 +755,7 @@ fn count(outcome: Handled) {
     let outcome = match outcome {
         Handled::Applied => "applied",
         Handled::Duplicate => "duplicate",
+        Handled::Ignored => "ignored",
         Handled::Parked => "parked",
         Handled::DeadLettered => "deadlettered",
     };
@@ -755,6 +783,68 @@ fn by_partition(fetched: Vec<Record>) -> Vec<Vec<Record>> {
         }
     }
     batches
+}
+
+/// What one statement found for a batch: which of its keys are parked, and which of the other
+/// events were new to the inbox (and are now in it).
+struct Claimed {
+    parked: HashSet<String>,
+    new: HashSet<Uuid>,
+}
+
+/// Looks up the parked keys among the events' (locking them, as [`dead_letter::is_parked`]
+/// does) and records the events of the other keys in the inbox, in one round trip.
+async fn claim(
+    tx: &mut PgConnection,
+    topic: &str,
+    events: &[&ReceivedEvent],
+) -> Result<Claimed, sqlx::Error> {
+    let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.metadata.event_id).collect();
+    let partitions: Vec<i32> = events.iter().map(|e| e.partition).collect();
+    let offsets: Vec<i64> = events.iter().map(|e| e.offset).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event.type_name()).collect();
+    let rows: Vec<(Option<String>, Option<Uuid>)> = sqlx::query_as(
+        "WITH parked AS (
+             SELECT message_key FROM messaging_parked_keys
+              WHERE topic = $1 AND message_key = ANY($2) FOR UPDATE
+         ), recorded AS (
+             INSERT INTO messaging_inbox (event_id, topic, partition, \"offset\", event_type)
+             SELECT e.event_id, $1, e.partition, e.position, e.event_type
+               FROM unnest($2::text[], $3::uuid[], $4::int[], $5::bigint[], $6::text[])
+                    AS e(message_key, event_id, partition, position, event_type)
+              WHERE e.message_key NOT IN (SELECT message_key FROM parked)
+             ON CONFLICT (event_id) DO NOTHING
+             RETURNING event_id
+         )
+         SELECT message_key, NULL::uuid FROM parked
+         UNION ALL
+         SELECT NULL, event_id FROM recorded",
+    )
+    .bind(topic)
+    .bind(&keys)
+    .bind(&ids)
+    .bind(&partitions)
+    .bind(&offsets)
+    .bind(&types)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut claimed = Claimed {
+        parked: HashSet::new(),
+        new: HashSet::new(),
+    };
+    for row in rows {
+        match row {
+            (Some(key), _) => {
+                claimed.parked.insert(key);
+            }
+            (None, Some(id)) => {
+                claimed.new.insert(id);
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(claimed)
 }
 
 /// Records the events in the inbox with one statement and returns the ids that were new.

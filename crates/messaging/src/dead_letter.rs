@@ -11,8 +11,6 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use std::collections::HashSet;
-
 use crate::consumer::{EventHandler, Failure, HandlerError, IdempotentConsumer, record_in_inbox};
 use crate::outbox::{self, OutboxRecord, PayloadFormat};
 use crate::record::Record;
@@ -84,23 +82,6 @@ pub(crate) async fn is_parked(
     .fetch_optional(&mut *tx)
     .await?;
     Ok(found.is_some())
-}
-
-/// Which of `keys` are parked on `topic`, locked like [`is_parked`] locks one.
-pub(crate) async fn parked_among(
-    tx: &mut PgConnection,
-    topic: &str,
-    keys: &[&str],
-) -> Result<HashSet<String>, sqlx::Error> {
-    let parked: Vec<(String,)> = sqlx::query_as(
-        "SELECT message_key FROM messaging_parked_keys
-          WHERE topic = $1 AND message_key = ANY($2) FOR UPDATE",
-    )
-    .bind(topic)
-    .bind(keys)
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(parked.into_iter().map(|(key,)| key).collect())
 }
 
 /// Parks a message that failed for good, and its key (a keyless message is only dead-lettered).

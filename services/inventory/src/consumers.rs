@@ -44,6 +44,10 @@ impl EventHandler for InventoryHandler {
         Ok(db::lock_stock(tx, &skus, &orders).await?)
     }
 
+    fn handles(&self, event: &Event) -> bool {
+        inventory_rules::input_of(event).is_some()
+    }
+
     async fn handle(
         &self,
         tx: &mut PgConnection,

@@ -53,6 +53,10 @@ impl EventHandler for NotificationHandler {
         Ok(db::lock_orders(tx, &orders).await?)
     }
 
+    fn handles(&self, event: &events::Event) -> bool {
+        notification_rules::input_of(event).is_some()
+    }
+
     async fn handle(
         &self,
         tx: &mut PgConnection,

@@ -67,6 +67,10 @@ impl EventHandler for OrderHandler {
         Ok(db::lock_orders(tx, &ids).await?)
     }
 
+    fn handles(&self, event: &Event) -> bool {
+        matches!(event, Event::ProductSnapshot(_)) || order_rules::order_of(event).is_some()
+    }
+
     async fn handle(
         &self,
         tx: &mut PgConnection,

@@ -57,6 +57,10 @@ impl EventHandler for PaymentHandler {
         Ok(db::lock_payments(tx, &order_ids).await?)
     }
 
+    fn handles(&self, event: &events::Event) -> bool {
+        payment_rules::input_of(event).is_some()
+    }
+
     async fn handle(
         &self,
         tx: &mut PgConnection,

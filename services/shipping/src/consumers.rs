@@ -23,6 +23,10 @@ fn order_id(text: &str) -> Result<Uuid, HandlerError> {
 }
 
 impl EventHandler for ShippingHandler {
+    fn handles(&self, event: &events::Event) -> bool {
+        shipping_rules::input_of(event).is_some()
+    }
+
     async fn handle(
         &self,
         tx: &mut PgConnection,
