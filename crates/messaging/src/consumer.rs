@@ -90,9 +90,9 @@ pub struct ReceivedEvent {
 /// A service's reaction to events. It runs inside the transaction that also records the event
 /// in the inbox; everything it writes (including outbox events) commits or rolls back with it.
 pub trait EventHandler: Send + Sync + 'static {
-    /// Runs once per transaction, before [`handle`](Self::handle) sees any of `events` (the new
-    /// ones, in order): the place to lock, in one fixed order, every row the transaction will
-    /// lock. Batches of different partitions (and instances) run side by side; two that lock
+    /// Runs once per transaction that handles several events, before [`handle`](Self::handle)
+    /// sees any of `events` (the new ones, in order): the place to lock, in one fixed order,
+    /// every row the transaction will lock. Batches of different partitions (and instances) run side by side; two that lock
     /// the same rows in different orders deadlock, and PostgreSQL breaks the tie only after
     /// `deadlock_timeout` (1 s). Nothing by default.
     fn prepare(
@@ -203,6 +203,7 @@ pub fn consumer_config(
         // second instead of a hundred times (a 10 ms wait kept an idle broker at 14 % of a core).
         .set("fetch.wait.max.ms", "500")
         .set("statistics.interval.ms", "5000");
+    crate::tuning::apply(&mut config, crate::tuning::Role::Consumer);
     config
 }
 
@@ -533,7 +534,8 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             .filter(|received| new.contains(&received.metadata.event_id))
             .copied()
             .collect();
-        if !to_handle.is_empty() {
+        // One event locks what it needs in its own order; only several can lock in a circle.
+        if to_handle.len() > 1 {
             self.handler
                 .prepare(&mut tx, &to_handle)
                 .await

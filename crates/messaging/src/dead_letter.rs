@@ -272,12 +272,7 @@ async fn redrive_key<H: EventHandler>(
         }
         let new = record_in_inbox(&mut tx, &[&received]).await?;
         if !new.is_empty() {
-            let handler = consumer.handler();
-            let applied = match handler.prepare(&mut tx, &[&received]).await {
-                Ok(()) => handler.handle(&mut tx, &received).await,
-                Err(error) => Err(error),
-            };
-            match applied {
+            match consumer.handler().handle(&mut tx, &received).await {
                 Ok(()) => {}
                 Err(HandlerError::Transient(error)) => {
                     anyhow::bail!("redrive of {topic}/{key} paused: {error:#}")

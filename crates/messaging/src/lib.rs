@@ -9,6 +9,7 @@
 //! - [`registry`]: the schema registry client.
 //! - [`fault`]: opt-in crash points for fault-injection tests.
 //! - [`trace`]: the trace context of a request, for the events it causes.
+//! - [`tuning`]: librdkafka properties from the environment.
 //! - [`worker`]: background work taken from the database in rounds (deadlines, expiries, due
 //!   payments and e-mails).
 
@@ -24,6 +25,7 @@ pub mod relay;
 pub mod service;
 pub mod topics;
 pub mod trace;
+pub mod tuning;
 pub mod worker;
 
 pub use client::{KafkaError, kafka_readiness};

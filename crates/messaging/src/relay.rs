@@ -145,6 +145,7 @@ pub fn producer_config(kafka: &KafkaSettings, linger: Duration) -> rdkafka::Clie
         .set("message.timeout.ms", "0")
         .set("linger.ms", linger.as_millis().to_string())
         .set("compression.type", "lz4");
+    crate::tuning::apply(&mut config, crate::tuning::Role::Producer);
     config
 }
 
