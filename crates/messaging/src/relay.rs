@@ -29,6 +29,8 @@ use crate::registry::SchemaRegistryClient;
 /// Any value works: each service has its own database, and advisory locks are per database.
 const RELAY_LOCK_KEY: i64 = 0x6261_7a61_6172; // "bazaar"
 const NOTIFY_CHANNEL: &str = "messaging_outbox";
+/// How long to wait before listening again after the outbox listener failed.
+const LISTENER_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -47,7 +49,10 @@ impl Default for RelaySettings {
     fn default() -> Self {
         Self {
             batch_size: 500,
-            poll_interval: Duration::from_millis(500),
+            // NOTIFY wakes the relay at every commit, and a lost listening connection makes it
+            // look at once (notifications sent meanwhile are gone): the poll is only a last
+            // resort, and at 500 ms it was most of what an idle relay did.
+            poll_interval: Duration::from_secs(5),
             retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(60),
             // Messages that queue up while a request is in flight are still batched; waiting
@@ -297,9 +302,11 @@ impl Relay {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 notification = listener.try_recv() => {
+                    // Ok(None): the connection was lost and is re-established by the next call;
+                    // the loop looks at the outbox at once for what was committed meanwhile.
                     if let Err(error) = notification {
-                        tracing::warn!(%error, "outbox listener failed; polling until it reconnects");
-                        tokio::time::sleep(self.settings.poll_interval).await;
+                        tracing::warn!(%error, "outbox listener failed; looking again shortly");
+                        tokio::time::sleep(LISTENER_RETRY).await;
                     }
                 }
                 () = tokio::time::sleep(self.settings.poll_interval) => {}
