@@ -1,5 +1,7 @@
-//! What the tool knows about each service: the one table to extend when a service starts
-//! consuming a topic, or gains a projection that can be rebuilt.
+//! What the tool knows about each service: its subscriptions come from its rules crate (through
+//! `bazaar_saga`); the projections it can rebuild are the tool's own.
+
+use std::sync::LazyLock;
 
 /// A service that consumes events, so it has a consumer group, an inbox and dead letters.
 #[derive(Debug, Clone, Copy)]
@@ -11,53 +13,25 @@ pub struct ServiceSpec {
     pub projections: &'static [&'static str],
 }
 
-/// Every consuming service, with the topics of its `consumers::TOPICS` (an integration test
-/// keeps the two equal).
-pub const SERVICES: &[ServiceSpec] = &[
-    ServiceSpec {
-        name: "order",
-        consumes: &[
-            "product-snapshots",
-            "inventory-events",
-            "payment-events",
-            "shipment-events",
-        ],
-        projections: &["catalog-replica"],
-    },
-    ServiceSpec {
-        name: "inventory",
-        consumes: &["order-events", "payment-events"],
-        projections: &[],
-    },
-    ServiceSpec {
-        name: "payment",
-        consumes: &["order-events", "inventory-events"],
-        projections: &[],
-    },
-    ServiceSpec {
-        name: "notification",
-        consumes: &[
-            "user-events",
-            "order-events",
-            "payment-events",
-            "shipment-events",
-        ],
-        projections: &[],
-    },
-    ServiceSpec {
-        name: "shipping",
-        consumes: &["order-events"],
-        projections: &[],
-    },
-];
+/// Every consuming service with the topics its rules crate subscribes to
+/// (`bazaar_saga::CONSUMERS`), and what the tool can rebuild for it.
+pub static SERVICES: LazyLock<Vec<ServiceSpec>> = LazyLock::new(|| {
+    bazaar_saga::CONSUMERS
+        .iter()
+        .map(|consumer| ServiceSpec {
+            name: consumer.name,
+            consumes: consumer.consumes,
+            projections: if consumer.name == order_rules::SERVICE {
+                &["catalog-replica"]
+            } else {
+                &[]
+            },
+        })
+        .collect()
+});
 
 /// Topics keyed by order id: the saga's history of one order lives in these.
-pub const ORDER_TOPICS: &[&str] = &[
-    "order-events",
-    "inventory-events",
-    "payment-events",
-    "shipment-events",
-];
+pub static ORDER_TOPICS: LazyLock<Vec<&'static str>> = LazyLock::new(bazaar_saga::order_topics);
 
 pub fn find(name: &str) -> anyhow::Result<&'static ServiceSpec> {
     SERVICES
@@ -78,15 +52,7 @@ pub fn find(name: &str) -> anyhow::Result<&'static ServiceSpec> {
 /// The service that publishes to a logical topic (dead-letter topics belong to the consumer
 /// that parked the message, which the copy's headers name).
 pub fn producer_of(topic: &str) -> &'static str {
-    match topic.trim_end_matches(".dlq") {
-        "user-events" => "auth",
-        "product-snapshots" => "product",
-        "order-events" => "order",
-        "inventory-events" | "stock-levels" => "inventory",
-        "payment-events" => "payment",
-        "shipment-events" => "shipping",
-        _ => "?",
-    }
+    bazaar_saga::producer_of(topic.trim_end_matches(".dlq")).unwrap_or("?")
 }
 
 #[cfg(test)]
@@ -97,7 +63,7 @@ mod tests {
     fn every_consumed_topic_is_in_the_catalog_with_a_dead_letter_topic() {
         let catalog = messaging::TopicCatalog::bundled().expect("catalog");
         let names: Vec<String> = catalog.all_topics().into_iter().map(|t| t.name).collect();
-        for service in SERVICES {
+        for service in SERVICES.iter() {
             for topic in service.consumes {
                 assert!(names.iter().any(|n| n == topic), "{topic}");
                 assert!(names.contains(&format!("{topic}.dlq")), "{topic}.dlq");

@@ -32,6 +32,11 @@ macro_rules! domain_events {
             pub const fn topic(self) -> &'static str {
                 match self { $($( EventType::$name => $topic, )+)+ }
             }
+
+            /// The field whose value is the Kafka key (the aggregate id), e.g. `order_id`.
+            pub const fn key_field(self) -> &'static str {
+                match self { $($( EventType::$name => stringify!($key), )+)+ }
+            }
         }
 
         impl Event {

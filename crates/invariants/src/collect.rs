@@ -28,6 +28,11 @@ pub struct Sources {
     pub mail_dir: Option<PathBuf>,
 }
 
+/// A status or kind as the services store it, read back with their rules' spelling.
+fn parse<T: std::str::FromStr<Err = String>>(text: &str) -> anyhow::Result<T> {
+    text.parse().map_err(|why: String| anyhow::anyhow!(why))
+}
+
 async fn read_only(pool: &PgPool, what: &str) -> anyhow::Result<Transaction<'static, Postgres>> {
     pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
@@ -60,20 +65,19 @@ async fn orders(pool: &PgPool, only: Option<&[String]>) -> anyhow::Result<Vec<Or
     for (order, sku, quantity) in lines {
         *by_order.entry(order).or_default().entry(sku).or_default() += quantity;
     }
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, status, reason, total_minor, refunded, shipment_id)| Order {
+    rows.into_iter()
+        .map(|(id, status, reason, total_minor, refunded, shipment_id)| {
+            Ok(Order {
                 lines: by_order.remove(&id).unwrap_or_default(),
+                status: parse(&status).with_context(|| format!("order {id}"))?,
                 id,
-                status,
                 reason,
                 total_minor,
                 refunded,
                 shipment_id,
-            },
-        )
-        .collect())
+            })
+        })
+        .collect()
 }
 
 async fn inventory(pool: &PgPool) -> anyhow::Result<InventoryDb> {
@@ -93,6 +97,7 @@ async fn inventory(pool: &PgPool) -> anyhow::Result<InventoryDb> {
     tx.rollback().await?;
     let mut reservations: BTreeMap<String, Reservation> = BTreeMap::new();
     for (order_id, status, sku, quantity) in rows {
+        let status = parse(&status).with_context(|| format!("reservation of {order_id}"))?;
         let reservation = reservations
             .entry(order_id.clone())
             .or_insert_with(|| Reservation {
@@ -135,24 +140,31 @@ async fn payment(pool: &PgPool) -> anyhow::Result<PaymentDb> {
     Ok(PaymentDb {
         payments: payments
             .into_iter()
-            .map(|(order_id, charge_status, refund_status)| Payment {
-                order_id,
-                charge_status,
-                refund_status,
+            .map(|(order_id, charge_status, refund_status)| {
+                Ok(Payment {
+                    charge_status: parse(&charge_status)
+                        .with_context(|| format!("payment of {order_id}"))?,
+                    refund_status: parse(&refund_status)
+                        .with_context(|| format!("payment of {order_id}"))?,
+                    order_id,
+                })
             })
-            .collect(),
+            .collect::<anyhow::Result<_>>()?,
         transactions: transactions
             .into_iter()
             .map(
-                |(order_id, kind, status, amount_minor, provider_reference)| PaymentTransaction {
-                    order_id,
-                    kind,
-                    status,
-                    amount_minor,
-                    provider_reference,
+                |(order_id, kind, status, amount_minor, provider_reference)| {
+                    Ok(PaymentTransaction {
+                        kind: parse(&kind).with_context(|| format!("transaction of {order_id}"))?,
+                        status: parse(&status)
+                            .with_context(|| format!("transaction of {order_id}"))?,
+                        order_id,
+                        amount_minor,
+                        provider_reference,
+                    })
                 },
             )
-            .collect(),
+            .collect::<anyhow::Result<_>>()?,
     })
 }
 
@@ -164,14 +176,15 @@ async fn shipments(pool: &PgPool) -> anyhow::Result<Vec<Shipment>> {
             .await
             .context("reading shipments")?;
     tx.rollback().await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, order_id, status)| Shipment {
-            id,
-            order_id,
-            status,
+    rows.into_iter()
+        .map(|(id, order_id, status)| {
+            Ok(Shipment {
+                status: parse(&status).with_context(|| format!("shipment {id}"))?,
+                id,
+                order_id,
+            })
         })
-        .collect())
+        .collect()
 }
 
 type NotificationRow = (
@@ -192,18 +205,21 @@ async fn notifications(pool: &PgPool) -> anyhow::Result<Vec<Notification>> {
     .await
     .context("reading notifications")?;
     tx.rollback().await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, order_id, kind, source_event_id, email_status)| Notification {
+    rows.into_iter()
+        .map(|(id, order_id, kind, source_event_id, email_status)| {
+            Ok(Notification {
+                kind: parse(&kind).with_context(|| format!("notification {id}"))?,
+                email_status: email_status
+                    .as_deref()
+                    .map(parse)
+                    .transpose()
+                    .with_context(|| format!("e-mail of notification {id}"))?,
                 id,
                 order_id,
-                kind,
                 source_event_id,
-                email_status,
-            },
-        )
-        .collect())
+            })
+        })
+        .collect()
 }
 
 async fn ledger(http: &reqwest::Client, base_url: &str) -> anyhow::Result<Ledger> {

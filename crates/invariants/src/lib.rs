@@ -19,12 +19,16 @@
 //! [`rules`] holds the pure logic; [`Checker`] reads the sources and polls until things settle.
 //! `bazaar check` is the command-line face of it.
 
+#[cfg(feature = "sources")]
 pub mod check;
+#[cfg(feature = "sources")]
 pub mod collect;
 pub mod model;
 pub mod rules;
 
+#[cfg(feature = "sources")]
 pub use check::{Checker, Outcome, Report};
+#[cfg(feature = "sources")]
 pub use collect::Sources;
 pub use rules::{Expectations, Invariant, Violation};
 
@@ -33,26 +37,8 @@ pub use rules::{Expectations, Invariant, Violation};
 pub fn initial_stock_from_json(
     text: &str,
 ) -> anyhow::Result<std::collections::BTreeMap<String, i64>> {
-    #[derive(serde::Deserialize)]
-    struct Catalog {
-        products: Vec<Product>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Product {
-        variants: Vec<Variant>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Variant {
-        sku: String,
-        stock: i64,
-    }
-    if let Ok(catalog) = serde_json::from_str::<Catalog>(text) {
-        return Ok(catalog
-            .products
-            .into_iter()
-            .flat_map(|p| p.variants)
-            .map(|v| (v.sku, v.stock))
-            .collect());
+    if let Ok(stock) = inventory_rules::catalog_stock(text) {
+        return Ok(stock);
     }
     serde_json::from_str(text).map_err(|error| {
         anyhow::anyhow!(

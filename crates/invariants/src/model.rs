@@ -3,13 +3,18 @@
 
 use std::collections::BTreeMap;
 
+use inventory_rules::ReservationStatus;
+use notification_rules::{EmailStatus, Kind};
+use order_rules::OrderStatus;
+use payment_rules::{ChargeStatus, RefundStatus, TransactionKind, TransactionStatus};
 use serde::{Deserialize, Serialize};
+use shipping_rules::ShipmentStatus;
 
 /// An order as the order service holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
     pub id: String,
-    pub status: String,
+    pub status: OrderStatus,
     pub reason: Option<String>,
     pub total_minor: i64,
     pub refunded: bool,
@@ -23,10 +28,8 @@ pub struct Order {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
     pub order_id: String,
-    /// `charge` or `refund`.
-    pub kind: String,
-    /// `succeeded` or `declined`.
-    pub status: String,
+    pub kind: TransactionKind,
+    pub status: TransactionStatus,
     pub amount_minor: i64,
     /// The processor's payment intent id, for successful charges.
     pub provider_reference: Option<String>,
@@ -36,8 +39,8 @@ pub struct Transaction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payment {
     pub order_id: String,
-    pub charge_status: String,
-    pub refund_status: String,
+    pub charge_status: ChargeStatus,
+    pub refund_status: RefundStatus,
 }
 
 /// The payment service's database.
@@ -81,11 +84,11 @@ pub struct Stock {
     pub reserved: i64,
 }
 
-/// An order's reservation: `reserved`, `committed` (sold), `released` or `expired`.
+/// An order's reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     pub order_id: String,
-    pub status: String,
+    pub status: ReservationStatus,
     pub lines: BTreeMap<String, i64>,
 }
 
@@ -99,8 +102,7 @@ pub struct InventoryDb {
 pub struct Shipment {
     pub id: String,
     pub order_id: String,
-    /// `scheduled`, `dispatched` or `delivered`.
-    pub status: String,
+    pub status: ShipmentStatus,
 }
 
 /// A notice of the notification service, with its e-mail.
@@ -108,11 +110,11 @@ pub struct Shipment {
 pub struct Notification {
     pub id: String,
     pub order_id: Option<String>,
-    pub kind: String,
+    pub kind: Kind,
     /// The event it came from; the mail folder names the e-mail after it.
     pub source_event_id: Option<String>,
-    /// `pending`, `sent` or `failed`; `None` when no e-mail row exists.
-    pub email_status: Option<String>,
+    /// `None` when no e-mail row exists.
+    pub email_status: Option<EmailStatus>,
 }
 
 /// Everything read in one round. A part is `None` when its source was not given, and the

@@ -12,7 +12,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use inventory_rules::ReservationStatus;
+use notification_rules::{EmailStatus, Kind};
+use order_rules::OrderStatus;
+use payment_rules::{ChargeStatus, RefundStatus, TransactionKind, TransactionStatus};
 use serde::Serialize;
+use shipping_rules::ShipmentStatus;
 
 use crate::model::{Ledger, LedgerCharge, Order, Snapshot};
 
@@ -198,25 +203,20 @@ pub struct Evaluation {
     pub summary: Summary,
 }
 
-const PAID: &str = "paid";
-const SHIPPING_SCHEDULED: &str = "shipping_scheduled";
-const REJECTED: &str = "rejected";
-const CANCELLED: &str = "cancelled";
-
+/// Paid and keeping it: the order service's rule ([`OrderStatus::is_paid`]).
 fn paid(order: &Order) -> bool {
-    order.status == PAID || order.status == SHIPPING_SCHEDULED
+    order.status.is_paid()
 }
 
+/// Rejected or cancelled ([`OrderStatus::is_unpaid_final`]).
 fn unpaid_final(order: &Order) -> bool {
-    order.status == REJECTED || order.status == CANCELLED
+    order.status.is_unpaid_final()
 }
 
-/// Final: nothing will change the order any more. Without a shipping service a paid order is as
-/// far as it goes; with one, it must go on to `shipping_scheduled`.
+/// Final: nothing will change the order any more ([`OrderStatus::is_final`]). Without a shipping
+/// service a paid order is as far as it goes; with one, it must go on to `shipping_scheduled`.
 fn is_final(order: &Order, fulfilment: bool) -> bool {
-    unpaid_final(order)
-        || order.status == SHIPPING_SCHEDULED
-        || (!fulfilment && order.status == PAID)
+    order.status.is_final() || (!fulfilment && order.status == OrderStatus::Paid)
 }
 
 struct Found {
@@ -276,7 +276,7 @@ pub fn evaluate(snapshot: &Snapshot, expect: &Expectations) -> Evaluation {
     for order in &orders {
         let label = match &order.reason {
             Some(reason) => format!("{}/{reason}", order.status),
-            None => order.status.clone(),
+            None => order.status.as_str().to_owned(),
         };
         *summary.statuses.entry(label).or_default() += 1;
         if !is_final(order, fulfilment) {
@@ -333,16 +333,15 @@ fn check_payments(
     let mut charges: HashMap<&str, Vec<i64>> = HashMap::new();
     let mut refunds: HashMap<&str, usize> = HashMap::new();
     for tx in &payment.transactions {
-        if tx.status != "succeeded" {
+        if tx.status != TransactionStatus::Succeeded {
             continue;
         }
-        match tx.kind.as_str() {
-            "charge" => charges
+        match tx.kind {
+            TransactionKind::Charge => charges
                 .entry(tx.order_id.as_str())
                 .or_default()
                 .push(tx.amount_minor),
-            "refund" => *refunds.entry(tx.order_id.as_str()).or_default() += 1,
-            _ => {}
+            TransactionKind::Refund => *refunds.entry(tx.order_id.as_str()).or_default() += 1,
         }
     }
     let states: HashMap<&str, &crate::model::Payment> = payment
@@ -420,7 +419,8 @@ fn check_payments(
         }
         if let Some(state) = states.get(id)
             && (paid(order) || unpaid_final(order))
-            && (state.charge_status == "due" || state.refund_status == "due")
+            && (state.charge_status == ChargeStatus::Due
+                || state.refund_status == RefundStatus::Due)
         {
             found.order(
                 Invariant::PaymentUnsettled,
@@ -463,8 +463,8 @@ fn ledger_charges_by_order<'a>(
     if let Some(payment) = &snapshot.payment {
         for tx in &payment.transactions {
             if let Some(reference) = &tx.provider_reference
-                && tx.kind == "charge"
-                && tx.status == "succeeded"
+                && tx.kind == TransactionKind::Charge
+                && tx.status == TransactionStatus::Succeeded
             {
                 referenced.insert(reference.as_str(), tx.order_id.as_str());
             }
@@ -572,8 +572,8 @@ fn check_ledger(
         if let Some(payment) = &snapshot.payment {
             for tx in payment.transactions.iter().filter(|tx| tx.order_id == id) {
                 if let Some(reference) = &tx.provider_reference
-                    && tx.kind == "charge"
-                    && tx.status == "succeeded"
+                    && tx.kind == TransactionKind::Charge
+                    && tx.status == TransactionStatus::Succeeded
                     && !intents.contains(reference.as_str())
                 {
                     found.order(
@@ -606,10 +606,10 @@ fn check_stock(
     let mut live: BTreeMap<&str, i64> = BTreeMap::new();
     let mut sold: BTreeMap<&str, i64> = BTreeMap::new();
     for reservation in &inventory.reservations {
-        let bucket = match reservation.status.as_str() {
-            "reserved" => &mut live,
-            "committed" => &mut sold,
-            _ => continue,
+        let bucket = match reservation.status {
+            ReservationStatus::Reserved => &mut live,
+            ReservationStatus::Committed => &mut sold,
+            ReservationStatus::Released | ReservationStatus::Expired => continue,
         };
         for (sku, quantity) in &reservation.lines {
             *bucket.entry(sku.as_str()).or_default() += quantity;
@@ -684,7 +684,7 @@ fn check_stock(
     for order in orders {
         let id = order.id.as_str();
         let reservation = reservations.get(id);
-        let status = reservation.map(|r| r.status.as_str());
+        let status = reservation.map(|r| r.status);
         if let Some(reservation) = reservation
             && reservation.lines != order.lines
         {
@@ -698,7 +698,7 @@ fn check_stock(
                 false,
             );
         }
-        if (paid(order) || unpaid_final(order)) && status == Some("reserved") {
+        if (paid(order) || unpaid_final(order)) && status == Some(ReservationStatus::Reserved) {
             found.order(
                 Invariant::ReservationOpen,
                 id,
@@ -706,19 +706,19 @@ fn check_stock(
                 true,
             );
         }
-        if paid(order) && status != Some("committed") {
+        if paid(order) && status != Some(ReservationStatus::Committed) {
             found.order(
                 Invariant::SaleMissing,
                 id,
                 format!(
                     "{} but its reservation is {}",
                     order.status,
-                    status.unwrap_or("missing")
+                    status.map_or("missing", ReservationStatus::as_str)
                 ),
                 true,
             );
         }
-        if unpaid_final(order) && status == Some("committed") {
+        if unpaid_final(order) && status == Some(ReservationStatus::Committed) {
             found.order(
                 Invariant::SaleOfUnpaidOrder,
                 id,
@@ -788,70 +788,6 @@ fn check_shipments(
     summary.shipments = Some(count);
 }
 
-/// The notices an order's outcome calls for, and those it rules out for good.
-fn notices_for(
-    order: &Order,
-    refunded: bool,
-    shipment_status: Option<&str>,
-) -> (BTreeSet<&'static str>, BTreeSet<&'static str>) {
-    const ALL: [&str; 7] = [
-        "order_paid",
-        "order_rejected",
-        "order_cancelled",
-        "payment_refunded",
-        "shipment_scheduled",
-        "shipment_dispatched",
-        "shipment_delivered",
-    ];
-    let mut expected = BTreeSet::new();
-    let allowed: BTreeSet<&str> = match order.status.as_str() {
-        PAID | SHIPPING_SCHEDULED => {
-            expected.insert("order_paid");
-            if order.status == SHIPPING_SCHEDULED {
-                expected.insert("shipment_scheduled");
-            }
-            match shipment_status {
-                Some("dispatched") => {
-                    expected.extend(["shipment_scheduled", "shipment_dispatched"]);
-                }
-                Some("delivered") => expected.extend([
-                    "shipment_scheduled",
-                    "shipment_dispatched",
-                    "shipment_delivered",
-                ]),
-                Some(_) => {
-                    expected.insert("shipment_scheduled");
-                }
-                None => {}
-            }
-            [
-                "order_paid",
-                "shipment_scheduled",
-                "shipment_dispatched",
-                "shipment_delivered",
-            ]
-            .into()
-        }
-        REJECTED => {
-            expected.insert("order_rejected");
-            ["order_rejected"].into()
-        }
-        CANCELLED => {
-            expected.insert("order_cancelled");
-            if refunded {
-                expected.insert("payment_refunded");
-            }
-            ["order_cancelled", "payment_refunded"].into()
-        }
-        _ => ALL.into(),
-    };
-    let forbidden = ALL
-        .into_iter()
-        .filter(|kind| !allowed.contains(kind))
-        .collect();
-    (expected, forbidden)
-}
-
 fn check_notifications(
     found: &mut Found,
     orders: &[&Order],
@@ -873,14 +809,16 @@ fn check_notifications(
         .payment
         .iter()
         .flat_map(|p| &p.transactions)
-        .filter(|tx| tx.kind == "refund" && tx.status == "succeeded")
+        .filter(|tx| {
+            tx.kind == TransactionKind::Refund && tx.status == TransactionStatus::Succeeded
+        })
         .map(|tx| tx.order_id.as_str())
         .collect();
-    let shipment_status: HashMap<&str, &str> = snapshot
+    let shipment_status: HashMap<&str, ShipmentStatus> = snapshot
         .shipments
         .iter()
         .flatten()
-        .map(|s| (s.order_id.as_str(), s.status.as_str()))
+        .map(|s| (s.order_id.as_str(), s.status))
         .collect();
     let files: Option<BTreeSet<&str>> = snapshot
         .mail_files
@@ -893,9 +831,9 @@ fn check_notifications(
         let id = order.id.as_str();
         let mine = by_order.get(id).map_or(&[][..], Vec::as_slice);
         counted += mine.len();
-        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut kinds: BTreeMap<Kind, usize> = BTreeMap::new();
         for notification in mine {
-            *kinds.entry(notification.kind.as_str()).or_default() += 1;
+            *kinds.entry(notification.kind).or_default() += 1;
         }
         for (kind, count) in &kinds {
             if *count > 1 {
@@ -907,8 +845,9 @@ fn check_notifications(
                 );
             }
         }
-        let (expected, forbidden) = notices_for(
-            order,
+        // The notices the order's outcome calls for: the notification service's rule.
+        let (expected, forbidden) = notification_rules::notices_for(
+            order.status,
             order.refunded || refunded.contains(id),
             shipment_status.get(id).copied(),
         );
@@ -942,8 +881,8 @@ fn check_notifications(
             }
         }
         for notification in mine {
-            match notification.email_status.as_deref() {
-                Some("sent") => {
+            match notification.email_status {
+                Some(EmailStatus::Sent) => {
                     sent += 1;
                     if let (Some(files), Some(stem)) = (&files, &notification.source_event_id)
                         && !files.contains(stem.as_str())
@@ -959,7 +898,7 @@ fn check_notifications(
                         );
                     }
                 }
-                Some("failed") => found.order(
+                Some(EmailStatus::Failed) => found.order(
                     Invariant::EmailFailed,
                     id,
                     format!("{} e-mail given up", notification.kind),
@@ -1016,10 +955,14 @@ mod tests {
         entries.iter().map(|(s, q)| ((*s).to_owned(), *q)).collect()
     }
 
-    fn order(id: &str, status: &str, reason: Option<&str>, total: i64, sku: &str) -> Order {
+    use OrderStatus::{Cancelled, Pending, Rejected, ShippingScheduled};
+    use TransactionKind::{Charge, Refund};
+    use TransactionStatus::{Declined, Succeeded};
+
+    fn order(id: &str, status: OrderStatus, reason: Option<&str>, total: i64, sku: &str) -> Order {
         Order {
             id: id.into(),
-            status: status.into(),
+            status,
             reason: reason.map(str::to_owned),
             total_minor: total,
             refunded: false,
@@ -1030,15 +973,15 @@ mod tests {
 
     fn tx(
         order: &str,
-        kind: &str,
-        status: &str,
+        kind: TransactionKind,
+        status: TransactionStatus,
         amount: i64,
         reference: Option<&str>,
     ) -> Transaction {
         Transaction {
             order_id: order.into(),
-            kind: kind.into(),
-            status: status.into(),
+            kind,
+            status,
             amount_minor: amount,
             provider_reference: reference.map(str::to_owned),
         }
@@ -1055,20 +998,20 @@ mod tests {
         }
     }
 
-    fn notice(order: &str, kind: &str) -> Notification {
+    fn notice(order: &str, kind: Kind) -> Notification {
         Notification {
             id: format!("n-{order}-{kind}"),
             order_id: Some(order.into()),
-            kind: kind.into(),
+            kind,
             source_event_id: Some(format!("e-{order}-{kind}")),
-            email_status: Some("sent".into()),
+            email_status: Some(EmailStatus::Sent),
         }
     }
 
-    fn reservation(order: &str, status: &str, entries: &[(&str, i64)]) -> Reservation {
+    fn reservation(order: &str, status: ReservationStatus, entries: &[(&str, i64)]) -> Reservation {
         Reservation {
             order_id: order.into(),
-            status: status.into(),
+            status,
             lines: lines(entries),
         }
     }
@@ -1076,20 +1019,20 @@ mod tests {
     /// A settled little world: A shipped, B rejected, C declined, D cancelled and refunded.
     /// TEE started with 10 units and RARE with none.
     fn world() -> (Snapshot, Expectations) {
-        let mut a = order("A", SHIPPING_SCHEDULED, None, 4000, "TEE");
+        let mut a = order("A", ShippingScheduled, None, 4000, "TEE");
         a.lines = lines(&[("TEE", 2)]);
         a.shipment_id = Some("s-A".into());
-        let b = order("B", REJECTED, Some("out_of_stock"), 100, "RARE");
-        let c = order("C", CANCELLED, Some("payment_declined"), 2000, "TEE");
-        let mut d = order("D", CANCELLED, Some("customer_request"), 2000, "TEE");
+        let b = order("B", Rejected, Some("out_of_stock"), 100, "RARE");
+        let c = order("C", Cancelled, Some("payment_declined"), 2000, "TEE");
+        let mut d = order("D", Cancelled, Some("customer_request"), 2000, "TEE");
         d.refunded = true;
         let notifications = vec![
-            notice("A", "order_paid"),
-            notice("A", "shipment_scheduled"),
-            notice("B", "order_rejected"),
-            notice("C", "order_cancelled"),
-            notice("D", "order_cancelled"),
-            notice("D", "payment_refunded"),
+            notice("A", Kind::OrderPaid),
+            notice("A", Kind::ShipmentScheduled),
+            notice("B", Kind::OrderRejected),
+            notice("C", Kind::OrderCancelled),
+            notice("D", Kind::OrderCancelled),
+            notice("D", Kind::PaymentRefunded),
         ];
         let mail_files = notifications
             .iter()
@@ -1111,9 +1054,9 @@ mod tests {
                     },
                 ],
                 reservations: vec![
-                    reservation("A", "committed", &[("TEE", 2)]),
-                    reservation("C", "released", &[("TEE", 1)]),
-                    reservation("D", "released", &[("TEE", 1)]),
+                    reservation("A", ReservationStatus::Committed, &[("TEE", 2)]),
+                    reservation("C", ReservationStatus::Released, &[("TEE", 1)]),
+                    reservation("D", ReservationStatus::Released, &[("TEE", 1)]),
                 ],
             }),
             payment: Some(PaymentDb {
@@ -1121,15 +1064,15 @@ mod tests {
                     .iter()
                     .map(|id| Payment {
                         order_id: (*id).into(),
-                        charge_status: "succeeded".into(),
-                        refund_status: "none".into(),
+                        charge_status: ChargeStatus::Succeeded,
+                        refund_status: RefundStatus::None,
                     })
                     .collect(),
                 transactions: vec![
-                    tx("A", "charge", "succeeded", 4000, Some("pi_A")),
-                    tx("C", "charge", "declined", 2000, Some("card_declined")),
-                    tx("D", "charge", "succeeded", 2000, Some("pi_D")),
-                    tx("D", "refund", "succeeded", 2000, None),
+                    tx("A", Charge, Succeeded, 4000, Some("pi_A")),
+                    tx("C", Charge, Declined, 2000, Some("card_declined")),
+                    tx("D", Charge, Succeeded, 2000, Some("pi_D")),
+                    tx("D", Refund, Succeeded, 2000, None),
                 ],
             }),
             ledger: Some(Ledger {
@@ -1146,7 +1089,7 @@ mod tests {
             shipments: Some(vec![Shipment {
                 id: "s-A".into(),
                 order_id: "A".into(),
-                status: "scheduled".into(),
+                status: ShipmentStatus::Scheduled,
             }]),
             notifications: Some(notifications),
             mail_files: Some(mail_files),
@@ -1205,7 +1148,7 @@ mod tests {
     fn a_lost_order_is_permanent_and_a_pending_one_is_settling() {
         let (mut snapshot, mut expect) = world();
         expect.accepted.push("LOST".into());
-        snapshot.orders.push(order("P", "pending", None, 10, "TEE"));
+        snapshot.orders.push(order("P", Pending, None, 10, "TEE"));
         assert_eq!(
             found(&snapshot, &expect),
             vec![
@@ -1219,7 +1162,7 @@ mod tests {
     fn paid_is_final_only_without_a_shipping_service() {
         let (mut snapshot, expect) = world();
         let a = order_of(&mut snapshot, "A");
-        a.status = PAID.into();
+        a.status = OrderStatus::Paid;
         a.shipment_id = None;
         snapshot.shipments = Some(vec![]);
         snapshot.notifications = None;
@@ -1236,7 +1179,7 @@ mod tests {
         let payment = snapshot.payment.as_mut().expect("payment");
         payment
             .transactions
-            .push(tx("A", "charge", "succeeded", 4000, Some("pi_A2")));
+            .push(tx("A", Charge, Succeeded, 4000, Some("pi_A2")));
         let ledger = snapshot.ledger.as_mut().expect("ledger");
         // Under another idempotency key: found by its description.
         let mut again = intent("pi_A2", "A", 4000, "succeeded", 0);
@@ -1255,8 +1198,8 @@ mod tests {
     fn money_kept_for_a_cancelled_order_settles_until_refunded() {
         let (mut snapshot, expect) = world();
         let payment = snapshot.payment.as_mut().expect("payment");
-        payment.transactions.retain(|t| t.kind != "refund");
-        payment.payments[3].refund_status = "due".into();
+        payment.transactions.retain(|t| t.kind != Refund);
+        payment.payments[3].refund_status = RefundStatus::Due;
         let ledger = snapshot.ledger.as_mut().expect("ledger");
         ledger.charges[2].amount_refunded = 0;
         ledger.refunds.clear();
@@ -1278,7 +1221,7 @@ mod tests {
         payment.transactions[0].amount_minor = 3999;
         payment
             .transactions
-            .push(tx("A", "refund", "succeeded", 3999, None));
+            .push(tx("A", Refund, Succeeded, 3999, None));
         snapshot.ledger.as_mut().expect("ledger").charges[0].amount_refunded = 10;
         assert_eq!(
             found(&snapshot, &expect),
@@ -1332,14 +1275,12 @@ mod tests {
     #[test]
     fn live_reservations_count_as_reserved_and_final_orders_hold_none() {
         let (mut snapshot, mut expect) = world();
-        snapshot
-            .orders
-            .push(order("P", "pending", None, 2000, "TEE"));
+        snapshot.orders.push(order("P", Pending, None, 2000, "TEE"));
         expect.accepted.push("P".into());
         let inventory = snapshot.inventory.as_mut().expect("inventory");
         inventory
             .reservations
-            .push(reservation("P", "reserved", &[("TEE", 1)]));
+            .push(reservation("P", ReservationStatus::Reserved, &[("TEE", 1)]));
         inventory.stock[0].reserved = 1;
         // A pending order holding stock is fine: only its not being final is reported.
         assert_eq!(
@@ -1347,9 +1288,9 @@ mod tests {
             vec![(Invariant::OrderNotFinal, "order P".into(), true)]
         );
         let inventory = snapshot.inventory.as_mut().expect("inventory");
-        inventory.reservations[2].status = "committed".into(); // D: cancelled, yet sold
+        inventory.reservations[2].status = ReservationStatus::Committed; // D: cancelled, yet sold
         inventory.stock[0].on_hand -= 1;
-        inventory.reservations[1].status = "reserved".into(); // C: declined, yet reserved
+        inventory.reservations[1].status = ReservationStatus::Reserved; // C: declined, yet reserved
         inventory.stock[0].reserved += 1;
         assert_eq!(
             found(&snapshot, &expect),
@@ -1366,7 +1307,7 @@ mod tests {
         let (mut snapshot, expect) = world();
         let inventory = snapshot.inventory.as_mut().expect("inventory");
         inventory.reservations[0].lines = lines(&[("TEE", 1), ("RARE", 1)]);
-        inventory.reservations[0].status = "released".into();
+        inventory.reservations[0].status = ReservationStatus::Released;
         let violations = found(&snapshot, &expect);
         assert!(violations.contains(&(
             Invariant::ReservationLinesMismatch,
@@ -1383,12 +1324,12 @@ mod tests {
         shipments.push(Shipment {
             id: "s-A2".into(),
             order_id: "A".into(),
-            status: "scheduled".into(),
+            status: ShipmentStatus::Scheduled,
         });
         shipments.push(Shipment {
             id: "s-C".into(),
             order_id: "C".into(),
-            status: "scheduled".into(),
+            status: ShipmentStatus::Scheduled,
         });
         assert_eq!(
             found(&snapshot, &expect),
@@ -1402,7 +1343,7 @@ mod tests {
         shipments.push(Shipment {
             id: "s-other".into(),
             order_id: "A".into(),
-            status: "scheduled".into(),
+            status: ShipmentStatus::Scheduled,
         });
         assert_eq!(
             found(&snapshot, &expect),
@@ -1415,11 +1356,11 @@ mod tests {
         let (mut snapshot, expect) = world();
         let notifications = snapshot.notifications.as_mut().expect("notices");
         notifications
-            .retain(|n| !(n.order_id.as_deref() == Some("D") && n.kind == "payment_refunded"));
-        let mut twice = notice("B", "order_rejected");
+            .retain(|n| !(n.order_id.as_deref() == Some("D") && n.kind == Kind::PaymentRefunded));
+        let mut twice = notice("B", Kind::OrderRejected);
         twice.id = "n-B-again".into();
         notifications.push(twice);
-        notifications.push(notice("C", "order_paid"));
+        notifications.push(notice("C", Kind::OrderPaid));
         let files = snapshot.mail_files.as_mut().expect("files");
         files.push("e-C-order_paid".into());
         assert_eq!(
@@ -1441,8 +1382,8 @@ mod tests {
     fn e_mails_must_be_sent_and_in_the_mail_folder() {
         let (mut snapshot, mut expect) = world();
         let notifications = snapshot.notifications.as_mut().expect("notices");
-        notifications[0].email_status = Some("pending".into());
-        notifications[1].email_status = Some("failed".into());
+        notifications[0].email_status = Some(EmailStatus::Pending);
+        notifications[1].email_status = Some(EmailStatus::Failed);
         notifications[2].email_status = None;
         let files = snapshot.mail_files.as_mut().expect("files");
         files.retain(|f| f != "e-C-order_cancelled");
@@ -1468,7 +1409,7 @@ mod tests {
         let (mut snapshot, mut expect) = world();
         snapshot
             .orders
-            .push(order("OTHER", "pending", None, 1, "TEE"));
+            .push(order("OTHER", Pending, None, 1, "TEE"));
         expect.only_accepted = true;
         assert_eq!(found(&snapshot, &expect), vec![]);
         expect.only_accepted = false;
@@ -1486,7 +1427,7 @@ mod tests {
             .as_mut()
             .expect("payment")
             .transactions
-            .push(tx("GHOST", "charge", "succeeded", 5, Some("pi_G")));
+            .push(tx("GHOST", Charge, Succeeded, 5, Some("pi_G")));
         assert_eq!(
             found(&snapshot, &expect),
             vec![(Invariant::OrphanCharge, "order GHOST".into(), true)]

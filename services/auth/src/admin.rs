@@ -6,8 +6,62 @@ use anyhow::Context;
 use sqlx::PgPool;
 
 use crate::accounts::{self, RegisterFailure, Registered};
+use crate::config::Config;
 use crate::domain;
 use crate::passwords::Passwords;
+
+/// The command-line tasks of the auth binary besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Create an account with the admin role. The password comes from BAZAAR_ADMIN_PASSWORD or
+    /// the first line of standard input; there is no default.
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Retire the active signing key and create a new one. The retired key stays in the JWKS
+    /// until the tokens it signed have expired.
+    RotateKeys,
+}
+
+/// Runs a command-line task (all but [`Command::Serve`]).
+pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => anyhow::bail!("serving is not a command-line task"),
+        Command::CreateAdmin { email, name } => {
+            let from_env = std::env::var(ADMIN_PASSWORD_ENV).ok();
+            if from_env.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("password for {email} (the input is shown): ");
+            }
+            let password = read_password(from_env, std::io::stdin().lock())?;
+            let pool = connect(config).await?;
+            let admin = create_admin(&pool, &email, &name, &password).await?;
+            println!("auth: admin {} created with id {}", admin.email, admin.id);
+        }
+        Command::RotateKeys => {
+            let pool = connect(config).await?;
+            let ttl = std::time::Duration::from_secs(config.tokens.access_ttl_secs);
+            let rotation = crate::keys::rotate(&pool, ttl).await?;
+            match &rotation.retired {
+                Some(retired) => println!(
+                    "auth: signing with {}; {retired} stays published until {}",
+                    rotation.active,
+                    rotation.retired_published_until.to_rfc3339()
+                ),
+                None => println!("auth: signing with {} (there was no key)", rotation.active),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn connect(config: &Config) -> anyhow::Result<PgPool> {
+    messaging::service::connect_and_migrate(&config.service.database, &crate::db::MIGRATOR).await
+}
 
 /// The environment variable `create-admin` takes the password from; without it, the first line
 /// of standard input.

@@ -2,10 +2,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use auth_kit::JwtVerifier;
-use messaging::worker::{PollingWorker, Round};
 use platform::app::Application;
-use platform::shutdown::CancellationToken;
-use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::config::{Config, SERVICE};
@@ -13,11 +10,6 @@ use crate::http::AuthState;
 use crate::keys::DatabaseJwks;
 use crate::passwords::Passwords;
 use crate::sessions::Sessions;
-
-/// How often expired refresh tokens, retired keys and finished login windows are deleted.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(600);
-/// Expired refresh tokens are kept this long, so a late reuse is still recognised as reuse.
-const EXPIRED_REFRESH_TOKENS_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Migrates the database, makes sure a signing key exists, serves HTTP, and runs the outbox
 /// relay and the housekeeping worker. Port 0 picks a free port (tests).
@@ -48,30 +40,6 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     .await?;
     crate::keys::active_signing_key(app.pool()).await?;
     let pool = app.pool().clone();
-    app.spawn_worker(move |shutdown| housekeeping(pool, window, shutdown));
+    app.spawn_worker(move |shutdown| crate::consumers::housekeeping(pool, window, shutdown));
     Ok(app)
-}
-
-async fn housekeeping(
-    pool: PgPool,
-    login_window: Duration,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    PollingWorker::new("auth housekeeping", HOUSEKEEPING_INTERVAL)
-        .run(pool.clone(), shutdown, || async {
-            sweep(&pool, login_window)
-                .await
-                .map(|()| Round::Idle)
-                .map_err(|error| format!("{error:#}"))
-        })
-        .await
-}
-
-async fn sweep(pool: &PgPool, login_window: Duration) -> anyhow::Result<()> {
-    let tokens =
-        crate::db::delete_expired_refresh_tokens(pool, EXPIRED_REFRESH_TOKENS_KEPT).await?;
-    let keys = crate::db::delete_unpublished_keys(pool).await?;
-    let windows = crate::db::delete_finished_windows(pool, login_window).await?;
-    tracing::debug!(tokens, keys, windows, "housekeeping");
-    Ok(())
 }

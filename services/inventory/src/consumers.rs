@@ -45,7 +45,7 @@ impl EventHandler for InventoryHandler {
     }
 
     fn handles(&self, event: &Event) -> bool {
-        inventory_rules::input_of(event).is_some()
+        inventory_rules::HANDLES.contains(&event.event_type())
     }
 
     async fn handle(

@@ -1,7 +1,6 @@
-use std::path::PathBuf;
-
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use inventory_service::config::{Config, SERVICE};
+use platform::cli::ServeOrSeed;
 
 /// Bazaar inventory service: stock per SKU and reservations.
 #[derive(Debug, Parser)]
@@ -10,18 +9,7 @@ struct Cli {
     #[command(flatten)]
     config: platform::cli::ConfigArgs,
     #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve the HTTP API (the default).
-    Serve,
-    /// Apply migrations and load the stock of the demo catalog, then exit. Safe to run again.
-    SeedDemo {
-        #[arg(long, default_value = "infra/demo/catalog.json")]
-        file: PathBuf,
-    },
+    command: Option<ServeOrSeed>,
 }
 
 #[tokio::main]
@@ -29,25 +17,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.config.as_deref())?;
     platform::telemetry::init(SERVICE, &config.service.log);
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
+    match cli.command.unwrap_or(ServeOrSeed::Serve) {
+        ServeOrSeed::Serve => {
             inventory_service::startup::build(config)
                 .await?
                 .run_until_stopped()
                 .await
         }
-        Command::SeedDemo { file } => {
-            let pool = messaging::service::connect_and_migrate(
-                &config.service.database,
-                &inventory_service::db::MIGRATOR,
-            )
-            .await?;
-            let count = inventory_service::seed::seed_demo_stock(&pool, &file).await?;
-            println!(
-                "inventory: {count} demo SKUs stocked from {}",
-                file.display()
-            );
-            Ok(())
-        }
+        ServeOrSeed::SeedDemo { file } => inventory_service::seed::run(&config, &file).await,
     }
 }

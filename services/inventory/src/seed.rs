@@ -3,46 +3,37 @@
 use std::path::Path;
 
 use anyhow::Context;
-use serde::Deserialize;
 use sqlx::PgPool;
 
-#[derive(Debug, Deserialize)]
-struct DemoCatalog {
-    products: Vec<DemoProduct>,
+use crate::config::Config;
+
+/// `inventory-service seed-demo`: migrates the database and stocks the SKUs of `file`.
+pub async fn run(config: &Config, file: &Path) -> anyhow::Result<()> {
+    let pool =
+        messaging::service::connect_and_migrate(&config.service.database, &crate::db::MIGRATOR);
+    platform::cli::seed_demo(
+        crate::config::SERVICE,
+        "demo SKUs stocked from",
+        file,
+        pool,
+        seed_demo_stock,
+    )
+    .await
 }
 
-#[derive(Debug, Deserialize)]
-struct DemoProduct {
-    variants: Vec<DemoVariant>,
-}
-
-#[derive(Debug, Deserialize)]
-struct DemoVariant {
-    sku: String,
-    stock: i64,
-}
-
-/// Sets the on-hand stock of every demo SKU. Returns how many SKUs.
+/// Sets the on-hand stock of every demo SKU (the inventory rules' reading of a catalog).
+/// Returns how many SKUs.
 pub async fn seed_demo_stock(pool: &PgPool, file: &Path) -> anyhow::Result<usize> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let catalog: DemoCatalog =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+    let stock = inventory_rules::catalog_stock(&text)
+        .with_context(|| format!("parsing {}", file.display()))?;
     let mut tx = pool.begin().await?;
-    let mut count = 0;
-    for variant in catalog
-        .products
-        .iter()
-        .flat_map(|product| &product.variants)
-    {
-        anyhow::ensure!(
-            variant.stock >= 0,
-            "{}: stock must not be negative",
-            variant.sku
-        );
-        crate::consumers::set_on_hand(&mut tx, &variant.sku, variant.stock).await?;
-        count += 1;
+    for (sku, units) in &stock {
+        crate::consumers::set_on_hand(&mut tx, sku, *units)
+            .await
+            .with_context(|| format!("{sku} in {}", file.display()))?;
     }
     tx.commit().await?;
-    Ok(count)
+    Ok(stock.len())
 }

@@ -54,7 +54,7 @@ impl EventHandler for NotificationHandler {
     }
 
     fn handles(&self, event: &events::Event) -> bool {
-        notification_rules::input_of(event).is_some()
+        notification_rules::HANDLES.contains(&event.event_type())
     }
 
     async fn handle(

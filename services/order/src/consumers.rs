@@ -68,7 +68,7 @@ impl EventHandler for OrderHandler {
     }
 
     fn handles(&self, event: &Event) -> bool {
-        matches!(event, Event::ProductSnapshot(_)) || order_rules::order_of(event).is_some()
+        order_rules::HANDLES.contains(&event.event_type())
     }
 
     async fn handle(

@@ -58,7 +58,7 @@ impl EventHandler for PaymentHandler {
     }
 
     fn handles(&self, event: &events::Event) -> bool {
-        payment_rules::input_of(event).is_some()
+        payment_rules::HANDLES.contains(&event.event_type())
     }
 
     async fn handle(

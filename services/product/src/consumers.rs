@@ -1,2 +1,6 @@
-//! Kafka consumers of the product service: which events it reacts to. Each handler runs inside the
-//! messaging runtime's idempotent consumer, in one database transaction with its effects.
+//! The product service's reactions: none. It consumes no topic; the catalog changes only through
+//! its own API (and `seed-demo`), and each change publishes the product's ProductSnapshot
+//! through the outbox, in the transaction that saves it.
+
+/// Topics the product service consumes: none.
+pub const TOPICS: &[&str] = &[];

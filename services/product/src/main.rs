@@ -1,6 +1,5 @@
-use std::path::PathBuf;
-
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use platform::cli::ServeOrSeed;
 use product_service::config::{Config, SERVICE};
 
 /// Bazaar product service: the catalog, with variants and prices.
@@ -10,18 +9,7 @@ struct Cli {
     #[command(flatten)]
     config: platform::cli::ConfigArgs,
     #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve the HTTP API (the default).
-    Serve,
-    /// Apply migrations and load the demo catalog, then exit. Safe to run again.
-    SeedDemo {
-        #[arg(long, default_value = "infra/demo/catalog.json")]
-        file: PathBuf,
-    },
+    command: Option<ServeOrSeed>,
 }
 
 #[tokio::main]
@@ -29,25 +17,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.config.as_deref())?;
     platform::telemetry::init(SERVICE, &config.service.log);
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
+    match cli.command.unwrap_or(ServeOrSeed::Serve) {
+        ServeOrSeed::Serve => {
             product_service::startup::build(config)
                 .await?
                 .run_until_stopped()
                 .await
         }
-        Command::SeedDemo { file } => {
-            let pool = messaging::service::connect_and_migrate(
-                &config.service.database,
-                &product_service::db::MIGRATOR,
-            )
-            .await?;
-            let count = product_service::seed::seed_demo_catalog(&pool, &file).await?;
-            println!(
-                "product: {count} demo products loaded from {}",
-                file.display()
-            );
-            Ok(())
-        }
+        ServeOrSeed::SeedDemo { file } => product_service::seed::run(&config, &file).await,
     }
 }

@@ -24,7 +24,7 @@ fn order_id(text: &str) -> Result<Uuid, HandlerError> {
 
 impl EventHandler for ShippingHandler {
     fn handles(&self, event: &events::Event) -> bool {
-        shipping_rules::input_of(event).is_some()
+        shipping_rules::HANDLES.contains(&event.event_type())
     }
 
     async fn handle(

@@ -1,8 +1,10 @@
 //! `bazaar rebuild`: rebuild a read model from its topic into a fresh table, then swap it in.
 //!
-//! The order service's catalog replica is rebuilt with the service's own snapshot logic
-//! (`order_service::db::apply_snapshot`), which writes to an unqualified `catalog_replica`:
-//! on a connection whose `search_path` names a scratch schema, that is the fresh table.
+//! The order service's catalog replica is rebuilt with the service's own rule, the database
+//! function `apply_product_snapshot` of its migrations (which its consumer calls for every
+//! snapshot), so the tool holds no copy of it. The function writes to an unqualified
+//! `catalog_replica`: on a connection whose `search_path` names a scratch schema, that is the
+//! fresh table.
 //! The swap happens in one transaction that first locks the live table against writers (the
 //! service's consumer waits), applies what was published meanwhile, compares old and new, and
 //! renames. Readers see the old table until the commit and the new one after it.
@@ -96,6 +98,8 @@ struct Rebuilder<'a> {
     decoder: Decoder,
     kafka: &'a Kafka,
     topic: String,
+    /// The schema of the live table, where the order service's migrations put the function.
+    schema: String,
     applied: u64,
     tombstones: u64,
 }
@@ -148,18 +152,32 @@ impl Rebuilder<'_> {
             return Ok(());
         }
         if in_transaction {
-            for snapshot in pending.drain(..) {
-                order_service::db::apply_snapshot(connection, &snapshot).await?;
-                self.applied += 1;
-            }
-            return Ok(());
+            return self.apply_each(connection, pending).await;
         }
         let mut tx = connection.begin().await?;
+        self.apply_each(&mut tx, pending).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies each snapshot with the order service's rule, to the table the search path finds.
+    async fn apply_each(
+        &mut self,
+        connection: &mut PgConnection,
+        pending: &mut Vec<events::ProductSnapshot>,
+    ) -> anyhow::Result<()> {
+        let statement = format!("SELECT {}.apply_product_snapshot($1)", self.schema);
         for snapshot in pending.drain(..) {
-            order_service::db::apply_snapshot(&mut tx, &snapshot).await?;
+            sqlx::query(sqlx::AssertSqlSafe(statement.as_str()))
+                .bind(sqlx::types::Json(&snapshot))
+                .execute(&mut *connection)
+                .await
+                .context(
+                    "applying a snapshot with the order service's apply_product_snapshot \
+                     (has the order service migrated to this version?)",
+                )?;
             self.applied += 1;
         }
-        tx.commit().await?;
         Ok(())
     }
 }
@@ -278,6 +296,7 @@ async fn build_and_swap(
         decoder: Decoder::new(&context.kafka.schema_registry_url),
         kafka: &kafka,
         topic: topic.clone(),
+        schema: schema.clone(),
         applied: 0,
         tombstones: 0,
     };
@@ -308,9 +327,7 @@ async fn build_and_swap(
                 count(*) FILTER (WHERE o.sku IS NULL) AS added,
                 count(*) FILTER (WHERE n.sku IS NULL) AS removed,
                 count(*) FILTER (WHERE o.sku IS NOT NULL AND n.sku IS NOT NULL
-                    AND (o.product_id, o.product_name, o.variant_name, o.price_minor, o.currency, o.available)
-                        IS DISTINCT FROM
-                        (n.product_id, n.product_name, n.variant_name, n.price_minor, n.currency, n.available)) AS changed
+                    AND to_jsonb(o) - 'updated_at' IS DISTINCT FROM to_jsonb(n) - 'updated_at') AS changed
            FROM {schema}.{TABLE} o FULL JOIN {SCRATCH_SCHEMA}.{TABLE} n ON n.sku = o.sku"
     )))
     .fetch_one(&mut *tx)

@@ -167,7 +167,7 @@ pub async fn run(context: &Context, args: ReplayArgs) -> anyhow::Result<()> {
         }
     }
 
-    let (by_type, per_topic) = dry_run(context, &kafka, &pool, &plan).await?;
+    let (by_type, per_topic) = dry_run(context, &kafka, &pool, service.name, &plan).await?;
     let events: u64 = by_type.values().map(|count| count.events).sum();
     let handled: u64 = by_type.values().map(|count| count.handled).sum();
     let rewinds: Vec<&PartitionPlan> = plan
@@ -314,11 +314,12 @@ pub async fn run(context: &Context, args: ReplayArgs) -> anyhow::Result<()> {
 type PerTopic = BTreeMap<String, (usize, TypeCount)>;
 
 /// Reads the range with a scratch consumer and counts events per type, and how many of them
-/// the service's inbox already has.
+/// the service will skip: those its inbox already has, and those it does nothing with.
 async fn dry_run(
     context: &Context,
     kafka: &Kafka,
     pool: &PgPool,
+    service: &str,
     plan: &[PartitionPlan],
 ) -> anyhow::Result<(BTreeMap<String, TypeCount>, PerTopic)> {
     let ranges: Vec<Range> = plan
@@ -370,7 +371,11 @@ async fn dry_run(
         per_topic.entry(partition.topic.clone()).or_default().0 += 1;
     }
     for (topic, event_type, id) in seen {
-        let was_handled = id.is_some_and(|id| handled.contains(&id));
+        // An event the service does nothing with is passed over, without an inbox entry.
+        let ignored = event_type
+            .parse()
+            .is_ok_and(|kind| !bazaar_saga::handles(service, kind));
+        let was_handled = ignored || id.is_some_and(|id| handled.contains(&id));
         let count = by_type.entry(event_type).or_default();
         count.events += 1;
         count.handled += u64::from(was_handled);

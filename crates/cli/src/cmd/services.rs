@@ -24,7 +24,7 @@ pub fn run(context: &Context) {
         return;
     }
     let mut table = Table::new(["SERVICE", "GROUP", "DATABASE", "CONSUMES", "PROJECTIONS"]);
-    for service in SERVICES {
+    for service in SERVICES.iter() {
         table.row(vec![
             service.name.to_owned(),
             context.group_of(service.name),

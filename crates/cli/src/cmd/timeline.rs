@@ -1,7 +1,7 @@
 //! `bazaar timeline <order-id>`: one order's events across the saga's topics, in causal order,
 //! with who produced each, when, the time between steps, and where the saga waits.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use clap::Args;
@@ -14,9 +14,11 @@ use crate::exit::Exit;
 use crate::kafka::{Kafka, Range};
 use crate::output::{Table, json_line, progress};
 use crate::partitioner::partition_for;
-use crate::saga::{self, Node, Progress};
+use crate::saga::{self, Node};
 use crate::services::{ORDER_TOPICS, producer_of};
 use crate::time::{Since, short_signed};
+use bazaar_saga::Progress;
+use events::EventType;
 
 #[derive(Debug, Args)]
 pub struct TimelineArgs {
@@ -41,7 +43,7 @@ pub async fn scan(
     all_partitions: bool,
 ) -> anyhow::Result<(HashMap<String, Vec<Decoded>>, u64)> {
     let mut ranges = Vec::new();
-    for topic in ORDER_TOPICS {
+    for topic in ORDER_TOPICS.iter() {
         let full = context.topic(topic);
         let Some(count) = kafka.partition_count(&full).await? else {
             continue;
@@ -139,11 +141,11 @@ pub fn ordered(events: Vec<Decoded>) -> Vec<(Decoded, Option<usize>)> {
 }
 
 pub fn progress_of(events: &[(Decoded, Option<usize>)]) -> Progress {
-    let seen: HashSet<&str> = events
+    let seen: BTreeSet<EventType> = events
         .iter()
-        .filter_map(|(decoded, _)| decoded.event_type())
+        .filter_map(|(decoded, _)| decoded.event_type()?.parse().ok())
         .collect();
-    saga::progress(&seen)
+    bazaar_saga::progress(&seen)
 }
 
 pub async fn run(context: &Context, args: TimelineArgs) -> anyhow::Result<()> {
@@ -177,9 +179,9 @@ pub async fn run(context: &Context, args: TimelineArgs) -> anyhow::Result<()> {
     let waiting_after = match &progress {
         Progress::Waiting { after, .. } => steps
             .iter()
-            .rposition(|(decoded, _)| decoded.event_type() == Some(after))
+            .rposition(|(decoded, _)| decoded.event_type() == after.map(EventType::name))
             .map_or(steps.len(), |i| i + 1),
-        Progress::Complete(_) => 0,
+        Progress::Complete { .. } => 0,
     };
     let waiting_since = steps
         .get(waiting_after.wrapping_sub(1))
@@ -220,7 +222,7 @@ pub async fn run(context: &Context, args: TimelineArgs) -> anyhow::Result<()> {
             })
             .collect();
         let state = match &progress {
-            Progress::Complete(message) => json!({"state": "complete", "message": message}),
+            Progress::Complete { message, .. } => json!({"state": "complete", "message": message}),
             Progress::Waiting {
                 service, message, ..
             } => json!({
@@ -308,7 +310,7 @@ pub async fn run(context: &Context, args: TimelineArgs) -> anyhow::Result<()> {
             println!("   ... waiting for {service}{waited}: {message}");
         }
     }
-    if let Progress::Complete(message) = &progress {
+    if let Progress::Complete { message, .. } = &progress {
         println!("\nsaga complete: {message}");
     }
     Ok(())

@@ -16,13 +16,22 @@ use std::fmt;
 use std::str::FromStr;
 
 use events::{
-    Event, ReservationExpired, ReservedLine, StockCommitted, StockLevelChanged, StockReleased,
-    StockReservationFailed, StockReserved,
+    Event, EventType, ReservationExpired, ReservedLine, StockCommitted, StockLevelChanged,
+    StockReleased, StockReservationFailed, StockReserved,
 };
 use serde::Serialize;
 
 /// The service these rules belong to (its consumer group, database and CLI name).
 pub const SERVICE: &str = "inventory";
+
+/// The event types the inventory service does something with ([`input_of`]); its consumer
+/// passes over the rest of what its topics carry.
+pub const HANDLES: &[EventType] = &[
+    EventType::OrderCreated,
+    EventType::OrderCancelled,
+    EventType::PaymentSucceeded,
+    EventType::PaymentFailed,
+];
 
 /// The topics the inventory service consumes: every event [`input_of`] reacts to is on one.
 pub const SUBSCRIPTIONS: &[&str] = &["order-events", "payment-events"];
@@ -627,12 +636,18 @@ mod tests {
 
     #[test]
     fn a_catalog_says_the_stock_of_each_variant() {
-        let catalog = r#"{"products": [{"slug": "x", "variants": [
-            {"sku": "A", "stock": 3, "price_minor": 1}, {"sku": "B", "stock": 0}]}]}"#;
-        let stock = catalog_stock(catalog).expect("catalog");
-        assert_eq!(stock.get("A"), Some(&3));
-        assert_eq!(stock.get("B"), Some(&0));
-        assert!(catalog_stock(r#"{"C": 7}"#).is_err());
+        let catalog = r#"{"products": [
+            {"variants": [{"sku": "TEE-S", "stock": 4}, {"sku": "TEE-M", "stock": 0}]},
+            {"name": "Mug", "variants": [{"sku": "MUG", "stock": 12, "price_minor": 890}]}]}"#;
+        assert_eq!(
+            catalog_stock(catalog).expect("a catalog"),
+            BTreeMap::from([
+                ("MUG".to_owned(), 12),
+                ("TEE-M".to_owned(), 0),
+                ("TEE-S".to_owned(), 4)
+            ])
+        );
+        assert!(catalog_stock("[]").is_err());
     }
 
     #[test]

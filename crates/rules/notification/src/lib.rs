@@ -20,12 +20,26 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use events::Event;
+use events::{Event, EventType};
 use order_rules::{OrderStatus, ShipmentStatus, reasons};
 use uuid::Uuid;
 
 /// The service these rules belong to (its consumer group, database and CLI name).
 pub const SERVICE: &str = "notification";
+
+/// The event types the notification service does something with ([`input_of`]); its consumer
+/// passes over the rest of what its topics carry.
+pub const HANDLES: &[EventType] = &[
+    EventType::UserRegistered,
+    EventType::OrderCreated,
+    EventType::OrderPaid,
+    EventType::OrderRejected,
+    EventType::OrderCancelled,
+    EventType::PaymentRefunded,
+    EventType::ShipmentScheduled,
+    EventType::ShipmentDispatched,
+    EventType::ShipmentDelivered,
+];
 
 /// The topics the notification service consumes: every event [`input_of`] reacts to is on one.
 pub const SUBSCRIPTIONS: &[&str] = &[
@@ -384,6 +398,12 @@ impl EmailStatus {
             Self::Sent => "sent",
             Self::Failed => "failed",
         }
+    }
+}
+
+impl fmt::Display for EmailStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -22,12 +22,28 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use events::{Event, OrderCancelled, OrderCreated, OrderLine, OrderPaid, OrderRejected};
+use events::{Event, EventType, OrderCancelled, OrderCreated, OrderLine, OrderPaid, OrderRejected};
 use serde::{Deserialize, Serialize};
 pub use shipping_rules::ShipmentStatus;
 
 /// The service these rules belong to (its consumer group, database and CLI name).
 pub const SERVICE: &str = "order";
+
+/// The event types the order service does something with: the catalog's snapshots, its inputs
+/// ([`OrderInput::from_event`]) and the shipment events it shows ([`shipment_order`]). Its
+/// consumer passes over the rest of what its topics carry.
+pub const HANDLES: &[EventType] = &[
+    EventType::ProductSnapshot,
+    EventType::StockReservationFailed,
+    EventType::StockCommitted,
+    EventType::ReservationExpired,
+    EventType::PaymentSucceeded,
+    EventType::PaymentFailed,
+    EventType::PaymentRefunded,
+    EventType::ShipmentScheduled,
+    EventType::ShipmentDispatched,
+    EventType::ShipmentDelivered,
+];
 
 /// The topics the order service consumes: the catalog's snapshots (its replica), and every
 /// topic carrying an event [`OrderInput::from_event`] or [`shipment_order`] reacts to.

@@ -15,11 +15,22 @@
 use std::fmt;
 use std::str::FromStr;
 
-use events::{Event, PaymentFailed, PaymentRefunded, PaymentSucceeded};
+use events::{Event, EventType, PaymentFailed, PaymentRefunded, PaymentSucceeded};
 use serde::{Deserialize, Serialize};
 
 /// The service these rules belong to (its consumer group, database and CLI name).
 pub const SERVICE: &str = "payment";
+
+/// The event types the payment service does something with ([`input_of`]); its consumer passes
+/// over the rest of what its topics carry.
+pub const HANDLES: &[EventType] = &[
+    EventType::OrderCreated,
+    EventType::OrderRejected,
+    EventType::OrderCancelled,
+    EventType::StockReserved,
+    EventType::StockReservationFailed,
+    EventType::ReservationExpired,
+];
 
 /// The topics the payment service consumes: every event [`input_of`] reacts to is on one.
 pub const SUBSCRIPTIONS: &[&str] = &["order-events", "inventory-events"];

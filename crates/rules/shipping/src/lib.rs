@@ -21,12 +21,18 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{Datelike, Days, NaiveDate, Weekday};
-use events::{Event, OrderCreated, ShipmentDelivered, ShipmentDispatched, ShipmentScheduled};
+use events::{
+    Event, EventType, OrderCreated, ShipmentDelivered, ShipmentDispatched, ShipmentScheduled,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// The service these rules belong to (its consumer group, database and CLI name).
 pub const SERVICE: &str = "shipping";
+
+/// The event types the shipping service does something with ([`input_of`]); its consumer passes
+/// over the rest of what its topics carry.
+pub const HANDLES: &[EventType] = &[EventType::OrderCreated, EventType::OrderPaid];
 
 /// The topics the shipping service consumes: every event [`input_of`] reacts to is on one.
 pub const SUBSCRIPTIONS: &[&str] = &["order-events"];
@@ -274,7 +280,7 @@ impl FromStr for ShipmentStatus {
 }
 
 /// What an admin asks of a shipment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Step {
     Dispatch,
     Deliver,
