@@ -398,6 +398,13 @@ impl Sim {
         }
     }
 
+    /// The same simulation without recording or checking the saga's progress at every step
+    /// (which runs a copy ahead each time): for timing the rules alone.
+    pub fn without_progress_checks(mut self) -> Self {
+        self.fork = true;
+        self
+    }
+
     // --- the bus ------------------------------------------------------------------------------
 
     fn publish(&mut self, event: Event) {

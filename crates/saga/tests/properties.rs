@@ -92,7 +92,7 @@ proptest! {
         script.faults = faults;
         let mut world = bazaar_saga::sim::world(&[("TEE", 3)], 1, vec![script]);
         world.redeliveries = redeliveries;
-        let mut sim = Sim::new(world);
+        let mut sim = Sim::new(world).without_progress_checks();
         sim.settle(&mut Choices::new(choices), 10_000);
         let order = sim.order_id(0).expect("placed").to_owned();
         prop_assert_eq!(
