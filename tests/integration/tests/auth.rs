@@ -28,7 +28,7 @@ const UPSTREAM_TIMEOUT_MS: u64 = 1_000;
 const BODY_LIMIT: usize = 4_096;
 
 /// A fake service behind the gateway: echoes what it received, streams events slowly, or
-/// answers too late. It records every path it was asked for.
+/// answers too late. It records every path forwarded to it (not the gateway's health checks).
 struct Stub {
     base_url: String,
     seen: Arc<Mutex<Vec<String>>>,
@@ -87,6 +87,8 @@ async fn start_stub() -> Stub {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            // The gateway's health checks: a service's own route, not a forwarded request.
+            .route("/healthz", web::get().to(HttpResponse::Ok))
             .route("/orders/{id}/events", web::get().to(events))
             .route("/products/slow", web::get().to(slow))
             .default_service(web::to(echo))
