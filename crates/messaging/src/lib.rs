@@ -19,6 +19,7 @@ pub mod dead_letter;
 pub mod fault;
 pub mod migrations;
 pub mod outbox;
+pub mod producer;
 pub mod record;
 pub mod registry;
 pub mod relay;

@@ -10,12 +10,13 @@
 //! - No database connection is held while waiting for Kafka.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use platform::config::KafkaSettings;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::BaseRecord;
 use rdkafka::{ClientContext, Statistics};
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{BrokerWatch, STRANDED_AFTER};
 use crate::fault::{self, CrashPoint};
 use crate::outbox::PayloadFormat;
+use crate::producer::DeliveryProducer;
 use crate::registry::SchemaRegistryClient;
 
 /// Any value works: each service has its own database, and advisory locks are per database.
@@ -119,7 +121,7 @@ pub struct Relay {
     kafka: KafkaSettings,
     settings: RelaySettings,
     registry: SchemaRegistryClient,
-    producer: FutureProducer<RelayContext>,
+    producer: Arc<DeliveryProducer<RelayContext>>,
     brokers: BrokerWatch,
     schema_ids: HashMap<String, u32>,
     service: &'static str,
@@ -319,13 +321,16 @@ impl Relay {
         kafka: &KafkaSettings,
         settings: &RelaySettings,
         brokers: &BrokerWatch,
-    ) -> Result<FutureProducer<RelayContext>, RelayError> {
+    ) -> Result<Arc<DeliveryProducer<RelayContext>>, RelayError> {
         let mut config = producer_config(kafka, settings.linger);
         // Only read by the broker watch; a report every few seconds costs nothing.
         config.set("statistics.interval.ms", "5000");
-        Ok(config.create_with_context(RelayContext {
-            brokers: brokers.clone(),
-        })?)
+        Ok(Arc::new(DeliveryProducer::create(
+            &config,
+            RelayContext {
+                brokers: brokers.clone(),
+            },
+        )?))
     }
 
     /// Replaces a producer librdkafka has left without any broker (see [`BrokerWatch`]). The
@@ -392,15 +397,15 @@ impl Relay {
                         })
                     });
             let topic = self.kafka.topic(&row.topic);
-            let record = FutureRecord::to(&topic)
+            let record = BaseRecord::to(&topic)
                 .key(&row.message_key)
                 .payload(&payload)
                 .headers(headers);
             // Enqueued in id order, so each partition receives its rows in commit order.
             let delivery = self
                 .producer
-                .send_result(record)
-                .map_err(|(error, _)| RelayError::Kafka(error))?;
+                .send(record)
+                .map_err(RelayError::Kafka)?;
             deliveries.push((row.id, row.created_at, delivery));
         }
 
@@ -413,7 +418,7 @@ impl Relay {
                     let age = (Utc::now() - created_at).to_std().unwrap_or_default();
                     metrics::histogram!("outbox_publish_latency_seconds").record(age.as_secs_f64());
                 }
-                Ok(Err((error, _))) => {
+                Ok(Err(error)) => {
                     failure.get_or_insert(RelayError::Kafka(error));
                 }
                 Err(_) => {
