@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bazaar/target
 
-.PHONY: help run up test down logs lint fmt topics kafka postgres bench-messaging bench-checkout bench test-browser chaos
+.PHONY: help run up cluster test down logs lint fmt topics kafka postgres bench-messaging bench-checkout bench test-browser chaos
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,6 +17,9 @@ run: ## Start everything (PostgreSQL, Kafka, services, gateway) and print where 
 up: ## Like run, but return once ready and leave it running ('make down' stops it; RELEASE=1: release build)
 	@scripts/run.sh --detach $(release_flag)
 
+cluster: ## Scale out: 3 Kafka brokers (RF 3), 2 instances of every service, the gateway balancing them; Ctrl-C stops it (DETACH=1 returns, RELEASE=1, INSTANCES=N)
+	@scripts/run.sh --cluster $(if $(INSTANCES),--instances $(INSTANCES)) $(if $(filter 1 yes true,$(DETACH)),--detach) $(release_flag)
+
 test: ## Start what the tests need, run fmt/clippy/every test and the browser tests, stop what was started
 	@scripts/test.sh
 
@@ -26,7 +29,7 @@ test-browser: ## Only the storefront's browser tests (headless Chromium); reuses
 chaos: ## Fault injection under load, every scenario, each ended by the invariant checker (minutes; breaks the shared Kafka/PostgreSQL for a while)
 	@scripts/chaos.sh
 
-down: ## Stop everything run/up/test started
+down: ## Stop everything run/up/cluster/test started
 	@scripts/down.sh
 
 logs: ## Show where each process logs, with the last lines of each

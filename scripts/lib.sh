@@ -43,6 +43,11 @@ build_binaries() {
   fi
 }
 
+# Draining before a stop (platform::shutdown) lets a balancer move callers to another instance;
+# a lone instance has nobody to hand over to, so processes these scripts start stop at once
+# unless told otherwise. The cluster (run.sh --cluster) drains for 2 s.
+export BAZAAR_DRAIN_MS="${BAZAAR_DRAIN_MS:-0}"
+
 # Service name and port, in start order. The schema registry comes first (serializers in the
 # other services look schemas up there), then the payment gateway simulator (the card processor
 # the payment service charges through); the gateway comes last.
@@ -83,18 +88,29 @@ stop_pid() {
   rm -f "$file"
 }
 
-# start_process NAME: start a workspace binary in the background, logging to $LOG_DIR/NAME.log.
-start_process() {
-  local name="$1" pidfile="$PID_DIR/$1.pid"
-  if pid_alive "$pidfile"; then
-    echo "$name already running (pid $(cat "$pidfile"))"
-    return 0
-  fi
-  (cd "$REPO_ROOT" && exec "$(binary_of "$name")") >>"$LOG_DIR/$name.log" 2>&1 &
-  echo $! >"$PID_DIR/$name.pid"
+# stop_pids NAME...: stop_pid for several processes at once (each drains in parallel).
+stop_pids() {
+  local name
+  for name in "$@"; do stop_pid "$name" & done
+  wait
 }
 
-# wait_ready NAME PORT SECONDS: poll /readyz until 200, failing early if the process died
+# start_process NAME [LABEL [VAR=VALUE...]]: start the workspace binary of NAME in the background,
+# logging to $LOG_DIR/LABEL.log with its pid in $PID_DIR/LABEL.pid (LABEL defaults to NAME; an
+# instance of a service is e.g. order-2), with the given settings added to its environment.
+start_process() {
+  local name="$1" label="${2:-$1}"
+  local pidfile="$PID_DIR/$label.pid"
+  [ "$#" -ge 2 ] && shift 2 || shift
+  if pid_alive "$pidfile"; then
+    echo "$label already running (pid $(cat "$pidfile"))"
+    return 0
+  fi
+  (cd "$REPO_ROOT" && exec env "$@" "$(binary_of "$name")") >>"$LOG_DIR/$label.log" 2>&1 &
+  echo $! >"$pidfile"
+}
+
+# wait_ready LABEL PORT SECONDS: poll /readyz until 200, failing early if the process died
 # (another process may hold the port and answer in its place).
 wait_ready() {
   local name="$1" port="$2" deadline=$((SECONDS + $3))

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # `make run`: brings up PostgreSQL, Kafka, every service and the gateway, loads the demo
-# catalog, prints where to go, and stops it all on Ctrl-C.
+# catalog, prints where to go, and stops it all on Ctrl-C. `make cluster` (--cluster): the same
+# scaled out, on three Kafka brokers with two instances of every service.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<USAGE
-Usage: scripts/run.sh [--detach] [--release] [--bin-dir DIR]
+Usage: scripts/run.sh [--detach] [--release] [--bin-dir DIR] [--cluster [--instances N]]
 
 Builds the workspace, starts PostgreSQL and Kafka (reusing them when already up), applies the
 topic catalog, loads the demo catalog, starts every service and the gateway, waits until each
@@ -18,19 +19,40 @@ answers /readyz, and prints the storefront URL. Ctrl-C (or 'make down') stops ev
                   Same as BAZAAR_RELEASE=1, or 'make run RELEASE=1' / 'make up RELEASE=1'.
   --bin-dir DIR   build nothing; run the binaries in DIR (e.g. another checkout's release
                   build, to measure it with 'make bench'). Same as BAZAAR_BIN_DIR=DIR.
+  --cluster       scale out ('make cluster'): a three-broker Kafka cluster (kafkactl.sh --nodes 3:
+                  replication factor 3, min.insync.replicas 2, topics applied with RF 3), N
+                  instances of every service (same database and consumer group, ports
+                  <port> + 100 * (i - 1): order on 8083 and 8183), and the gateway balancing every
+                  route over them. One schema registry and one card processor simulator. Every
+                  instance drains for 2 s on SIGTERM, so instances can be restarted one at a
+                  time without a client noticing.
+  --instances N   instances of each service with --cluster (default 2; 1 to 9)
+
+With --cluster, to run beside another Bazaar on this machine (its own ports and databases):
+  BAZAAR_PORT_OFFSET=N   add N to every port: the gateway on 8080+N, services, registry,
+                         simulator and the Kafka brokers (9092+N, 9094+N, 9096+N; or set
+                         BAZAAR_KAFKA_PORT and BAZAAR_KAFKA_CONTROLLER_PORT)
+  BAZAAR_DB_SUFFIX=S     databases bazaar_<service>S instead of bazaar_<service> (created when
+                         missing, owned by the service's role)
+  BAZAAR_RUN_DIR=DIR     pid files, logs and Kafka data elsewhere than .run/
 USAGE
 }
 detach=false
+cluster=false
+instances=2
 while [ "$#" -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --detach) detach=true ;;
     --release) BAZAAR_RELEASE=1 ;;
     --bin-dir) [ "$#" -ge 2 ] || die "--bin-dir needs a directory"; BAZAAR_BIN_DIR="$(cd "$2" && pwd)" || die "no directory $2"; shift ;;
+    --cluster) cluster=true ;;
+    --instances) [ "$#" -ge 2 ] || die "--instances needs a number"; instances="$2"; shift ;;
     *) usage >&2; die "unknown option $1" ;;
   esac
   shift
 done
+[[ "$instances" =~ ^[1-9]$ ]] || die "--instances must be 1 to 9 (got '$instances')"
 use_profile
 
 started=$SECONDS
@@ -50,32 +72,138 @@ cleanup() {
 }
 $detach || trap cleanup INT TERM EXIT
 
-say "starting PostgreSQL and Kafka"
-"$REPO_ROOT/infra/postgres/pgctl.sh" start
-"$REPO_ROOT/infra/kafka/kafkactl.sh" start
-"$BIN_DIR/bazaar" wait-kafka --timeout-secs 60
-"$BIN_DIR/bazaar" topics apply
+if $cluster; then
+  offset="${BAZAAR_PORT_OFFSET:-0}"
+  [[ "$offset" =~ ^[0-9]+$ ]] || die "BAZAAR_PORT_OFFSET must be a number (got '$offset')"
+  suffix="${BAZAAR_DB_SUFFIX:-}"
+  [[ "$suffix" =~ ^[a-z0-9_]*$ ]] || die "BAZAAR_DB_SUFFIX may hold only a-z, 0-9 and _ (got '$suffix')"
+  export BAZAAR_KAFKA_PORT="${BAZAAR_KAFKA_PORT:-$((9092 + offset))}"
+  export BAZAAR_KAFKA_CONTROLLER_PORT="${BAZAAR_KAFKA_CONTROLLER_PORT:-$((9093 + offset))}"
+  kafkactl=("$REPO_ROOT/infra/kafka/kafkactl.sh" --nodes 3)
+  gateway_port=$((GATEWAY_PORT + offset))
+  registry_port=$((8088 + offset))
+  simulator_port=$((8089 + offset))
+  # A deployment's processes: the schema registry and the simulator once, every service N times.
+  db_url() { echo "postgres://bazaar_$1:bazaar_$1@127.0.0.1:5432/bazaar_$1$suffix"; }
 
-say "loading the demo catalog"
-(cd "$REPO_ROOT" && "$(binary_of product)" seed-demo && "$(binary_of inventory)" seed-demo)
-
-say "starting services"
-for entry in "${SERVICES[@]}"; do start_process "${entry%%:*}"; done
-start_process gateway
-
-say "waiting for every /readyz"
-for entry in "${SERVICES[@]}" "gateway:$GATEWAY_PORT"; do
-  name="${entry%%:*}" port="${entry##*:}"
-  if wait_ready "$name" "$port" 60; then
-    printf '  %-13s ready   http://127.0.0.1:%s   log: %s\n' "$name" "$port" "$LOG_DIR/$name.log"
-  else
-    printf '  %-13s NOT READY after 60 s; last log lines:\n' "$name"
-    tail -n 20 "$LOG_DIR/$name.log" || true
-    exit 1
+  say "starting PostgreSQL and a three-broker Kafka cluster"
+  "$REPO_ROOT/infra/postgres/pgctl.sh" start
+  if [ -n "$suffix" ]; then
+    for svc in auth product order inventory payment notification shipping registry; do
+      "$REPO_ROOT/infra/postgres/pgctl.sh" psql -d postgres -At -c \
+        "SELECT 'CREATE DATABASE bazaar_$svc$suffix OWNER bazaar_$svc' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'bazaar_$svc$suffix')" \
+        | "$REPO_ROOT/infra/postgres/pgctl.sh" psql -d postgres >/dev/null
+    done
   fi
-done
+  "${kafkactl[@]}" start
+  export BAZAAR__KAFKA__BOOTSTRAP_SERVERS="$("${kafkactl[@]}" bootstrap)"
+  export BAZAAR__KAFKA__REPLICATION_FACTOR=3
+  export BAZAAR__KAFKA__SCHEMA_REGISTRY_URL="http://127.0.0.1:$registry_port"
+  "$BIN_DIR/bazaar" wait-kafka --timeout-secs 60
+  "$BIN_DIR/bazaar" topics apply --replication-factor 3
 
-cat <<DONE
+  say "starting the schema registry and the card processor simulator"
+  if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$registry_port/readyz" 2>/dev/null; then
+    echo "  a schema registry already answers on :$registry_port; reusing it"
+  else
+    start_process registry registry BAZAAR__HTTP__PORT="$registry_port" BAZAAR__DATABASE__URL="$(db_url registry)"
+    wait_ready registry "$registry_port" 60 || die "the schema registry did not become ready (see $LOG_DIR/registry.log)"
+  fi
+  if ! curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$simulator_port/readyz" 2>/dev/null; then
+    start_process payment-gateway payment-gateway BAZAAR__HTTP__PORT="$simulator_port"
+  fi
+
+  say "loading the demo catalog"
+  (cd "$REPO_ROOT" && BAZAAR__DATABASE__URL="$(db_url product)" "$(binary_of product)" seed-demo \
+    && BAZAAR__DATABASE__URL="$(db_url inventory)" "$(binary_of inventory)" seed-demo)
+
+  say "starting $instances instance(s) of every service"
+  export BAZAAR_DRAIN_MS="${BAZAAR_CLUSTER_DRAIN_MS:-2000}"
+  gateway_env=()
+  labels=()
+  for entry in "${SERVICES[@]}"; do
+    name="${entry%%:*}" base="${entry##*:}"
+    case "$name" in registry | payment-gateway) continue ;; esac
+    urls=""
+    for i in $(seq 1 "$instances"); do
+      port=$((base + offset + 100 * (i - 1)))
+      start_process "$name" "$name-$i" \
+        BAZAAR__HTTP__PORT="$port" \
+        BAZAAR__DATABASE__URL="$(db_url "$name")" \
+        BAZAAR__AUTH__JWKS_URL="http://127.0.0.1:$gateway_port/.well-known/jwks.json" \
+        BAZAAR__PROVIDER__BASE_URL="http://127.0.0.1:$simulator_port"
+      labels+=("$name-$i:$port")
+      urls+="${urls:+,}http://127.0.0.1:$port"
+    done
+    gateway_env+=("BAZAAR__UPSTREAMS__${name^^}=$urls")
+  done
+  start_process gateway gateway BAZAAR__HTTP__PORT="$gateway_port" \
+    BAZAAR__AUTH__JWKS_URL="http://127.0.0.1:$gateway_port/.well-known/jwks.json" "${gateway_env[@]}"
+
+  say "waiting for every /readyz"
+  for entry in "payment-gateway:$simulator_port" "${labels[@]}" "gateway:$gateway_port"; do
+    name="${entry%%:*}" port="${entry##*:}"
+    if [ "$name" = payment-gateway ] && [ ! -f "$PID_DIR/payment-gateway.pid" ]; then continue; fi
+    if wait_ready "$name" "$port" 90; then
+      printf '  %-15s ready   http://127.0.0.1:%s   log: %s\n' "$name" "$port" "$LOG_DIR/$name.log"
+    else
+      printf '  %-15s NOT READY after 90 s; last log lines:\n' "$name"
+      tail -n 20 "$LOG_DIR/$name.log" || true
+      exit 1
+    fi
+  done
+  cat >"$BAZAAR_RUN_DIR/cluster.env" <<STATE
+# Written by scripts/run.sh --cluster; read by scripts/down.sh, logs.sh and the benchmark.
+BAZAAR_CLUSTER_INSTANCES=$instances
+BAZAAR_CLUSTER_GATEWAY=http://127.0.0.1:$gateway_port
+BAZAAR_CLUSTER_BOOTSTRAP=$BAZAAR__KAFKA__BOOTSTRAP_SERVERS
+BAZAAR_CLUSTER_PORT_OFFSET=$offset
+BAZAAR_CLUSTER_DB_SUFFIX=$suffix
+STATE
+
+  cat <<DONE
+
+Bazaar is running as a cluster (ready after $((SECONDS - started)) s; binaries: $BIN_DIR).
+
+  Storefront:   http://127.0.0.1:$gateway_port/
+  Public API:   http://127.0.0.1:$gateway_port/api/products
+  Instances:    $instances of every service, e.g. order on $((8083 + offset)) and $((8183 + offset)) (gateway balances them)
+  Kafka:        $BAZAAR__KAFKA__BOOTSTRAP_SERVERS (3 brokers, RF 3, min.insync.replicas 2)
+  PostgreSQL:   127.0.0.1:5432, databases bazaar_<service>$suffix
+  Schemas:      http://127.0.0.1:$registry_port/subjects
+  Logs:         $LOG_DIR  ('make logs')
+
+Restart one instance without downtime:
+  kill -TERM \$(cat $PID_DIR/order-1.pid)   # drains 2 s, finishes in-flight requests, stops
+
+DONE
+else
+  say "starting PostgreSQL and Kafka"
+  "$REPO_ROOT/infra/postgres/pgctl.sh" start
+  "$REPO_ROOT/infra/kafka/kafkactl.sh" start
+  "$BIN_DIR/bazaar" wait-kafka --timeout-secs 60
+  "$BIN_DIR/bazaar" topics apply
+
+  say "loading the demo catalog"
+  (cd "$REPO_ROOT" && "$(binary_of product)" seed-demo && "$(binary_of inventory)" seed-demo)
+
+  say "starting services"
+  for entry in "${SERVICES[@]}"; do start_process "${entry%%:*}"; done
+  start_process gateway
+
+  say "waiting for every /readyz"
+  for entry in "${SERVICES[@]}" "gateway:$GATEWAY_PORT"; do
+    name="${entry%%:*}" port="${entry##*:}"
+    if wait_ready "$name" "$port" 60; then
+      printf '  %-13s ready   http://127.0.0.1:%s   log: %s\n' "$name" "$port" "$LOG_DIR/$name.log"
+    else
+      printf '  %-13s NOT READY after 60 s; last log lines:\n' "$name"
+      tail -n 20 "$LOG_DIR/$name.log" || true
+      exit 1
+    fi
+  done
+
+  cat <<DONE
 
 Bazaar is running (ready after $((SECONDS - started)) s; binaries: $BIN_DIR).
 
@@ -87,6 +215,7 @@ Bazaar is running (ready after $((SECONDS - started)) s; binaries: $BIN_DIR).
   Logs:         $LOG_DIR  ('make logs')
 
 DONE
+fi
 if $detach; then
   echo "Stop it with 'make down'."
   exit 0

@@ -57,8 +57,11 @@ configure_layout() {
     REPLICATION_FACTOR=1
     MIN_ISR=1
     INTERNAL_PARTITIONS=1
-    # Kafka's own defaults: with one node there is nobody to fail over to.
-    BROKER_SESSION_TIMEOUT_MS=9000
+    # With one node there is nobody to fail over to: fencing a broker that was only paused (a
+    # long GC pause, a suspended laptop, SIGSTOP) achieves nothing but a moment in which it
+    # answers Metadata with no brokers, which strands librdkafka clients
+    # (confluentinc/librdkafka#5301). So a paused node keeps its session for 30 s (Kafka: 9 s).
+    BROKER_SESSION_TIMEOUT_MS=30000
     BROKER_HEARTBEAT_INTERVAL_MS=2000
     REPLICA_LAG_TIME_MAX_MS=30000
   else

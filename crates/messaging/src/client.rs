@@ -23,13 +23,24 @@ pub enum KafkaError {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// How long a client waits at most between two attempts to reach a broker it lost. librdkafka
+/// doubles the wait from 100 ms after each failure, up to 10 s by default: a client that lost
+/// its broker for 20 s was then up to 10 s late to notice it back. Attempts are cheap (a refused
+/// connection on a LAN), so the waits stop growing at 1 s.
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// Settings shared by every client: where the brokers are and who is asking.
 pub fn base_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &settings.bootstrap_servers)
         .set("client.id", &settings.group_id)
-        .set("socket.keepalive.enable", "true");
+        .set("socket.keepalive.enable", "true")
+        .set("reconnect.backoff.ms", "100")
+        .set(
+            "reconnect.backoff.max.ms",
+            RECONNECT_BACKOFF_MAX.as_millis().to_string(),
+        );
     config
 }
 
@@ -65,11 +76,17 @@ pub fn kafka_readiness(settings: KafkaSettings) -> ReadinessCheck {
     })
 }
 
-/// How long a client may be left without any broker before it is replaced.
-pub const STRANDED_AFTER: Duration = Duration::from_secs(15);
-/// How long a consumer's group membership may stay unsettled before its client is replaced:
-/// far longer than a rebalance after a member's death (the 10 s session timeout and a join).
-pub const UNSETTLED_AFTER: Duration = Duration::from_secs(60);
+/// How long a client may be left without any broker before it is replaced. A healthy client
+/// never is, even while every broker is down (librdkafka keeps listing a broker it cannot
+/// reach), so this need not wait long: statistics arrive every 5 s, so a stranded client is
+/// replaced 5 to 10 s after it was stranded.
+pub const STRANDED_AFTER: Duration = Duration::from_secs(5);
+/// How long a consumer's group membership may stay unsettled, while it is connected to a
+/// broker, before its client is replaced: longer than a rebalance after a member's death (the
+/// 10 s session timeout and a join). The clock only runs while a broker connection is up, so
+/// a long outage causes no replacements; once the broker is back, a client that never rejoins
+/// is replaced within 15 to 20 s.
+pub const UNSETTLED_AFTER: Duration = Duration::from_secs(15);
 
 /// Notices a client that librdkafka has stranded: since 2.10 it drops every broker missing from
 /// a Metadata response, and a KRaft cluster whose brokers are all fenced (one broker paused
@@ -111,7 +128,10 @@ impl BrokerWatch {
     pub fn observe(&self, statistics: &Statistics) {
         self.record(is_stranded(statistics));
         if let Some(group) = &statistics.cgrp {
-            self.record_group(group.state == "up" && group.join_state == "steady");
+            // While no broker is reachable nobody could settle a group: that is an outage,
+            // which the client rides out by itself, not a stuck client.
+            let settled = group.state == "up" && group.join_state == "steady";
+            self.record_group(settled || !connected(statistics));
         }
     }
 
@@ -151,6 +171,13 @@ pub fn is_stranded(statistics: &Statistics) -> bool {
             .values()
             .map(|broker| broker.source.as_str()),
     )
+}
+
+/// True when the client has a live connection to a real broker.
+fn connected(statistics: &Statistics) -> bool {
+    statistics.brokers.values().any(|broker| {
+        matches!(broker.source.as_str(), "learned" | "configured") && broker.state == "UP"
+    })
 }
 
 /// Over the `source` of each broker handle a client lists.

@@ -3,6 +3,10 @@
 //! on a topic prefix and consumer groups of their own, sharing the broker, the PostgreSQL server
 //! and the schema registry that `make test` / `make chaos` start, and a payment gateway
 //! simulator of their own (its ledger is theirs alone).
+//!
+//! Scaled out ([`ClusterOptions::scaled`]): several instances of every service (same database
+//! and consumer group, a port each), the gateway in front balancing over them, and three Kafka
+//! nodes of the cluster's own ([`crate::infra::KafkaCluster`], replication factor 3).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
+use crate::infra::KafkaCluster;
 use crate::process::{Ending, Process, free_port};
 
 /// The services, in start order: auth first (the others fetch its keys), the saga after.
@@ -32,6 +37,8 @@ pub const SERVICES: [&str; 7] = [
 ];
 /// The card processor simulator; not a service of Bazaar's, never killed by the scenarios.
 pub const SIMULATOR: &str = "payment-gateway";
+/// The public entry point of a scaled-out cluster.
+pub const GATEWAY: &str = "gateway";
 
 /// The services whose consumers take part in the checkout saga, with their topics.
 pub fn consumed_topics(service: &str) -> &'static [&'static str] {
@@ -80,7 +87,7 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
 
 fn binary_of(name: &str) -> anyhow::Result<PathBuf> {
     let file = match name {
-        SIMULATOR | "bazaar" => name.to_owned(),
+        SIMULATOR | GATEWAY | "bazaar" => name.to_owned(),
         other => format!("{other}-service"),
     };
     let path = bin_dir()?.join(file);
@@ -111,6 +118,12 @@ pub struct ClusterOptions {
     pub reservation_ttl: Duration,
     /// How long payment waits for the simulator.
     pub provider_timeout: Duration,
+    /// Instances of every service (1: one process per service).
+    pub instances: usize,
+    /// The gateway in front, balancing over the instances: customers and the load go through it.
+    pub gateway: bool,
+    /// Three Kafka nodes of the cluster's own (replication factor 3) instead of the shared broker.
+    pub own_kafka: bool,
 }
 
 impl Default for ClusterOptions {
@@ -119,6 +132,21 @@ impl Default for ClusterOptions {
             order_deadline: Duration::from_secs(60),
             reservation_ttl: Duration::from_secs(90),
             provider_timeout: Duration::from_millis(1000),
+            instances: 1,
+            gateway: false,
+            own_kafka: false,
+        }
+    }
+}
+
+impl ClusterOptions {
+    /// Issue 12's cluster: two instances of every service behind the gateway, on three brokers.
+    pub fn scaled() -> Self {
+        Self {
+            instances: 2,
+            gateway: true,
+            own_kafka: true,
+            ..Self::default()
         }
     }
 }
@@ -129,11 +157,19 @@ pub struct Cluster {
     /// Logs, mail and the catalog of this cluster.
     pub dir: PathBuf,
     pub kafka: KafkaSettings,
-    pub processes: BTreeMap<&'static str, Process>,
+    /// Its own Kafka nodes, when it has them.
+    pub brokers: Option<KafkaCluster>,
+    /// Every process by label: a service's name, or `order-2` with several instances.
+    pub processes: BTreeMap<String, Process>,
+    /// The labels of each service's instances, in order.
+    pub instances: BTreeMap<&'static str, Vec<String>>,
+    /// Each service's settings but its port, for instances added later.
+    service_env: BTreeMap<&'static str, Vec<(String, String)>>,
     pub database_urls: BTreeMap<&'static str, String>,
     /// Small pools for the harness's own reads (the checker, progress probes).
     pub pools: BTreeMap<&'static str, PgPool>,
     pub customers: Vec<Customer>,
+    pub options: ClusterOptions,
     pub initial_stock: BTreeMap<String, i64>,
     pub mail_dir: PathBuf,
     pub http: reqwest::Client,
@@ -154,11 +190,21 @@ impl Cluster {
         let dir = run_dir().join("chaos").join(&tag);
         let mail_dir = dir.join("mail");
         std::fs::create_dir_all(&mail_dir)?;
+        let brokers = if options.own_kafka {
+            let run_dir = dir.join("kafka");
+            Some(tokio::task::block_in_place(|| {
+                KafkaCluster::start(run_dir)
+            })?)
+        } else {
+            None
+        };
         let kafka = KafkaSettings {
-            bootstrap_servers: bootstrap_servers(),
+            bootstrap_servers: brokers
+                .as_ref()
+                .map_or_else(bootstrap_servers, KafkaCluster::bootstrap),
             topic_prefix: format!("chaos-{tag}."),
             group_id: format!("chaos-{tag}"),
-            replication_factor: 1,
+            replication_factor: if brokers.is_some() { 3 } else { 1 },
             schema_registry_url: schema_registry_url(),
         };
         messaging::topics::apply(&messaging::TopicCatalog::bundled()?, &kafka)
@@ -188,11 +234,27 @@ impl Cluster {
             serde_json::to_vec_pretty(&json!({ "products": products }))?,
         )?;
 
-        let mut ports = BTreeMap::new();
-        for name in SERVICES.iter().chain(&[SIMULATOR]) {
-            ports.insert(*name, free_port()?);
+        let instances = options.instances.max(1);
+        let label = |name: &str, i: usize| {
+            if instances == 1 {
+                name.to_owned()
+            } else {
+                format!("{name}-{i}")
+            }
+        };
+        let mut ports: BTreeMap<String, u16> = BTreeMap::new();
+        ports.insert(SIMULATOR.to_owned(), free_port()?);
+        ports.insert(GATEWAY.to_owned(), free_port()?);
+        let mut labels: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        for name in SERVICES {
+            for i in 1..=instances {
+                let label = label(name, i);
+                ports.insert(label.clone(), free_port()?);
+                labels.entry(name).or_default().push(label);
+            }
         }
-        let url = |name: &str| format!("http://127.0.0.1:{}", ports[name]);
+        let url = |label: &str| format!("http://127.0.0.1:{}", ports[label]);
+        let gateway_url = url(GATEWAY);
         let mut database_urls = BTreeMap::new();
         for name in SERVICES {
             let database = fresh_database(&format!("chaos_{name}")).await?;
@@ -208,9 +270,10 @@ impl Cluster {
             ),
         ];
         processes.insert(
-            SIMULATOR,
+            SIMULATOR.to_owned(),
             Process::new(
                 SIMULATOR,
+                SIMULATOR.to_owned(),
                 binary_of(SIMULATOR)?,
                 ports[SIMULATOR],
                 simulator_env,
@@ -218,10 +281,10 @@ impl Cluster {
                 dir.clone(),
             ),
         );
+        let mut service_env = BTreeMap::new();
         for name in SERVICES {
             let mut env: Vec<(String, String)> = vec![
                 ("BAZAAR__HTTP__HOST".into(), "127.0.0.1".into()),
-                ("BAZAAR__HTTP__PORT".into(), ports[name].to_string()),
                 ("BAZAAR__DATABASE__URL".into(), database_urls[name].clone()),
                 (
                     "BAZAAR__DATABASE__MAX_CONNECTIONS".into(),
@@ -250,12 +313,25 @@ impl Cluster {
                     "BAZAAR__KAFKA__SCHEMA_REGISTRY_URL".into(),
                     kafka.schema_registry_url.clone(),
                 ),
+                (
+                    "BAZAAR__KAFKA__REPLICATION_FACTOR".into(),
+                    kafka.replication_factor.to_string(),
+                ),
+                // Several instances drain before they stop, so the gateway moves callers to
+                // the others first; a lone one has nobody to hand over to.
+                (
+                    "BAZAAR_DRAIN_MS".into(),
+                    if instances > 1 { "2000" } else { "0" }.into(),
+                ),
             ];
             if name != "auth" && name != "payment" {
-                env.push((
-                    "BAZAAR__AUTH__JWKS_URL".into(),
-                    format!("{}/.well-known/jwks.json", url("auth")),
-                ));
+                // Through the gateway, keys come from whichever auth instance serves.
+                let jwks = if options.gateway {
+                    format!("{gateway_url}/.well-known/jwks.json")
+                } else {
+                    format!("{}/.well-known/jwks.json", url(&labels["auth"][0]))
+                };
+                env.push(("BAZAAR__AUTH__JWKS_URL".into(), jwks));
             }
             let extra: Vec<(&str, String)> = match name {
                 "order" => vec![
@@ -296,14 +372,40 @@ impl Cluster {
                 _ => vec![],
             };
             env.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+            for label in &labels[name] {
+                processes.insert(
+                    label.clone(),
+                    service_process(name, label.clone(), ports[label], &env, &dir)?,
+                );
+            }
+            service_env.insert(name, env);
+        }
+        if options.gateway {
+            let mut env: Vec<(String, String)> = vec![
+                ("BAZAAR__HTTP__HOST".into(), "127.0.0.1".into()),
+                ("BAZAAR__HTTP__PORT".into(), ports[GATEWAY].to_string()),
+                (
+                    "BAZAAR__AUTH__JWKS_URL".into(),
+                    format!("{gateway_url}/.well-known/jwks.json"),
+                ),
+                ("BAZAAR_DRAIN_MS".into(), "0".into()),
+            ];
+            for name in SERVICES {
+                let urls: Vec<String> = labels[name].iter().map(|label| url(label)).collect();
+                env.push((
+                    format!("BAZAAR__UPSTREAMS__{}", name.to_uppercase()),
+                    urls.join(","),
+                ));
+            }
             processes.insert(
-                name,
+                GATEWAY.to_owned(),
                 Process::new(
-                    name,
-                    binary_of(name)?,
-                    ports[name],
+                    GATEWAY,
+                    GATEWAY.to_owned(),
+                    binary_of(GATEWAY)?,
+                    ports[GATEWAY],
                     env,
-                    dir.join(format!("{name}.log")),
+                    dir.join(format!("{GATEWAY}.log")),
                     dir.clone(),
                 ),
             );
@@ -322,7 +424,11 @@ impl Cluster {
             tag,
             dir,
             kafka,
+            brokers,
             processes,
+            instances: labels,
+            service_env,
+            options: options.clone(),
             database_urls,
             pools,
             customers: Vec::new(),
@@ -334,39 +440,100 @@ impl Cluster {
         };
         let catalog = catalog.display().to_string();
         for name in ["product", "inventory"] {
-            let process = &cluster.processes[name];
+            let process = &cluster.processes[&cluster.instances[name][0]];
             tokio::task::block_in_place(|| process.run_to_end(&["seed-demo", "--file", &catalog]))?;
         }
-        for name in std::iter::once(SIMULATOR).chain(SERVICES) {
-            cluster.process(name).start()?;
+        let labels: Vec<String> = cluster.processes.keys().cloned().collect();
+        // The simulator and the services first, the gateway (which checks them) last.
+        for label in labels.iter().filter(|label| label.as_str() != GATEWAY) {
+            cluster.process(label).start()?;
         }
-        for name in std::iter::once(SIMULATOR).chain(SERVICES) {
-            cluster.wait_ready(name, Duration::from_secs(90)).await?;
+        if cluster.options.gateway {
+            cluster.process(GATEWAY).start()?;
+        }
+        for label in &labels {
+            cluster.wait_ready(label, Duration::from_secs(120)).await?;
         }
         cluster.wait_for_catalog().await?;
         cluster.register_customers().await?;
         println!(
-            "cluster {} up in {:.1}s (logs in {})",
+            "cluster {} up in {:.1}s: {} process(es){} (logs in {})",
             cluster.tag,
             started.elapsed().as_secs_f64(),
+            cluster.processes.len(),
+            cluster
+                .brokers
+                .as_ref()
+                .map_or(String::new(), |brokers| format!(
+                    ", Kafka {}",
+                    brokers.bootstrap()
+                )),
             cluster.dir.display()
         );
         Ok(cluster)
     }
 
+    /// Adds and starts one more instance of `service` (same settings, a port of its own);
+    /// returns its label. The gateway does not learn of it: meant for services it does not
+    /// route to, or whose work is consuming (payment).
+    pub async fn add_instance(&mut self, service: &'static str) -> anyhow::Result<String> {
+        let count = self.instances.get(service).map_or(0, Vec::len);
+        let label = format!("{service}-{}", count + 1);
+        let port = free_port()?;
+        let process = service_process(
+            service,
+            label.clone(),
+            port,
+            &self.service_env[service],
+            &self.dir,
+        )?;
+        self.processes.insert(label.clone(), process);
+        self.instances
+            .entry(service)
+            .or_default()
+            .push(label.clone());
+        self.process(&label).start()?;
+        self.wait_ready(&label, Duration::from_secs(90)).await?;
+        Ok(label)
+    }
+
+    /// The process labelled `name` (with one instance per service, a service's name).
     pub fn process(&mut self, name: &str) -> &mut Process {
         self.processes
             .get_mut(name)
             .unwrap_or_else(|| panic!("no process {name}"))
     }
 
-    pub fn url(&self, name: &str) -> String {
-        self.processes[name].base_url()
+    /// The process labelled `name`, or the first instance of the service `name`.
+    fn resolve(&self, name: &str) -> &Process {
+        self.processes
+            .get(name)
+            .or_else(|| {
+                self.instances
+                    .get(name)
+                    .and_then(|labels| labels.first())
+                    .and_then(|label| self.processes.get(label))
+            })
+            .unwrap_or_else(|| panic!("no process {name}"))
     }
 
-    /// Polls `/readyz` until 200; fails at once if the process exits.
+    pub fn url(&self, name: &str) -> String {
+        self.resolve(name).base_url()
+    }
+
+    /// Where a client reaches `service`'s API: through the gateway (`/api` and the service's
+    /// paths) when the cluster has one, else at the service itself.
+    pub fn api(&self, service: &str) -> String {
+        if self.options.gateway {
+            format!("{}/api", self.url(GATEWAY))
+        } else {
+            self.url(service)
+        }
+    }
+
+    /// Polls `/readyz` of the process labelled `name` until 200; fails at once if it exits.
     pub async fn wait_ready(&mut self, name: &str, within: Duration) -> anyhow::Result<()> {
-        let url = format!("{}/readyz", self.url(name));
+        let url = format!("{}/readyz", self.processes[name].base_url());
         let deadline = Instant::now() + within;
         loop {
             if let Some(ending) = self.process(name).reap()? {
@@ -425,7 +592,7 @@ impl Cluster {
             "tok_chargeDeclined",
             "tok_chargeDeclinedInsufficientFunds",
         ];
-        let auth = self.url("auth");
+        let auth = self.api("auth");
         for (i, card) in cards.into_iter().enumerate() {
             let email = format!("chaos-{}-{i}@example.com", self.tag);
             let password = format!("chaos-password-{i}");
@@ -463,11 +630,11 @@ impl Cluster {
 
     /// Restarts every process that ended by itself, and returns what ended. Crash points exit
     /// with their own codes; anything else is a real crash.
-    pub fn restart_exited(&mut self) -> anyhow::Result<Vec<(&'static str, Ending)>> {
+    pub fn restart_exited(&mut self) -> anyhow::Result<Vec<(String, Ending)>> {
         let mut ended = Vec::new();
-        for (name, process) in &mut self.processes {
+        for (label, process) in &mut self.processes {
             if let Some(ending) = process.reap()? {
-                ended.push((*name, ending));
+                ended.push((label.clone(), ending));
                 process.start()?;
             }
         }
@@ -489,18 +656,18 @@ impl Cluster {
                     .filter(
                         |ending| !matches!(ending, Ending::Code(code) if injected.contains(code)),
                     )
-                    .map(|ending| format!("{} ended by itself: {ending:?}", process.name))
+                    .map(|ending| format!("{} ended by itself: {ending:?}", process.label))
             })
             .collect()
     }
 
-    /// How many times each crash point fired, per service.
-    pub fn injected_exits(&self, code: i32) -> BTreeMap<&'static str, usize> {
+    /// How many times each crash point fired, per process.
+    pub fn injected_exits(&self, code: i32) -> BTreeMap<String, usize> {
         self.processes
             .values()
             .map(|process| {
                 (
-                    process.name,
+                    process.label.clone(),
                     process
                         .unplanned
                         .iter()
@@ -602,16 +769,29 @@ impl Cluster {
         Ok(command)
     }
 
-    /// Stops every process (SIGTERM) and deletes the cluster's topics, and its logs and mail
-    /// unless `keep_logs` (a failure worth reading about); its databases are left for
-    /// `pgctl.sh drop-test-dbs`.
+    /// Stops every process (SIGTERM) and deletes the cluster's topics (or stops its own Kafka
+    /// nodes), and its logs and mail unless `keep_logs` (a failure worth reading about); its
+    /// databases are left for `pgctl.sh drop-test-dbs`.
     pub async fn stop(mut self, keep_logs: bool) -> anyhow::Result<()> {
-        for name in SERVICES.iter().rev().chain(&[SIMULATOR]) {
-            let process = self.process(name);
+        let mut order: Vec<String> = Vec::new();
+        if self.options.gateway {
+            order.push(GATEWAY.to_owned());
+        }
+        for name in SERVICES.iter().rev() {
+            order.extend(self.instances[name].iter().cloned());
+        }
+        order.push(SIMULATOR.to_owned());
+        for label in order {
+            let process = self.process(&label);
             tokio::task::block_in_place(|| process.terminate(Duration::from_secs(20)))?;
         }
         for pool in self.pools.values() {
             pool.close().await;
+        }
+        let own_kafka = self.brokers.take();
+        match own_kafka {
+            Some(mut brokers) => tokio::task::block_in_place(|| brokers.stop())?,
+            None => crate::infra::delete_topics(&self.kafka).await?,
         }
         if keep_logs {
             println!(
@@ -622,6 +802,28 @@ impl Cluster {
         } else {
             std::fs::remove_dir_all(&self.dir)?;
         }
-        crate::infra::delete_topics(&self.kafka).await
+        Ok(())
     }
+}
+
+/// One instance of a service, not started.
+fn service_process(
+    name: &'static str,
+    label: String,
+    port: u16,
+    env: &[(String, String)],
+    dir: &Path,
+) -> anyhow::Result<Process> {
+    let mut env = env.to_vec();
+    env.push(("BAZAAR__HTTP__PORT".into(), port.to_string()));
+    let log = dir.join(format!("{label}.log"));
+    Ok(Process::new(
+        name,
+        label,
+        binary_of(name)?,
+        port,
+        env,
+        log,
+        dir.to_path_buf(),
+    ))
 }

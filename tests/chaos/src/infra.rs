@@ -319,3 +319,186 @@ pub async fn produce_raw(
         .map_err(|(error, _)| anyhow::anyhow!("producing to {topic}: {error}"))?;
     Ok(())
 }
+
+/// Three Kafka nodes of the harness's own (`kafkactl.sh --nodes 3`: replication factor 3,
+/// min.insync.replicas 2), in a run directory and on ports of their own, so that they can be
+/// killed, frozen and partitioned without touching the broker other tests share. Node `i`
+/// (1 to 3) has broker port `port + 2(i-1)` and Kafka node id `i`.
+#[derive(Debug)]
+pub struct KafkaCluster {
+    run_dir: PathBuf,
+    port: u16,
+    controller_port: u16,
+    paused: std::collections::BTreeSet<u32>,
+    stopped: bool,
+}
+
+/// Nodes of a [`KafkaCluster`].
+pub const KAFKA_NODES: [u32; 3] = [1, 2, 3];
+
+impl KafkaCluster {
+    /// Formats and starts three nodes in `run_dir`, on six free ports.
+    pub fn start(run_dir: PathBuf) -> anyhow::Result<Self> {
+        let (port, controller_port) = six_free_ports()?;
+        let mut cluster = Self {
+            run_dir,
+            port,
+            controller_port,
+            paused: std::collections::BTreeSet::new(),
+            stopped: false,
+        };
+        let started = Instant::now();
+        run(cluster.kafkactl().arg("start"))?;
+        println!(
+            "three Kafka nodes of our own up in {:.1}s on {}",
+            started.elapsed().as_secs_f64(),
+            cluster.bootstrap()
+        );
+        cluster.stopped = false;
+        Ok(cluster)
+    }
+
+    fn kafkactl(&self) -> Command {
+        let mut command = kafkactl();
+        command
+            .env("BAZAAR_RUN_DIR", &self.run_dir)
+            .env("BAZAAR_KAFKA_PORT", self.port.to_string())
+            .env(
+                "BAZAAR_KAFKA_CONTROLLER_PORT",
+                self.controller_port.to_string(),
+            )
+            .env("KAFKA_START_TIMEOUT", "180")
+            .arg("--nodes")
+            .arg("3");
+        command
+    }
+
+    /// Every node, for clients.
+    pub fn bootstrap(&self) -> String {
+        KAFKA_NODES
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", self.port_of(*node)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn port_of(&self, node: u32) -> u16 {
+        self.port + 2 * u16::try_from(node - 1).unwrap_or(0)
+    }
+
+    pub fn log_of(&self, node: u32) -> PathBuf {
+        self.run_dir.join(format!("logs/kafka-{node}.log"))
+    }
+
+    /// The node's pid while it runs.
+    pub fn pid(&self, node: u32) -> Option<u32> {
+        let file = self.run_dir.join(format!("pids/kafka-{node}.pid"));
+        let pid: u32 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+        (std::fs::metadata(format!("/proc/{pid}")).is_ok() && !process_is_zombie(pid))
+            .then_some(pid)
+    }
+
+    fn pid_of(&self, node: u32) -> anyhow::Result<u32> {
+        self.pid(node)
+            .with_context(|| format!("Kafka node {node} is not running"))
+    }
+
+    /// SIGKILL: the node dies with whatever it had not flushed.
+    pub fn kill(&mut self, node: u32) -> anyhow::Result<()> {
+        let pid = self.pid_of(node)?;
+        kill("KILL", pid)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.pid(node).is_some() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "Kafka node {node} outlived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP: the node is cut off (connections stay open, nothing answers) until resumed.
+    pub fn pause(&mut self, node: u32) -> anyhow::Result<()> {
+        kill("STOP", self.pid_of(node)?)?;
+        self.paused.insert(node);
+        Ok(())
+    }
+
+    pub fn resume(&mut self, node: u32) -> anyhow::Result<()> {
+        kill("CONT", self.pid_of(node)?)?;
+        self.paused.remove(&node);
+        Ok(())
+    }
+
+    /// Starts one node again (it rejoins the cluster and catches up).
+    pub fn start_node(&mut self, node: u32) -> anyhow::Result<()> {
+        run(self.kafkactl().args(["start", &node.to_string()]))?;
+        Ok(())
+    }
+
+    /// Stops every node that still runs.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        for node in std::mem::take(&mut self.paused) {
+            if let Some(pid) = self.pid(node) {
+                let _ = kill("CONT", pid);
+            }
+        }
+        run(self.kafkactl().arg("stop"))?;
+        self.stopped = true;
+        Ok(())
+    }
+}
+
+impl Drop for KafkaCluster {
+    /// A failed test must not leave brokers running (or frozen).
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.stop();
+        }
+    }
+}
+
+/// A port `p` such that `p` to `p + 5` are all free: three broker ports (`p`, `p + 2`, `p + 4`)
+/// and three controller ports between them.
+fn six_free_ports() -> anyhow::Result<(u16, u16)> {
+    for _ in 0..50 {
+        let base = crate::process::free_port()?;
+        if base > u16::MAX - 6 {
+            continue;
+        }
+        let all_free =
+            (base..base + 6).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+        if all_free {
+            return Ok((base, base + 1));
+        }
+    }
+    anyhow::bail!("found no six consecutive free ports for three Kafka nodes")
+}
+
+/// The node (Kafka node id) leading the most partitions of the topics under `kafka`'s prefix:
+/// the one whose loss moves the most leadership.
+pub async fn busiest_node(kafka: &KafkaSettings) -> anyhow::Result<u32> {
+    let config = messaging::client::base_config(kafka);
+    let prefix = kafka.topic_prefix.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create()?;
+        let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+        let mut led = std::collections::BTreeMap::<u32, usize>::new();
+        for topic in metadata.topics() {
+            if !topic.name().starts_with(&prefix) {
+                continue;
+            }
+            for partition in topic.partitions() {
+                if let Ok(leader) = u32::try_from(partition.leader()) {
+                    *led.entry(leader).or_default() += 1;
+                }
+            }
+        }
+        led.into_iter()
+            .max_by_key(|(_, count)| *count)
+            .map(|(node, _)| node)
+            .context("no partition has a leader")
+    })
+    .await?
+}

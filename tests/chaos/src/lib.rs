@@ -13,7 +13,9 @@
 //! `tests/chaos.rs` runs a short subset in `make test` and every scenario in `make chaos`.
 
 pub mod cluster;
+pub mod groups;
 pub mod infra;
 pub mod load;
 pub mod process;
+pub mod scale;
 pub mod scenarios;

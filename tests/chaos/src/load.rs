@@ -47,11 +47,21 @@ pub struct Tally {
     /// When the first and last 202 arrived, relative to the start of the load.
     pub first_accept: Option<Duration>,
     pub last_accept: Option<Duration>,
+    /// The slowest checkout answer (202 or not), and when it was sent.
+    pub slowest_checkout: Duration,
+    pub slowest_checkout_at: Option<Duration>,
+    /// Cancellations that got anything but 200 or 409 (an order no longer pending).
+    pub cancel_errors: BTreeMap<String, usize>,
 }
 
 impl Tally {
     pub fn refused_total(&self) -> usize {
         self.refused.values().sum()
+    }
+
+    /// Every answer a client would call an error: refused checkouts and failed cancellations.
+    pub fn client_errors(&self) -> usize {
+        self.refused_total() + self.cancel_errors.values().sum::<usize>()
     }
 }
 
@@ -97,9 +107,12 @@ async fn checkout(
         "payment_token": customer.payment_token,
         "shipping_address": format!("{n} Chaos Street, Springfield"),
     });
+    // As the storefront does: a key per checkout attempt, so a lost answer could be retried
+    // without a second order (and the gateway may send it to another instance).
     let answer = http
         .post(format!("{order_url}/orders"))
         .bearer_auth(&customer.token)
+        .header("idempotency-key", uuid::Uuid::now_v7().to_string())
         .json(&body)
         .send()
         .await;
@@ -201,7 +214,16 @@ async fn run(
         let cancel_every = settings.cancel_every;
         let number = n;
         in_flight.spawn(async move {
+            let sent_at = started.elapsed();
+            let asked = Instant::now();
             let attempt = checkout(&http, &order_url, &customer, number).await;
+            let took = asked.elapsed();
+            if let Ok(mut tally) = tally.lock()
+                && took > tally.slowest_checkout
+            {
+                tally.slowest_checkout = took;
+                tally.slowest_checkout_at = Some(sent_at);
+            }
             let cancel = match attempt {
                 Attempt::Accepted(id) => {
                     let Ok(mut tally) = tally.lock() else { return };
@@ -220,13 +242,23 @@ async fn run(
             };
             if let Some(id) = cancel {
                 // Whether it is still pending decides the answer (200 or 409); both are fine.
-                let _ = http
+                let answer = http
                     .post(format!("{order_url}/orders/{id}/cancel"))
                     .bearer_auth(&customer.token)
                     .send()
                     .await;
+                let error = match answer {
+                    Ok(answer) if matches!(answer.status().as_u16(), 200 | 409) => None,
+                    Ok(answer) => Some(answer.status().as_u16().to_string()),
+                    Err(error) if error.is_timeout() => Some("timeout".into()),
+                    Err(error) if error.is_connect() => Some("unreachable".into()),
+                    Err(_) => Some("connection lost".into()),
+                };
                 if let Ok(mut tally) = tally.lock() {
                     tally.cancels += 1;
+                    if let Some(error) = error {
+                        *tally.cancel_errors.entry(error).or_default() += 1;
+                    }
                 }
             }
         });

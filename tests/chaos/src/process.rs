@@ -31,7 +31,11 @@ impl Ending {
 
 #[derive(Debug)]
 pub struct Process {
+    /// The service (or tool) it runs.
     pub name: &'static str,
+    /// Which process of the cluster it is: the service's name, or `order-2` for the second of
+    /// several instances.
+    pub label: String,
     pub port: u16,
     binary: PathBuf,
     args: Vec<String>,
@@ -49,6 +53,7 @@ pub struct Process {
 impl Process {
     pub fn new(
         name: &'static str,
+        label: String,
         binary: PathBuf,
         port: u16,
         env: Vec<(String, String)>,
@@ -57,6 +62,7 @@ impl Process {
     ) -> Self {
         Self {
             name,
+            label,
             port,
             binary,
             args: Vec::new(),
@@ -123,7 +129,7 @@ impl Process {
     }
 
     pub fn start(&mut self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.child.is_none(), "{} is already running", self.name);
+        anyhow::ensure!(self.child.is_none(), "{} is already running", self.label);
         let mut command = self.command()?;
         self.note(&format!(
             "starting {} {:?}",
@@ -147,7 +153,7 @@ impl Process {
         anyhow::ensure!(
             status.success(),
             "{} {args:?} failed ({status}); see {}",
-            self.name,
+            self.label,
             self.log.display()
         );
         Ok(())
@@ -156,7 +162,7 @@ impl Process {
     fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let pid = self
             .pid()
-            .ok_or_else(|| anyhow::anyhow!("{} is not running", self.name))?;
+            .ok_or_else(|| anyhow::anyhow!("{} is not running", self.label))?;
         let status = Command::new("kill")
             .args(["-s", signal, &pid.to_string()])
             .status()?;

@@ -35,11 +35,16 @@ pub struct ScenarioReport {
     pub final_states: BTreeMap<String, usize>,
     /// The checker's verdict over every order of the cluster.
     pub report: Report,
+    /// A scaled-out cluster's figures (pauses, rebalances, client errors: see
+    /// [`crate::scale`]).
+    pub figures: Option<Value>,
+    /// Targets this scenario missed; any makes it fail.
+    pub missed: Vec<String>,
 }
 
 impl ScenarioReport {
     pub fn is_clean(&self) -> bool {
-        self.report.outcome == Outcome::Clean && self.crashes.is_empty()
+        self.report.outcome == Outcome::Clean && self.crashes.is_empty() && self.missed.is_empty()
     }
 
     pub fn to_text(&self) -> String {
@@ -62,6 +67,12 @@ impl ScenarioReport {
         }
         for crash in &self.crashes {
             text.push_str(&format!("   CRASH       {crash}\n"));
+        }
+        if let Some(figures) = &self.figures {
+            text.push_str(&format!("   figures     {figures}\n"));
+        }
+        for missed in &self.missed {
+            text.push_str(&format!("   MISSED      {missed}\n"));
         }
         text.push_str(&format!(
             "   verdict     {} violation(s) over all {} orders of the cluster ({:?}); settled {:.1}s after the load stopped; scenario {:.0}s\n",
@@ -95,6 +106,8 @@ impl ScenarioReport {
             "refunds": self.report.summary.refunds,
             "shipments": self.report.summary.shipments,
             "emails_sent": self.report.summary.emails_sent,
+            "figures": self.figures,
+            "missed": self.missed,
         })
     }
 
@@ -113,35 +126,35 @@ impl ScenarioReport {
 }
 
 /// A scenario under way: its load, its clock, its notes.
-struct Run {
-    name: String,
-    load: Load,
-    started: Instant,
-    notes: Vec<String>,
+pub(crate) struct Run {
+    pub(crate) name: String,
+    pub(crate) load: Load,
+    pub(crate) started: Instant,
+    pub(crate) notes: Vec<String>,
 }
 
 /// A scenario whose load has stopped.
-struct Stopped {
-    name: String,
-    started: Instant,
-    notes: Vec<String>,
-    tally: Tally,
-    at: Instant,
+pub(crate) struct Stopped {
+    pub(crate) name: String,
+    pub(crate) started: Instant,
+    pub(crate) notes: Vec<String>,
+    pub(crate) tally: Tally,
+    pub(crate) at: Instant,
 }
 
 impl Run {
-    fn start(cluster: &Cluster, name: &str, settings: LoadSettings) -> Self {
+    pub(crate) fn start(cluster: &Cluster, name: &str, settings: LoadSettings) -> Self {
         println!("\n-- {name}");
         Self {
             name: name.to_owned(),
-            load: Load::start(cluster.url("order"), cluster.customers.clone(), settings),
+            load: Load::start(cluster.api("order"), cluster.customers.clone(), settings),
             started: Instant::now(),
             notes: Vec::new(),
         }
     }
 
     /// Lets sagas get under way before the fault: `count` checkouts accepted.
-    async fn warm_up(&self, count: usize) -> anyhow::Result<()> {
+    pub(crate) async fn warm_up(&self, count: usize) -> anyhow::Result<()> {
         let got = self
             .load
             .wait_for_accepted(count, Duration::from_secs(60))
@@ -155,7 +168,7 @@ impl Run {
 
     /// Proves the sagas run again after the fault: `count` orders placed from now on reach
     /// `shipping_scheduled`, every service and hop having done its part.
-    async fn recovered(
+    pub(crate) async fn recovered(
         &mut self,
         cluster: &Cluster,
         count: usize,
@@ -163,6 +176,7 @@ impl Run {
     ) -> anyhow::Result<()> {
         let started = Instant::now();
         let mark = self.load.accepted_so_far();
+        let mut first_shipped = None;
         let shipped = loop {
             let placed = self.load.accepted_after(mark);
             let (shipped,): (i64,) = sqlx::query_as(
@@ -173,6 +187,9 @@ impl Run {
             .await
             .unwrap_or((0,));
             let shipped = usize::try_from(shipped).unwrap_or(0);
+            if shipped > 0 && first_shipped.is_none() {
+                first_shipped = Some(started.elapsed());
+            }
             if shipped >= count {
                 break shipped;
             }
@@ -184,18 +201,19 @@ impl Run {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         self.note(format!(
-            "sagas complete again: {shipped} orders placed after the fault shipped {:.1}s later",
+            "sagas complete again: the first order placed from now on shipped {:.1}s later, {shipped} of them {:.1}s later",
+            first_shipped.unwrap_or_default().as_secs_f64(),
             started.elapsed().as_secs_f64()
         ));
         Ok(())
     }
 
-    fn note(&mut self, note: String) {
+    pub(crate) fn note(&mut self, note: String) {
         println!("   {note}");
         self.notes.push(note);
     }
 
-    async fn stop_load(self) -> Stopped {
+    pub(crate) async fn stop_load(self) -> Stopped {
         let tally = self.load.stop().await;
         Stopped {
             name: self.name,
@@ -219,6 +237,14 @@ impl Stopped {
     }
 
     async fn finish(self, cluster: &mut Cluster) -> anyhow::Result<ScenarioReport> {
+        let scenario = self.judge(cluster).await?;
+        scenario.publish();
+        Ok(scenario)
+    }
+
+    /// Restarts anything that died and runs the checker until things settle; the report is
+    /// not published yet.
+    pub(crate) async fn judge(self, cluster: &mut Cluster) -> anyhow::Result<ScenarioReport> {
         cluster.restart_exited()?;
         let report = cluster
             .checker()
@@ -249,14 +275,18 @@ impl Stopped {
             notes: self.notes,
             crashes: cluster.crashes(),
             report,
+            figures: None,
+            missed: Vec::new(),
         };
-        scenario.publish();
         Ok(scenario)
     }
 }
 
 /// Restarts whatever exits (crash points) for `window`; returns how many restarts.
-async fn supervise_for(cluster: &mut Cluster, window: Duration) -> anyhow::Result<usize> {
+pub(crate) async fn supervise_for(
+    cluster: &mut Cluster,
+    window: Duration,
+) -> anyhow::Result<usize> {
     let until = Instant::now() + window;
     let mut restarts = 0;
     while Instant::now() < until {
@@ -433,29 +463,76 @@ pub async fn broker_outage(cluster: &mut Cluster) -> anyhow::Result<ScenarioRepo
     tokio::time::sleep(Duration::from_secs(20)).await;
     let accepted_while_down = run.load.accepted_so_far() - accepted;
     tokio::task::block_in_place(|| broker.start())?;
+    let back = Instant::now();
     run.note(format!(
         "broker SIGKILLed with {pending} order(s) pending; {accepted_while_down} checkouts accepted while it was down; serving again {:.1}s after the kill",
         killed.elapsed().as_secs_f64()
     ));
+    let flowing = flow_again(cluster, Duration::from_secs(120)).await?;
+    run.note(format!(
+        "sagas flow again {:.1}s after the broker's return (the first order paid, rejected or shipped)",
+        flowing.as_secs_f64()
+    ));
     run.recovered(cluster, 20, Duration::from_secs(120)).await?;
+    run.note(format!(
+        "... {:.1}s after the broker's return",
+        back.elapsed().as_secs_f64()
+    ));
 
     let pending = cluster.pending_orders().await;
     broker.pause()?;
     // Past the consumers' 10 s session timeout: the groups fall apart while it is frozen.
     tokio::time::sleep(Duration::from_secs(15)).await;
     broker.resume()?;
+    let back = Instant::now();
     run.note(format!(
         "broker SIGSTOPped for 15 s with {pending} order(s) pending, then SIGCONT"
     ));
+    let flowing = flow_again(cluster, Duration::from_secs(120)).await?;
+    run.note(format!(
+        "sagas flow again {:.1}s after SIGCONT",
+        flowing.as_secs_f64()
+    ));
     run.recovered(cluster, 20, Duration::from_secs(120)).await?;
+    run.note(format!(
+        "... {:.1}s after SIGCONT",
+        back.elapsed().as_secs_f64()
+    ));
     let replaced = replaced_clients(cluster);
     run.note(format!("Kafka clients replaced as stuck: {replaced:?}"));
     run.finish(cluster).await
 }
 
+/// How long until an order next moves through a step that needs Kafka (paid, rejected or
+/// shipped; a cancellation can come from the customer alone), from now.
+async fn flow_again(cluster: &Cluster, within: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let (since,): (chrono::DateTime<chrono::Utc>,) = sqlx::query_as("SELECT clock_timestamp()")
+        .fetch_one(&cluster.pools["order"])
+        .await?;
+    loop {
+        let (moved,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (SELECT FROM order_status_history
+                             WHERE at > $1 AND status IN ('paid', 'rejected', 'shipping_scheduled'))",
+        )
+        .bind(since)
+        .fetch_one(&cluster.pools["order"])
+        .await
+        .unwrap_or((false,));
+        if moved {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(
+            started.elapsed() < within,
+            "no order was paid, rejected or shipped within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// How many stuck Kafka clients each service replaced (`messaging::client::BrokerWatch`), from
 /// its log.
-fn replaced_clients(cluster: &Cluster) -> BTreeMap<&'static str, usize> {
+pub(crate) fn replaced_clients(cluster: &Cluster) -> BTreeMap<String, usize> {
     cluster
         .processes
         .values()
@@ -465,7 +542,7 @@ fn replaced_clients(cluster: &Cluster) -> BTreeMap<&'static str, usize> {
                 .lines()
                 .filter(|line| line.contains("; replacing it"))
                 .count();
-            (process.name, count)
+            (process.label.clone(), count)
         })
         .filter(|(_, count)| *count > 0)
         .collect()
