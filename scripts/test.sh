@@ -57,6 +57,8 @@ fi
 
 say "checking formatting"
 cargo fmt --all -- --check
+say "checking the documentation's links"
+"$REPO_ROOT/scripts/check-doc-links.py"
 say "linting (clippy, warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 say "building and running the tests"
