@@ -25,6 +25,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# Prometheus and promtool (Debian's package): 'make run' starts it, 'make test' tests the rules.
+"$REPO_ROOT/scripts/prometheus.sh" install
 command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
 
 # Confluent's Python client, for tests proving that ordinary Confluent consumers read our topics.

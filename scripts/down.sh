@@ -12,6 +12,7 @@ fi
 # The gateway first, so no request is sent to a service on its way down; then every service
 # and instance at once (each drains in parallel).
 stop_pid gateway
+"$REPO_ROOT/scripts/prometheus.sh" stop
 shopt -s nullglob
 names=()
 for entry in "${SERVICES[@]}"; do

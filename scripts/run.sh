@@ -216,6 +216,7 @@ Bazaar is running (ready after $((SECONDS - started)) s; binaries: $BIN_DIR).
 
 DONE
 fi
+"$REPO_ROOT/scripts/prometheus.sh" start # scrapes every process started above; prints its URL
 if $detach; then
   echo "Stop it with 'make down'."
   exit 0

@@ -55,6 +55,8 @@ else
   wait_ready registry 8088 60 || die "the schema registry did not become ready (see $LOG_DIR/registry.log)"
 fi
 
+say "checking and unit-testing the Prometheus rules (promtool)"
+"$REPO_ROOT/scripts/prometheus.sh" test
 say "checking formatting"
 cargo fmt --all -- --check
 say "checking the documentation's links"

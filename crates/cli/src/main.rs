@@ -100,6 +100,10 @@ enum Command {
     Timeline(cmd::timeline::TimelineArgs),
     /// Orders not in a final state whose status has not changed for a while.
     Stuck(cmd::stuck::StuckArgs),
+    /// The saga at a glance, from Prometheus: orders per status per minute, checkout → paid
+    /// percentiles, lag, parked keys and outbox age per service, the card processor's error
+    /// rate, alerts firing.
+    Overview(cmd::overview::OverviewArgs),
     /// Check the global invariants across every service database and the processor's ledger:
     /// orders final, one charge per order, stock conserved, one shipment and each notice once.
     Check(cmd::check::CheckArgs),
@@ -159,6 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Timeline(args) => cmd::timeline::run(&context, args).await,
         Command::Stuck(args) => cmd::stuck::run(&context, args).await,
         Command::Check(args) => cmd::check::run(&context, args).await,
+        Command::Overview(args) => cmd::overview::run(&context, args).await,
         Command::WaitKafka { timeout_secs } => wait_kafka(&context.kafka, timeout_secs).await,
     }
 }

@@ -196,12 +196,22 @@ pub(crate) async fn redrive_requested<H: EventHandler>(
     consumer: &IdempotentConsumer<H>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let keys: Vec<(String, String)> = sqlx::query_as(
-        "SELECT topic, message_key FROM messaging_parked_keys
-          WHERE redrive_requested_at IS NOT NULL ORDER BY parked_at",
-    )
-    .fetch_all(consumer.pool())
-    .await?;
+    // One statement: the keys to redrive, and how many keys are parked, for the
+    // `consumer_parked_keys` gauge (alerts and dashboards; every round, so it falls with redrives).
+    let (parked, topics, keys): (i64, Option<Vec<String>>, Option<Vec<String>>) =
+        sqlx::query_as(
+            "SELECT count(*),
+                    array_agg(topic ORDER BY parked_at) FILTER (WHERE redrive_requested_at IS NOT NULL),
+                    array_agg(message_key ORDER BY parked_at) FILTER (WHERE redrive_requested_at IS NOT NULL)
+               FROM messaging_parked_keys",
+        )
+        .fetch_one(consumer.pool())
+        .await?;
+    metrics::gauge!("consumer_parked_keys").set(parked as f64);
+    let keys = topics
+        .unwrap_or_default()
+        .into_iter()
+        .zip(keys.unwrap_or_default());
     for (topic, key) in keys {
         if shutdown.is_cancelled() {
             break;

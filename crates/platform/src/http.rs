@@ -334,6 +334,17 @@ async fn prometheus_metrics() -> HttpResponse {
         .body(crate::metrics::render())
 }
 
+/// `http_responses_total{class}`: every answer by status class (`2xx`, `5xx`, …), for the
+/// error-ratio alerts. One counter per class, so a request costs one increment.
+fn count_response(status: u16) {
+    const CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
+    let class = CLASSES
+        .get(usize::from(status / 100))
+        .copied()
+        .unwrap_or("other");
+    metrics::counter!("http_responses_total", "class" => class).increment(1);
+}
+
 async fn unknown_route() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("no such route"))
 }
@@ -425,7 +436,8 @@ where
                 let answer = service.call(request);
                 let closing = closing.clone();
                 async move {
-                    let mut answer = answer.await?;
+                    let mut answer = answer.await.inspect_err(|_| count_response(500))?;
+                    count_response(answer.status().as_u16());
                     // A draining server hands back every connection it answers on, so that
                     // no caller keeps one it could write into as the listener closes.
                     if closing.is_draining() {

@@ -145,3 +145,24 @@ pub async fn enforce_deadlines(
         })
         .await
 }
+
+/// Publishes `orders_past_deadline` (orders not final a minute after their deadline) every
+/// `interval`, until shutdown: one statement per round on two partial indexes, whatever the load.
+pub async fn report_past_deadline(
+    pool: PgPool,
+    interval: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    const GRACE_SECS: f64 = 60.0;
+    let mut timer = tokio::time::interval(interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = timer.tick() => match db::past_deadline(&pool, GRACE_SECS).await {
+                Ok(count) => metrics::gauge!("orders_past_deadline").set(count as f64),
+                Err(error) => tracing::warn!(%error, "counting orders past their deadline"),
+            },
+        }
+    }
+}

@@ -7,10 +7,10 @@ use platform::app::Application;
 use platform::fanout::NotifyFanout;
 
 use crate::config::{Config, SERVICE};
-use crate::consumers::{OrderHandler, TOPICS, enforce_deadlines};
+use crate::consumers::{OrderHandler, TOPICS, enforce_deadlines, report_past_deadline};
 
 /// Migrates the database, serves HTTP, and runs the relay, the saga consumer, the status feed
-/// of open order streams and the deadline worker. Port 0 picks a free port (tests).
+/// of open order streams, the deadline worker and the past-deadline gauge. Port 0 picks a free port (tests).
 pub async fn build(config: Config) -> anyhow::Result<Application> {
     let verifier = web::Data::new(auth_kit::JwtVerifier::new(config.auth.clone()));
     let checkout = web::Data::new(config.checkout.clone());
@@ -40,5 +40,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let pool = app.pool().clone();
     let interval = Duration::from_millis(config.checkout.deadline_interval_ms);
     app.spawn_worker(move |shutdown| enforce_deadlines(pool, interval, shutdown));
+    let pool = app.pool().clone();
+    app.spawn_worker(move |shutdown| report_past_deadline(pool, Duration::from_secs(15), shutdown));
     Ok(app)
 }

@@ -162,6 +162,17 @@ async fn settle<P: PaymentProvider>(
             None => return Ok(()),
         },
     };
+    let call = match work {
+        Work::Charge => "charge",
+        Work::Refund => "refund",
+    };
+    let result = match &outcome {
+        Ok(PaymentInput::ChargeDeclined { .. }) => "declined",
+        Ok(_) => "succeeded",
+        Err(_) => "error",
+    };
+    metrics::counter!("payment_provider_calls_total", "call" => call, "outcome" => result)
+        .increment(1);
     let mut tx = pool.begin().await?;
     match outcome {
         Ok(input) => {

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod dlq;
+pub mod overview;
 pub mod rebuild;
 pub mod replay;
 pub mod services;

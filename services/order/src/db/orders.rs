@@ -112,7 +112,46 @@ async fn record_status(
         .bind(reason)
         .execute(&mut *tx)
         .await?;
+    record_status_metrics(id, status);
     Ok(())
+}
+
+/// Counts status changes for dashboards (`order_status_changes_total{status}`), and for an order
+/// that became paid, its checkout → paid latency (`checkout_paid_seconds`). The order's id is a
+/// UUIDv7, so its creation time is in the id itself: no column is read for it. Recorded before
+/// the commit: a transaction retried records twice, which a percentile can take.
+fn record_status_metrics(id: Uuid, status: OrderStatus) {
+    metrics::counter!("order_status_changes_total", "status" => status.as_str()).increment(1);
+    if status == OrderStatus::Paid
+        && let Some(created) = created_at_of(id)
+    {
+        let elapsed = (Utc::now() - created).to_std().unwrap_or_default();
+        metrics::histogram!("checkout_paid_seconds").record(elapsed.as_secs_f64());
+    }
+}
+
+/// When a UUIDv7 was made (`None` for other versions).
+fn created_at_of(id: Uuid) -> Option<DateTime<Utc>> {
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+}
+
+/// Orders not final although their deadline passed more than `grace` ago: pending ones the
+/// deadline worker has not cancelled, paid ones shipping never scheduled. For the
+/// `orders_past_deadline` gauge; both counts read a partial index by deadline.
+pub async fn past_deadline(pool: &PgPool, grace_secs: f64) -> Result<i64, sqlx::Error> {
+    let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT (SELECT count(*) FROM orders WHERE status = '{pending}'
+                   AND deadline_at <= now() - make_interval(secs => $1))
+              + (SELECT count(*) FROM orders WHERE status = '{paid}'
+                   AND deadline_at <= now() - make_interval(secs => $1))",
+        pending = OrderStatus::Pending.as_str(),
+        paid = OrderStatus::Paid.as_str(),
+    )))
+    .bind(grace_secs)
+    .fetch_one(pool)
+    .await?;
+    Ok(count)
 }
 
 #[derive(Debug, sqlx::FromRow)]
