@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bazaar/target
 
-.PHONY: help run up cluster test down logs lint fmt topics kafka postgres bench-messaging bench-checkout bench test-browser chaos
+.PHONY: help run up cluster test down logs lint fmt topics kafka postgres bench-messaging bench-checkout bench test-browser chaos chaos-alerts
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test-browser: ## Only the storefront's browser tests (headless Chromium); reuses
 
 chaos: ## Fault injection under load, every scenario, each ended by the invariant checker (minutes; breaks the shared Kafka/PostgreSQL for a while)
 	@scripts/chaos.sh
+
+chaos-alerts: ## Alert drill on a running Bazaar (make up / make cluster): a poison message and a frozen consumer, their alerts firing in Prometheus (~2 min)
+	@scripts/chaos-alerts.sh $(ARGS)
 
 down: ## Stop everything run/up/cluster/test started
 	@scripts/down.sh

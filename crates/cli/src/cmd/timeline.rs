@@ -187,6 +187,19 @@ pub async fn run(context: &Context, args: TimelineArgs) -> anyhow::Result<()> {
         .get(waiting_after.wrapping_sub(1))
         .and_then(|(decoded, _)| decoded.occurred_at());
 
+    // The checkout's trace is the first event's (OrderCreated carries the request's
+    // traceparent); events the payment worker publishes outside any consumed event start
+    // traces of their own. Distinct ids, in order of first appearance.
+    let mut trace_ids: Vec<String> = Vec::new();
+    for (decoded, _) in &steps {
+        if let Ok(metadata) = &decoded.metadata {
+            let id = metadata.traceparent.trace_id_hex();
+            if !trace_ids.contains(&id) {
+                trace_ids.push(id);
+            }
+        }
+    }
+
     if context.json {
         let mut previous: Option<DateTime<Utc>> = None;
         let times: Vec<Option<DateTime<Utc>>> =
@@ -212,6 +225,7 @@ pub async fn run(context: &Context, args: TimelineArgs) -> anyhow::Result<()> {
                     "type": decoded.event_type(),
                     "event_id": decoded.metadata.as_ref().ok().map(|m| m.event_id),
                     "causation_id": decoded.metadata.as_ref().ok().and_then(|m| m.causation_id),
+                    "trace_id": decoded.metadata.as_ref().ok().map(|m| m.traceparent.trace_id_hex()),
                     "cause_step": cause,
                     "occurred_at": at.map(rfc3339),
                     "since_previous_ms": since_previous,
@@ -235,6 +249,8 @@ pub async fn run(context: &Context, args: TimelineArgs) -> anyhow::Result<()> {
         };
         json_line(&json!({
             "order_id": args.order_id,
+            "trace_id": trace_ids.first(),
+            "trace_ids": trace_ids,
             "scanned": scanned,
             "events": rows,
             "progress": state,
@@ -253,6 +269,13 @@ pub async fn run(context: &Context, args: TimelineArgs) -> anyhow::Result<()> {
             short_signed(l - f)
         ))
     );
+    if let Some((trace, others)) = trace_ids.split_first() {
+        if others.is_empty() {
+            println!("trace {trace}");
+        } else {
+            println!("trace {trace} (also {})", others.join(", "));
+        }
+    }
     println!();
     let mut table = Table::new([
         "#",
