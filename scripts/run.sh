@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<USAGE
-Usage: scripts/run.sh [--detach] [--release] [--bin-dir DIR] [--cluster [--instances N]]
+Usage: scripts/run.sh [--detach] [--release] [--bin-dir DIR] [--cluster [--instances N] [--brokers 1|3]]
 
 Builds the workspace, starts PostgreSQL and Kafka (reusing them when already up), applies the
 topic catalog, loads the demo catalog, starts every service and the gateway, waits until each
@@ -27,6 +27,8 @@ answers /readyz, and prints the storefront URL. Ctrl-C (or 'make down') stops ev
                   instance drains for 2 s on SIGTERM, so instances can be restarted one at a
                   time without a client noticing.
   --instances N   instances of each service with --cluster (default 2; 1 to 9)
+  --brokers 1|3   Kafka brokers with --cluster (default 3; 1: one broker, replication factor 1,
+                  on the cluster's own ports; to measure what the brokers cost or bring)
 
 With --cluster, to run beside another Bazaar on this machine (its own ports and databases):
   BAZAAR_PORT_OFFSET=N   add N to every port: the gateway on 8080+N, services, registry,
@@ -40,6 +42,7 @@ USAGE
 detach=false
 cluster=false
 instances=2
+brokers=3
 while [ "$#" -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -48,11 +51,13 @@ while [ "$#" -gt 0 ]; do
     --bin-dir) [ "$#" -ge 2 ] || die "--bin-dir needs a directory"; BAZAAR_BIN_DIR="$(cd "$2" && pwd)" || die "no directory $2"; shift ;;
     --cluster) cluster=true ;;
     --instances) [ "$#" -ge 2 ] || die "--instances needs a number"; instances="$2"; shift ;;
+    --brokers) [ "$#" -ge 2 ] || die "--brokers needs 1 or 3"; brokers="$2"; shift ;;
     *) usage >&2; die "unknown option $1" ;;
   esac
   shift
 done
 [[ "$instances" =~ ^[1-9]$ ]] || die "--instances must be 1 to 9 (got '$instances')"
+[[ "$brokers" =~ ^[13]$ ]] || die "--brokers must be 1 or 3 (got '$brokers')"
 use_profile
 
 started=$SECONDS
@@ -79,14 +84,14 @@ if $cluster; then
   [[ "$suffix" =~ ^[a-z0-9_]*$ ]] || die "BAZAAR_DB_SUFFIX may hold only a-z, 0-9 and _ (got '$suffix')"
   export BAZAAR_KAFKA_PORT="${BAZAAR_KAFKA_PORT:-$((9092 + offset))}"
   export BAZAAR_KAFKA_CONTROLLER_PORT="${BAZAAR_KAFKA_CONTROLLER_PORT:-$((9093 + offset))}"
-  kafkactl=("$REPO_ROOT/infra/kafka/kafkactl.sh" --nodes 3)
+  kafkactl=("$REPO_ROOT/infra/kafka/kafkactl.sh" --nodes "$brokers")
   gateway_port=$((GATEWAY_PORT + offset))
   registry_port=$((8088 + offset))
   simulator_port=$((8089 + offset))
   # A deployment's processes: the schema registry and the simulator once, every service N times.
   db_url() { echo "postgres://bazaar_$1:bazaar_$1@127.0.0.1:5432/bazaar_$1$suffix"; }
 
-  say "starting PostgreSQL and a three-broker Kafka cluster"
+  say "starting PostgreSQL and a Kafka cluster of $brokers broker(s)"
   "$REPO_ROOT/infra/postgres/pgctl.sh" start
   if [ -n "$suffix" ]; then
     for svc in auth product order inventory payment notification shipping registry; do
@@ -97,10 +102,10 @@ if $cluster; then
   fi
   "${kafkactl[@]}" start
   export BAZAAR__KAFKA__BOOTSTRAP_SERVERS="$("${kafkactl[@]}" bootstrap)"
-  export BAZAAR__KAFKA__REPLICATION_FACTOR=3
+  export BAZAAR__KAFKA__REPLICATION_FACTOR="$brokers"
   export BAZAAR__KAFKA__SCHEMA_REGISTRY_URL="http://127.0.0.1:$registry_port"
   "$BIN_DIR/bazaar" wait-kafka --timeout-secs 60
-  "$BIN_DIR/bazaar" topics apply --replication-factor 3
+  "$BIN_DIR/bazaar" topics apply --replication-factor "$brokers"
 
   say "starting the schema registry and the card processor simulator"
   if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$registry_port/readyz" 2>/dev/null; then
@@ -155,6 +160,7 @@ if $cluster; then
   cat >"$BAZAAR_RUN_DIR/cluster.env" <<STATE
 # Written by scripts/run.sh --cluster; read by scripts/down.sh, logs.sh and the benchmark.
 BAZAAR_CLUSTER_INSTANCES=$instances
+BAZAAR_CLUSTER_BROKERS=$brokers
 BAZAAR_CLUSTER_GATEWAY=http://127.0.0.1:$gateway_port
 BAZAAR_CLUSTER_BOOTSTRAP=$BAZAAR__KAFKA__BOOTSTRAP_SERVERS
 BAZAAR_CLUSTER_PORT_OFFSET=$offset
@@ -168,7 +174,7 @@ Bazaar is running as a cluster (ready after $((SECONDS - started)) s; binaries: 
   Storefront:   http://127.0.0.1:$gateway_port/
   Public API:   http://127.0.0.1:$gateway_port/api/products
   Instances:    $instances of every service, e.g. order on $((8083 + offset)) and $((8183 + offset)) (gateway balances them)
-  Kafka:        $BAZAAR__KAFKA__BOOTSTRAP_SERVERS (3 brokers, RF 3, min.insync.replicas 2)
+  Kafka:        $BAZAAR__KAFKA__BOOTSTRAP_SERVERS ($brokers broker(s), replication factor $brokers)
   PostgreSQL:   127.0.0.1:5432, databases bazaar_<service>$suffix
   Schemas:      http://127.0.0.1:$registry_port/subjects
   Logs:         $LOG_DIR  ('make logs')

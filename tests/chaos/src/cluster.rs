@@ -74,8 +74,13 @@ pub fn run_dir() -> PathBuf {
     std::env::var_os("BAZAAR_RUN_DIR").map_or_else(|| repo_root().join(".run"), PathBuf::from)
 }
 
-/// Where `cargo build --workspace --bins` put the binaries: next to this test's own directory.
+/// Where `cargo build --workspace --bins` put the binaries: next to this test's own directory,
+/// unless `BAZAAR_CHAOS_BIN_DIR` names another (e.g. a release build: on two cores a scaled-out
+/// cluster of debug binaries spends its CPU on itself rather than on the load).
 pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("BAZAAR_CHAOS_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
     let test = std::env::current_exe()?;
     let dir = test
         .parent()
@@ -288,12 +293,13 @@ impl Cluster {
                 ("BAZAAR__DATABASE__URL".into(), database_urls[name].clone()),
                 (
                     "BAZAAR__DATABASE__MAX_CONNECTIONS".into(),
-                    // The saga's three carry the load; the server's connections are shared
-                    // with every other test.
+                    // The saga's three carry the load; the server's connections (400) are
+                    // shared with every other test. A relay holds one for its lock and a
+                    // consumer one per partition batch in flight: with 4, a backlog after a
+                    // Kafka outage left checkouts waiting for a connection until they failed.
                     match name {
-                        "payment" => "6",
-                        "order" | "inventory" => "4",
-                        _ => "3",
+                        "payment" | "order" | "inventory" => "8",
+                        _ => "4",
                     }
                     .into(),
                 ),

@@ -51,17 +51,34 @@ pub struct GroupWatch {
 impl GroupWatch {
     /// Starts watching `groups` (full group ids) through `kafka`'s brokers.
     pub fn start(kafka: &KafkaSettings, groups: Vec<String>) -> anyhow::Result<Self> {
-        let consumer: BaseConsumer = messaging::client::base_config(kafka).create()?;
+        let config = messaging::client::base_config(kafka);
+        let mut consumer: BaseConsumer = config.create()?;
         let samples: Arc<Mutex<BTreeMap<String, Vec<Sample>>>> = Arc::default();
         let stop = CancellationToken::new();
         let (recording, stopped) = (samples.clone(), stop.clone());
         std::thread::spawn(move || {
+            let mut failures = 0;
             while !stopped.is_cancelled() {
                 for group in &groups {
                     let sample = look(&consumer, group);
+                    if sample.state == "Unavailable" {
+                        failures += 1;
+                    } else {
+                        failures = 0;
+                    }
                     if let Ok(mut samples) = recording.lock() {
                         samples.entry(group.clone()).or_default().push(sample);
                     }
+                }
+                // Listing groups asks every broker the client knows, and a client keeps a dead
+                // broker for minutes: after a few failed looks a fresh client (which learns
+                // only the live brokers) looks instead, so the watch measures the group, not
+                // its own client.
+                if failures >= 2 * groups.len()
+                    && let Ok(fresh) = config.create()
+                {
+                    consumer = fresh;
+                    failures = 0;
                 }
                 std::thread::sleep(Duration::from_millis(250));
             }

@@ -27,7 +27,12 @@ pub struct LoadSettings {
 impl Default for LoadSettings {
     fn default() -> Self {
         Self {
-            rate: 10.0,
+            // BAZAAR_CHAOS_RATE: checkouts per second (10 unless told).
+            rate: std::env::var("BAZAAR_CHAOS_RATE")
+                .ok()
+                .and_then(|rate| rate.parse().ok())
+                .filter(|rate: &f64| *rate > 0.0)
+                .unwrap_or(10.0),
             cancel_every: 12,
             max_in_flight: 64,
         }

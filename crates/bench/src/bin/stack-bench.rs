@@ -464,35 +464,67 @@ fn read_pid(path: &Path) -> Option<i32> {
 fn find_processes(args: &Args, run_dir: &Path) -> anyhow::Result<Probe> {
     let pids = run_dir.join("pids");
     let mut processes = Vec::new();
+    // `scripts/run.sh --cluster` runs several instances (`order-1.pid`, `order-2.pid`) and
+    // several brokers (`kafka-1.pid`...): each is tracked, as `<label> #i`.
+    let instances = |name: &str| -> Vec<(usize, i32)> {
+        (1..=9)
+            .filter_map(|i| {
+                read_pid(&pids.join(format!("{name}-{i}.pid")))
+                    .filter(|pid| cpu::alive(*pid))
+                    .map(|pid| (i, pid))
+            })
+            .collect()
+    };
     for (name, label) in SERVICES {
         let file = pids.join(format!("{name}.pid"));
-        let pid = read_pid(&file).filter(|pid| cpu::alive(*pid)).ok_or_else(|| {
-            anyhow::anyhow!(
-                "no live process for {name} ({}): start the stack with `scripts/run.sh --release --detach` \
-                 (or pass --repo / --run-dir of the checkout that started it)",
-                file.display()
-            )
-        })?;
+        if let Some(pid) = read_pid(&file).filter(|pid| cpu::alive(*pid)) {
+            processes.push(Tracked {
+                label: label.to_owned(),
+                pid,
+                in_total: name != "payment-gateway",
+            });
+            continue;
+        }
+        let several = instances(name);
+        anyhow::ensure!(
+            !several.is_empty(),
+            "no live process for {name} ({}): start the stack with `scripts/run.sh --release --detach` \
+             (or pass --repo / --run-dir of the checkout that started it)",
+            file.display()
+        );
+        for (i, pid) in several {
+            processes.push(Tracked {
+                label: format!("{label} #{i}"),
+                pid,
+                in_total: name != "payment-gateway",
+            });
+        }
+    }
+    let kafka = read_pid(&pids.join("kafka.pid")).filter(|pid| cpu::alive(*pid));
+    let nodes = instances("kafka");
+    if kafka.is_none() && !nodes.is_empty() {
+        for (i, pid) in nodes {
+            processes.push(Tracked {
+                label: format!("Kafka #{i}"),
+                pid,
+                in_total: true,
+            });
+        }
+    } else {
+        let kafka = kafka
+            .or_else(|| cpu::pid_listening_on(args.kafka_port))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no Kafka broker found (kafka.pid, kafka-N.pid, or a listener on :{})",
+                    args.kafka_port
+                )
+            })?;
         processes.push(Tracked {
-            label: label.to_owned(),
-            pid,
-            in_total: name != "payment-gateway",
+            label: "Kafka".into(),
+            pid: kafka,
+            in_total: true,
         });
     }
-    let kafka = read_pid(&pids.join("kafka.pid"))
-        .filter(|pid| cpu::alive(*pid))
-        .or_else(|| cpu::pid_listening_on(args.kafka_port))
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "no Kafka broker found (kafka.pid, or a listener on :{})",
-                args.kafka_port
-            )
-        })?;
-    processes.push(Tracked {
-        label: "Kafka".into(),
-        pid: kafka,
-        in_total: true,
-    });
     processes.push(Tracked {
         label: "load generator (this benchmark)".into(),
         pid: std::process::id() as i32,
