@@ -74,7 +74,7 @@ impl GroupWatch {
                 // broker for minutes: after a few failed looks a fresh client (which learns
                 // only the live brokers) looks instead, so the watch measures the group, not
                 // its own client.
-                if failures >= 2 * groups.len()
+                if failures >= 2
                     && let Ok(fresh) = config.create()
                 {
                     consumer = fresh;

@@ -460,20 +460,24 @@ impl Drop for KafkaCluster {
 }
 
 /// A port `p` such that `p` to `p + 5` are all free: three broker ports (`p`, `p + 2`, `p + 4`)
-/// and three controller ports between them.
+/// and three controller ports between them. They are taken below the kernel's ephemeral range
+/// (32768 and up): a port found free there can be handed to any outgoing connection before the
+/// brokers bind it, which failed a start on a busy machine.
 fn six_free_ports() -> anyhow::Result<(u16, u16)> {
-    for _ in 0..50 {
-        let base = crate::process::free_port()?;
-        if base > u16::MAX - 6 {
-            continue;
-        }
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos())
+        ^ std::process::id();
+    for attempt in 0..200u32 {
+        let slot = seed.wrapping_add(attempt.wrapping_mul(7919)) % 2_000;
+        let base = 20_000 + u16::try_from(slot).unwrap_or(0) * 6;
         let all_free =
             (base..base + 6).all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
         if all_free {
             return Ok((base, base + 1));
         }
     }
-    anyhow::bail!("found no six consecutive free ports for three Kafka nodes")
+    anyhow::bail!("found no six consecutive free ports in 20000-32000 for three Kafka nodes")
 }
 
 /// The node (Kafka node id) leading the most partitions of the topics under `kafka`'s prefix:

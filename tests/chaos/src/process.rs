@@ -7,9 +7,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on the loopback interface. Another process could take it before the service
-/// binds it; the readiness wait would then see the service exit and say so.
+/// A free TCP port on the loopback interface, below the kernel's ephemeral range (32768 and
+/// up): a port found free there could be handed to any outgoing connection (a Kafka or
+/// PostgreSQL client of the cluster's many) before the service binds it, which made a
+/// scaled-out cluster fail to start on a busy machine. Another process could still take it;
+/// the readiness wait would then see the service exit and say so.
 pub fn free_port() -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos())
+        ^ std::process::id();
+    for _ in 0..500 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // 32000-32767 is left alone; the Kafka nodes take six at a time from 20000-31999.
+        let port = 10_000 + u16::try_from(seed.wrapping_add(n.wrapping_mul(7919)) % 10_000)?;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
