@@ -12,10 +12,16 @@ if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
   cat <<USAGE
 Usage: scripts/chaos.sh [FILTER...]
 
-Runs the fault-injection scenarios of tests/chaos (the ignored scenario_* tests) one at a time
-and prints a table of the results (also appended to \$BAZAAR_RUN_DIR/chaos/results.jsonl).
-FILTER narrows them like a cargo test filter, e.g. 'scripts/chaos.sh scenario_4'.
+Runs the fault-injection scenarios of tests/chaos (the ignored scenario_* and cluster_* tests)
+one at a time and prints a table of the results (also appended to
+\$BAZAAR_RUN_DIR/chaos/results.jsonl). FILTER narrows them like a cargo test filter, e.g.
+'scripts/chaos.sh scenario_4', or 'scripts/chaos.sh cluster_' for the scaled-out cluster's five
+(two instances of every service behind the gateway, on three Kafka nodes of their own).
 Takes several minutes. Scenarios 4 and 5 break the shared broker and PostgreSQL for a while.
+
+  BAZAAR_CHAOS_BIN_DIR=DIR  run the services from DIR (e.g. a release build: a scaled-out
+                            cluster of debug binaries is CPU-bound on two cores by itself)
+  BAZAAR_CHAOS_RATE=N       checkouts per second of the load (default 10)
 USAGE
   exit 0
 fi
@@ -71,5 +77,13 @@ for r in rows:
     refused = sum(r["not_accepted"].values())
     print("%-64s %8d %8d %10d %7.1fs" % (r["scenario"][:64], r["accepted"], refused, r["violations"], r["settle_ms"] / 1000))
     print("    " + ", ".join("%s %d" % item for item in sorted(r["final"].items())))
+    f = r.get("figures")
+    if f:
+        print("    client errors %d, cancelled for timeout %d, longest saga pause %.1fs, checkout -> shipped median %.1fs, rebalances %d (longest %s)" % (
+            f["client_errors"], f["cancelled_timeout"], f["longest_saga_pause_ms"] / 1000,
+            f["typical_checkout_to_shipped_ms"] / 1000, f["rebalances"],
+            ", ".join("%s %.1fs" % (g, ms / 1000) for g, ms in sorted(f["longest_rebalance_ms"].items()))))
+    for missed in r.get("missed") or []:
+        print("    MISSED: " + missed)
 '
 exit $status

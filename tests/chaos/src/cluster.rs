@@ -129,6 +129,9 @@ pub struct ClusterOptions {
     pub gateway: bool,
     /// Three Kafka nodes of the cluster's own (replication factor 3) instead of the shared broker.
     pub own_kafka: bool,
+    /// Checkouts per second of the scaled-out scenarios' load, unless `BAZAAR_CHAOS_RATE` says
+    /// otherwise (`None`: the load's default, 10).
+    pub load_rate: Option<f64>,
 }
 
 impl Default for ClusterOptions {
@@ -140,6 +143,7 @@ impl Default for ClusterOptions {
             instances: 1,
             gateway: false,
             own_kafka: false,
+            load_rate: None,
         }
     }
 }
@@ -152,6 +156,17 @@ impl ClusterOptions {
             gateway: true,
             own_kafka: true,
             ..Self::default()
+        }
+    }
+
+    /// The scaled-out cluster for `make test`: two instances of every service behind the
+    /// gateway on the shared broker (no JVMs to start), under a lighter load (debug binaries of
+    /// 16 processes share two cores with the rest of the tests).
+    pub fn scaled_light() -> Self {
+        Self {
+            own_kafka: false,
+            load_rate: Some(4.0),
+            ..Self::scaled()
         }
     }
 }

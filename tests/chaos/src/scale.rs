@@ -74,14 +74,20 @@ impl ScaledRun {
     /// service's instances share its partitions before anything breaks.
     async fn start(cluster: &Cluster, name: &str) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            cluster.options.gateway && cluster.brokers.is_some(),
+            cluster.options.gateway && cluster.options.instances > 1,
             "{name} needs the scaled-out cluster (ClusterOptions::scaled)"
         );
         let groups = GroupWatch::start(
             &cluster.kafka,
             consuming_groups(cluster).into_values().collect(),
         )?;
-        let mut run = Run::start(cluster, name, LoadSettings::default());
+        let mut settings = LoadSettings::default();
+        if let Some(rate) = cluster.options.load_rate
+            && std::env::var_os("BAZAAR_CHAOS_RATE").is_none()
+        {
+            settings.rate = rate;
+        }
+        let mut run = Run::start(cluster, name, settings);
         run.warm_up(20).await?;
         let instances = cluster.options.instances;
         let mut shares = Vec::new();
