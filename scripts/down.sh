@@ -13,6 +13,7 @@ fi
 # and instance at once (each drains in parallel).
 stop_pid gateway
 "$REPO_ROOT/scripts/prometheus.sh" stop
+"$REPO_ROOT/scripts/jaeger.sh" stop
 shopt -s nullglob
 names=()
 for entry in "${SERVICES[@]}"; do

@@ -119,6 +119,10 @@ start() {
   fi
   printf '  Prometheus:   %s/alerts   (%s processes scraped every 5 s; rules: infra/prometheus)\n' \
     "$PROMETHEUS_URL" "$(grep -c '"targets"' "$PROM_DIR/targets.json")"
+  if pid_alive "$PID_DIR/jaeger.pid"; then
+    printf '  Traces:       %s/   (Jaeger; bazaar timeline <order> prints an order'"'"'s trace id)\n' \
+      "$("$REPO_ROOT/scripts/jaeger.sh" url)"
+  fi
   echo
 }
 

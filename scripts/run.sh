@@ -62,6 +62,7 @@ use_profile
 
 started=$SECONDS
 "$REPO_ROOT/scripts/deps.sh"
+if [ "${TRACES:-${BAZAAR_TRACES:-}}" = 1 ]; then export BAZAAR__LOG__OTLP_ENDPOINT="$("$REPO_ROOT/scripts/jaeger.sh" start)"; fi # make run TRACES=1
 
 build_binaries
 for name in bazaar gateway schema-registry payment-gateway auth-service; do

@@ -765,6 +765,16 @@ fn count(outcome: Handled) {
 }
 
 fn record_trace(span: &tracing::Span, received: &ReceivedEvent) {
+    let trace = &received.metadata.traceparent;
+    // With spans exported, the handling joins the event's trace (before the span is entered).
+    platform::telemetry::continue_trace(
+        span,
+        platform::telemetry::Remote {
+            trace_id: trace.trace_id,
+            span_id: trace.span_id,
+            sampled: trace.sampled,
+        },
+    );
     span.record("trace_id", received.metadata.traceparent.trace_id_hex())
         .record(
             "parent_span_id",

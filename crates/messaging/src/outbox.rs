@@ -4,6 +4,7 @@
 
 use events::{Event, EventMetadata, TraceParent};
 use sqlx::PgConnection;
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -87,7 +88,24 @@ pub async fn publish(
     event: &Event,
     cause: Cause<'_>,
 ) -> Result<(), OutboxError> {
-    append(tx, event, &cause.metadata(event)).await
+    let mut metadata = cause.metadata(event);
+    if !platform::telemetry::exporting() {
+        return append(tx, event, &metadata).await;
+    }
+    // Spans exported: the append is a span, and the event carries it as its parent, so the
+    // relay's publish and every consumer's handling hang under it in the same trace (a new
+    // trace when the cause had none).
+    let span = tracing::info_span!("outbox_append", event_type = event.type_name());
+    if let Some(own) = platform::telemetry::trace_context(&span)
+        && (own.trace_id == metadata.traceparent.trace_id || matches!(cause, Cause::Origin(None)))
+    {
+        metadata.traceparent = TraceParent {
+            trace_id: own.trace_id,
+            span_id: own.span_id,
+            sampled: own.sampled,
+        };
+    }
+    append(tx, event, &metadata).instrument(span).await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

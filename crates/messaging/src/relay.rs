@@ -95,6 +95,26 @@ struct PendingRow {
     created_at: DateTime<Utc>,
 }
 
+/// The span of one row's publication, a child of the span that appended it (its traceparent).
+fn publish_span(row: &PendingRow) -> tracing::Span {
+    let span = tracing::info_span!(
+        "relay_publish",
+        topic = %row.topic,
+        outbox_id = row.id,
+        "otel.kind" = "producer"
+    );
+    if let Some(parent) = row
+        .headers
+        .0
+        .iter()
+        .find(|(name, _)| name == events::metadata::headers::TRACEPARENT)
+        .and_then(|(_, value)| platform::telemetry::Remote::parse(value))
+    {
+        platform::telemetry::continue_trace(&span, parent);
+    }
+    span
+}
+
 /// The relay producer's client context: feeds the broker watch.
 #[derive(Debug)]
 pub struct RelayContext {
@@ -402,16 +422,15 @@ impl Relay {
                 .payload(&payload)
                 .headers(headers);
             // Enqueued in id order, so each partition receives its rows in commit order.
-            let delivery = self
-                .producer
-                .send(record)
-                .map_err(RelayError::Kafka)?;
-            deliveries.push((row.id, row.created_at, delivery));
+            let delivery = self.producer.send(record).map_err(RelayError::Kafka)?;
+            // Spans exported: one per row, from enqueue to acknowledgement.
+            let span = platform::telemetry::exporting().then(|| publish_span(row));
+            deliveries.push((row.id, row.created_at, delivery, span));
         }
 
         let mut acknowledged = Vec::with_capacity(deliveries.len());
         let mut failure = None;
-        for (id, created_at, delivery) in deliveries {
+        for (id, created_at, delivery, _span) in deliveries {
             match delivery.await {
                 Ok(Ok(_)) => {
                     acknowledged.push(id);

@@ -150,6 +150,18 @@ pub struct LogSettings {
     /// An `EnvFilter` directive such as `info` or `info,sqlx=warn`; `RUST_LOG` overrides it.
     pub filter: String,
     pub format: LogFormat,
+    /// An OTLP/HTTP collector's base URL (e.g. `http://127.0.0.1:4318`) to export spans to;
+    /// empty: no spans exported (`BAZAAR__LOG__OTLP_ENDPOINT`).
+    #[serde(default)]
+    pub otlp_endpoint: String,
+    /// The share of new traces sampled, 0 to 1; a trace continued from a caller follows the
+    /// caller's decision (`BAZAAR__LOG__TRACE_SAMPLE_RATIO`).
+    #[serde(default = "full_sampling")]
+    pub trace_sample_ratio: f64,
+}
+
+fn full_sampling() -> f64 {
+    1.0
 }
 
 impl Default for LogSettings {
@@ -157,6 +169,8 @@ impl Default for LogSettings {
         Self {
             filter: "info,sqlx=warn,rdkafka=warn,apache_avro=error".into(),
             format: LogFormat::Json,
+            otlp_endpoint: String::new(),
+            trace_sample_ratio: full_sampling(),
         }
     }
 }

@@ -449,7 +449,7 @@ where
                     Ok(answer)
                 }
             })
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<crate::telemetry::TracedRootSpan>::new())
             .app_data(json_config())
             .app_data(query_config())
             .app_data(path_config())

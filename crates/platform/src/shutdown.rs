@@ -126,6 +126,10 @@ pub async fn run_until_stopped(
         }
     }
     tracing::info!("shutdown complete");
+    if crate::telemetry::exporting() {
+        // Off the runtime's threads: the flush waits for exports that run on them.
+        let _ = tokio::task::spawn_blocking(crate::telemetry::shutdown).await;
+    }
     first_error.map_or(Ok(()), Err)
 }
 

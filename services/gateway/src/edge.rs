@@ -36,6 +36,15 @@ fn request_id_from(headers: &HeaderMap) -> String {
 
 /// Continues the caller's trace with a new span, or starts one.
 fn trace_from(headers: &HeaderMap) -> TraceParent {
+    // With spans exported, the request's own span (a child of the caller's traceparent, see
+    // platform::telemetry::TracedRootSpan) is the parent the services continue from.
+    if let Some(own) = platform::telemetry::trace_context(&tracing::Span::current()) {
+        return TraceParent {
+            trace_id: own.trace_id,
+            span_id: own.span_id,
+            sampled: own.sampled,
+        };
+    }
     headers
         .get("traceparent")
         .and_then(|value| value.to_str().ok())

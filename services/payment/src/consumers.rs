@@ -9,9 +9,11 @@ use messaging::{EventHandler, HandlerError, ReceivedEvent};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use events::TraceParent;
 use messaging::outbox::Cause;
 use messaging::worker::{PollingWorker, Round};
 use payment_rules::{PaymentInput, PaymentState};
+use tracing::Instrument;
 
 use crate::config::WorkerSettings;
 
@@ -113,14 +115,48 @@ async fn settle_due<P: PaymentProvider>(
             continue;
         }
         round = Round::Busy;
-        let calls = claimed.into_iter().map(|(order_id, state)| async move {
-            if let Err(error) = settle(pool, provider.as_ref(), settings, work, &order_id, &state).await {
+        let calls = claimed.into_iter().map(|claimed| async move {
+            let db::Claimed { order_id, state, trace } = &claimed;
+            let span = provider_span(work, order_id, trace.as_ref());
+            if let Err(error) = settle(pool, provider.as_ref(), settings, work, order_id, state, trace.as_ref())
+                .instrument(span)
+                .await
+            {
                 tracing::warn!(order_id, error = %error, "payment work failed; its lease will lapse and it is retried");
             }
         });
         futures::future::join_all(calls).await;
     }
     Ok(round)
+}
+
+/// With spans exported, the span of one call to the processor and what the service stored and
+/// published from its answer, in the checkout's trace; otherwise no span at all.
+fn provider_span(work: Work, order_id: &str, trace: Option<&TraceParent>) -> tracing::Span {
+    if !platform::telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    let call = match work {
+        Work::Charge => "charge",
+        Work::Refund => "refund",
+    };
+    let span = tracing::info_span!(
+        "payment_provider_call",
+        call,
+        order_id,
+        "otel.kind" = "client"
+    );
+    if let Some(trace) = trace {
+        platform::telemetry::continue_trace(
+            &span,
+            platform::telemetry::Remote {
+                trace_id: trace.trace_id,
+                span_id: trace.span_id,
+                sampled: trace.sampled,
+            },
+        );
+    }
+    span
 }
 
 async fn settle<P: PaymentProvider>(
@@ -130,7 +166,10 @@ async fn settle<P: PaymentProvider>(
     work: Work,
     order_id: &str,
     state: &PaymentState,
+    trace: Option<&TraceParent>,
 ) -> Result<(), PaymentDbError> {
+    // The processor's answer continues the checkout's trace.
+    let cause = Cause::Origin(trace);
     let Some(terms) = &state.terms else {
         return Ok(());
     };
@@ -176,7 +215,7 @@ async fn settle<P: PaymentProvider>(
     let mut tx = pool.begin().await?;
     match outcome {
         Ok(input) => {
-            apply(&mut tx, order_id, input, Cause::SERVICE).await?;
+            apply(&mut tx, order_id, input, cause).await?;
             db::release(&mut tx, order_id, None).await?;
         }
         Err(error) => {
@@ -185,13 +224,7 @@ async fn settle<P: PaymentProvider>(
             tracing::warn!(order_id, %error, attempts, retry_in = ?delay, "payment provider call failed; will retry");
             if work == Work::Charge {
                 // The charge may have gone through: it must be resolved before anything else.
-                apply(
-                    &mut tx,
-                    order_id,
-                    PaymentInput::ChargeOutcomeUnknown,
-                    Cause::SERVICE,
-                )
-                .await?;
+                apply(&mut tx, order_id, PaymentInput::ChargeOutcomeUnknown, cause).await?;
             }
             db::release(&mut tx, order_id, Some(delay)).await?;
             metrics::counter!("payment_provider_failures_total").increment(1);

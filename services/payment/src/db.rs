@@ -2,6 +2,7 @@
 //! processor, and the work queues of the provider workers. Loading and storing only: what
 //! changes is decided by `payment_rules`, in `crate::consumers`.
 
+use events::TraceParent;
 use messaging::outbox::{self, Cause};
 use payment_rules::{ChargeStatus, Decision, PaymentState, RefundStatus};
 use sqlx::migrate::Migrator;
@@ -74,6 +75,22 @@ pub async fn lock_payment(
     Ok(stored.0.0)
 }
 
+/// The trace the worker continues for a payment changed by `cause`: the handling span when spans
+/// are exported, otherwise the cause's own.
+fn trace_of(cause: Cause<'_>) -> Option<TraceParent> {
+    if let Some(own) = platform::telemetry::trace_context(&tracing::Span::current()) {
+        return Some(TraceParent {
+            trace_id: own.trace_id,
+            span_id: own.span_id,
+            sampled: own.sampled,
+        });
+    }
+    match cause {
+        Cause::Event(metadata) => Some(metadata.traceparent),
+        Cause::Origin(trace) => trace.copied(),
+    }
+}
+
 /// Stores a decision about a locked payment that was in `before`: the new state (waking the
 /// workers when work became due), the transaction it settled, and the events it publishes.
 pub async fn save(
@@ -86,13 +103,15 @@ pub async fn save(
     let after = &decision.state;
     if after != before {
         sqlx::query(
-            "UPDATE payments SET state = $2, charge_status = $3, refund_status = $4, updated_at = now()
+            "UPDATE payments SET state = $2, charge_status = $3, refund_status = $4, updated_at = now(),
+                                 traceparent = COALESCE($5, traceparent)
               WHERE order_id = $1",
         )
         .bind(order_id)
         .bind(sqlx::types::Json(after))
         .bind(after.charge.as_str())
         .bind(after.refund.as_str())
+        .bind(trace_of(cause).map(|trace| trace.to_string()))
         .execute(&mut *tx)
         .await?;
         if decision.newly_due {
@@ -123,6 +142,14 @@ pub async fn save(
     Ok(())
 }
 
+/// A payment a worker claimed: its state and the trace of its checkout.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub order_id: String,
+    pub state: PaymentState,
+    pub trace: Option<TraceParent>,
+}
+
 /// Which queue a worker serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Work {
@@ -136,7 +163,7 @@ pub async fn claim(
     work: Work,
     limit: i64,
     lease: std::time::Duration,
-) -> Result<Vec<(String, PaymentState)>, PaymentDbError> {
+) -> Result<Vec<Claimed>, PaymentDbError> {
     // The statuses are written into the statements, not bound: the planner then uses the
     // partial indexes of due work.
     let statement = match work {
@@ -151,7 +178,7 @@ pub async fn claim(
                    WHERE charge_status = '{}' AND next_attempt_at <= now()
                      AND (lease_until IS NULL OR lease_until < now())
                    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-              RETURNING order_id, state",
+              RETURNING order_id, state, traceparent",
             ChargeStatus::Due.as_str()
         ),
         Work::Refund => format!(
@@ -161,17 +188,24 @@ pub async fn claim(
                    WHERE refund_status = '{}' AND next_attempt_at <= now()
                      AND (lease_until IS NULL OR lease_until < now())
                    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-              RETURNING order_id, state",
+              RETURNING order_id, state, traceparent",
             RefundStatus::Due.as_str()
         ),
     };
-    let rows: Vec<(String, sqlx::types::Json<PaymentState>)> =
+    let rows: Vec<(String, sqlx::types::Json<PaymentState>, Option<String>)> =
         sqlx::query_as(sqlx::AssertSqlSafe(statement))
             .bind(limit)
             .bind(lease.as_secs_f64())
             .fetch_all(pool)
             .await?;
-    Ok(rows.into_iter().map(|(id, state)| (id, state.0)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, state, trace)| Claimed {
+            order_id: id,
+            state: state.0,
+            trace: trace.and_then(|text| text.parse().ok()),
+        })
+        .collect())
 }
 
 /// Releases a claim; after a failure the row is retried no sooner than `retry_in`.

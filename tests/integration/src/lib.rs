@@ -38,6 +38,7 @@ pub fn init_test_logging() {
             &platform::config::LogSettings {
                 filter: "info".into(),
                 format: platform::config::LogFormat::Pretty,
+                ..platform::config::LogSettings::default()
             },
         );
     }
