@@ -86,6 +86,8 @@ if $cluster; then
   export BAZAAR_KAFKA_PORT="${BAZAAR_KAFKA_PORT:-$((9092 + offset))}"
   export BAZAAR_KAFKA_CONTROLLER_PORT="${BAZAAR_KAFKA_CONTROLLER_PORT:-$((9093 + offset))}"
   kafkactl=("$REPO_ROOT/infra/kafka/kafkactl.sh" --nodes "$brokers")
+  # Three JVMs starting at once on a busy two-core machine took longer than kafkactl's 60 s.
+  export KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-180}"
   gateway_port=$((GATEWAY_PORT + offset))
   registry_port=$((8088 + offset))
   simulator_port=$((8089 + offset))
