@@ -89,9 +89,8 @@ pub struct DeliveryProducer<C: ClientContext + 'static> {
 impl<C: ClientContext + 'static> DeliveryProducer<C> {
     /// Creates the producer from `config`, with `context` receiving its statistics and logs.
     pub fn create(config: &ClientConfig, context: C) -> KafkaResult<Self> {
-        let producer: Arc<BaseProducer<DeliveryContext<C>>> = Arc::new(
-            config.create_with_context(DeliveryContext { inner: context })?,
-        );
+        let producer: Arc<BaseProducer<DeliveryContext<C>>> =
+            Arc::new(config.create_with_context(DeliveryContext { inner: context })?);
         let stop = Arc::new(AtomicBool::new(false));
         let poller = std::thread::Builder::new()
             .name("kafka-delivery".to_owned())
@@ -126,9 +125,7 @@ impl<C: ClientContext + 'static> DeliveryProducer<C> {
         with_reply.key = record.key;
         with_reply.timestamp = record.timestamp;
         with_reply.headers = record.headers;
-        self.producer
-            .send(with_reply)
-            .map_err(|(error, _)| error)?;
+        self.producer.send(with_reply).map_err(|(error, _)| error)?;
         Ok(delivery)
     }
 
