@@ -18,7 +18,6 @@ use platform::config::KafkaSettings;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{ClientContext, Statistics};
-use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -260,7 +259,7 @@ impl Relay {
         mut lock: PgConnection,
         shutdown: &CancellationToken,
     ) -> Active {
-        let mut listener = match PgListener::connect_with(&self.pool).await {
+        let mut listener = match platform::db::listener(&self.pool).await {
             Ok(listener) => listener,
             Err(error) => return Active::SteppedDown(format!("cannot listen: {error}")),
         };

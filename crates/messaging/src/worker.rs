@@ -101,7 +101,7 @@ impl PollingWorker {
     /// A listener on `channel`; `None` (polling only) while the database refuses one.
     async fn listen(&self, pool: &PgPool, channel: &'static str) -> Option<PgListener> {
         let listening = async {
-            let mut listener = PgListener::connect_with(pool).await?;
+            let mut listener = platform::db::listener(pool).await?;
             listener.listen(channel).await?;
             Ok::<_, sqlx::Error>(listener)
         };

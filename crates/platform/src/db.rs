@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
 use crate::config::DatabaseSettings;
 
@@ -35,4 +35,16 @@ pub async fn connect_and_migrate(
         .map_err(DbError::Connect)?;
     migrator.run(&pool).await?;
     Ok(pool)
+}
+
+/// A LISTEN connection of its own, beside `pool` (same database, same settings) rather than
+/// taken from it: a listener keeps its connection for as long as it listens, and three of them
+/// (the relay's, the order streams', a worker's) taken from a pool of 8 left checkouts and
+/// consumer batches waiting for a connection until they failed, in the chaos suite under load.
+pub async fn listener(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(pool.options().get_acquire_timeout())
+        .connect_lazy_with((*pool.connect_options()).clone());
+    PgListener::connect_with(&own).await
 }

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -113,7 +112,7 @@ impl NotifyFanout {
         let mut retry_in = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
             let listening = async {
-                let mut listener = PgListener::connect_with(&pool).await?;
+                let mut listener = crate::db::listener(&pool).await?;
                 listener.listen(self.shared.channel).await?;
                 Ok::<_, sqlx::Error>(listener)
             };

@@ -22,8 +22,10 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 const PASSWORD: &str = "correct horse battery";
-/// The gateway's upstream deadline in these tests.
-const UPSTREAM_TIMEOUT_MS: u64 = 1_000;
+/// The gateway's upstream deadline in these tests: long enough for the real auth service to
+/// hash a password on a loaded debug build (at 1 s, registrations timed out under a load
+/// average of 19), short enough to keep the slow-upstream cases quick.
+const UPSTREAM_TIMEOUT_MS: u64 = 3_000;
 /// The largest body the gateway forwards in these tests.
 const BODY_LIMIT: usize = 4_096;
 
@@ -60,24 +62,24 @@ async fn echo(
     }))
 }
 
-/// Two events: one at once, one after 1.5 s (longer than the upstream deadline).
+/// Two events: one at once, one half a second after the upstream deadline.
 async fn events() -> HttpResponse {
-    let stream = futures::stream::iter([(0u64, "pending"), (1_500, "paid")]).then(
-        |(delay, status)| async move {
+    let stream = futures::stream::iter([(0u64, "pending"), (UPSTREAM_TIMEOUT_MS + 500, "paid")])
+        .then(|(delay, status)| async move {
             tokio::time::sleep(Duration::from_millis(delay)).await;
             Ok::<_, std::io::Error>(Bytes::from(format!(
                 "data: {{\"status\":\"{status}\"}}\n\n"
             )))
-        },
-    );
+        });
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
         .streaming(stream)
 }
 
+/// Answers a second after the upstream deadline.
 async fn slow() -> HttpResponse {
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_millis(UPSTREAM_TIMEOUT_MS + 1_000)).await;
     HttpResponse::Ok().body("too late")
 }
 
@@ -1063,20 +1065,23 @@ async fn order_events_stream_through_without_buffering() {
             .and_then(|value| value.to_str().ok()),
         Some("text/event-stream")
     );
-    let first = tokio::time::timeout(Duration::from_millis(1_000), response.chunk())
+    // The stub sends its second event half a second after the upstream deadline.
+    let second_event_at = Duration::from_millis(UPSTREAM_TIMEOUT_MS + 500);
+    let before_the_second = second_event_at - Duration::from_millis(100);
+    let first = tokio::time::timeout(before_the_second, response.chunk())
         .await
         .expect("the first event arrives before the stream ends")
         .expect("chunk")
         .expect("data");
     assert!(String::from_utf8_lossy(&first).contains("pending"));
-    assert!(started.elapsed() < Duration::from_millis(1_400));
+    assert!(started.elapsed() < before_the_second);
     // The second comes after the upstream deadline: streams have none.
     let mut rest = Vec::new();
     while let Some(chunk) = response.chunk().await.expect("chunk") {
         rest.extend_from_slice(&chunk);
     }
     assert!(String::from_utf8_lossy(&rest).contains("paid"));
-    assert!(started.elapsed() >= Duration::from_millis(1_400));
+    assert!(started.elapsed() >= before_the_second);
     stack.stop().await;
 }
 
@@ -1089,7 +1094,8 @@ async fn a_slow_service_gives_504_and_a_dead_one_502_without_internals() {
         .send(stack.gateway(reqwest::Method::GET, "/api/products/slow"))
         .await;
     assert_eq!((slow.status, slow.code()), (504, "upstream_timeout"));
-    assert!(started.elapsed() < Duration::from_millis(2_500));
+    // Cut at the deadline, not when the stub finally answers.
+    assert!(started.elapsed() < Duration::from_millis(UPSTREAM_TIMEOUT_MS + 900));
 
     let dead = stack
         .get_with("/api/notifications", &token(&pair, "access_token"))

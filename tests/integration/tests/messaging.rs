@@ -199,25 +199,34 @@ async fn stop(shutdown: CancellationToken, task: tokio::task::JoinHandle<anyhow:
         .expect("clean stop");
 }
 
-/// Total messages in a topic, from its watermarks.
+/// Total messages in a topic, from its watermarks. A broker busy with other tests may fail a
+/// metadata or watermark request now and then: asked again until a 30 s deadline.
 async fn messages_in(kafka: &KafkaSettings, topic: &str) -> i64 {
     let config = messaging::client::base_config(kafka);
     let topic = kafka.topic(topic);
     tokio::task::spawn_blocking(move || {
         let consumer: rdkafka::consumer::BaseConsumer = config.create().expect("consumer");
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(5))
-            .expect("metadata");
-        metadata.topics()[0]
-            .partitions()
-            .iter()
-            .map(|p| {
-                let (low, high) = consumer
-                    .fetch_watermarks(&topic, p.id(), Duration::from_secs(5))
-                    .expect("watermarks");
-                high - low
-            })
-            .sum()
+        let count = || -> rdkafka::error::KafkaResult<i64> {
+            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+            let mut total = 0;
+            for partition in metadata.topics()[0].partitions() {
+                let (low, high) =
+                    consumer.fetch_watermarks(&topic, partition.id(), Duration::from_secs(5))?;
+                total += high - low;
+            }
+            Ok(total)
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match count() {
+                Ok(total) => return total,
+                Err(error) if Instant::now() < deadline => {
+                    eprintln!("counting {topic}: {error}; asking again");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(error) => panic!("counting {topic}: {error}"),
+            }
+        }
     })
     .await
     .expect("join")
