@@ -498,20 +498,28 @@ async fn a_consumer_stopped_mid_stream_resumes_from_its_stored_offset() {
     let events: Vec<Event> = (0..total)
         .map(|n| level(&format!("SKU-{}", n % 8), n))
         .collect();
-    for chunk in events.chunks(50) {
+    // The first half is published and handled before the first consumer stops; the second
+    // half is published after, so the first consumer stops mid-stream whatever its batch size
+    // (stopping it "after a quarter" raced with batches of 100 that took all 400 at once).
+    let (first_half, second_half) = events.split_at(events.len() / 2);
+    for chunk in first_half.chunks(50) {
         fixture.append(chunk).await;
     }
     let (relay_stop, relay_task) = fixture.start_relay();
     let (first_stop, first_task) = fixture.start_consumer(&["stock-levels"]);
     fixture
-        .wait_for_effects(total / 4, Duration::from_secs(60))
+        .wait_for_effects(first_half.len() as i64, Duration::from_secs(60))
         .await;
     stop(first_stop, first_task).await;
     let after_first = fixture.effect_count().await;
-    assert!(
-        after_first < total,
-        "the first consumer must stop mid-stream (it saw {after_first})"
+    assert_eq!(
+        after_first,
+        first_half.len() as i64,
+        "the first consumer saw the first half"
     );
+    for chunk in second_half.chunks(50) {
+        fixture.append(chunk).await;
+    }
 
     let (second_stop, second_task) = fixture.start_consumer(&["stock-levels"]);
     fixture
