@@ -11,7 +11,7 @@ help: ## List the targets
 # RELEASE=1: build and run the release build (make run RELEASE=1, make up RELEASE=1).
 release_flag = $(if $(filter 1 yes true,$(RELEASE)),--release)
 
-run: ## Start everything (PostgreSQL, Kafka, services, gateway, Prometheus) and print where to go; Ctrl-C stops it (RELEASE=1: release build; TRACES=1: spans to Jaeger, built once)
+run: ## Start everything (PostgreSQL, Kafka, services, gateway, Prometheus, Mailpit) and print where to go; Ctrl-C stops it (RELEASE=1: release build; TRACES=1: spans to Jaeger, built once; MAIL=file: e-mails as files, no Mailpit)
 	@scripts/run.sh $(release_flag)
 
 up: ## Like run, but return once ready and leave it running ('make down' stops it; RELEASE=1: release build)

@@ -137,3 +137,15 @@ wait_http() {
     sleep 0.2
   done
 }
+
+# go_tool_install_needed NAME BIN: the shared preamble of a tool built once per machine from its
+# Go module into ~/.cache/bazaar/<name>-<version> (scripts/mailpit.sh, stripe-mock.sh): false
+# when BIN is built already; otherwise dies without a Go toolchain, says so and creates BIN's
+# folder.
+go_tool_install_needed() {
+  local name="$1" bin="$2"
+  [ -x "$bin" ] && return 1
+  command -v go >/dev/null || die "Go is needed to build $name once per machine (https://go.dev/dl/)"
+  say "building $name from its Go module (once per machine)" >&2
+  mkdir -p "$(dirname "$bin")"
+}

@@ -12,6 +12,9 @@ Usage: scripts/run.sh [--detach] [--release] [--bin-dir DIR] [--cluster [--insta
 Builds the workspace, starts PostgreSQL and Kafka (reusing them when already up), applies the
 topic catalog, loads the demo catalog, starts every service and the gateway, waits until each
 answers /readyz, and prints the storefront URL. Ctrl-C (or 'make down') stops everything.
+The notification service mails through Mailpit (scripts/mailpit.sh, built once per machine),
+whose inbox URL is printed too; MAIL=file (or BAZAAR_MAIL=file) runs without it, the e-mails
+then being .eml files in .run/mail.
   --detach        return once everything is ready, leaving it running ('make down' stops it)
   --release       build and run the release build (optimised, as in production; the one to
                   measure). Target directory: $RELEASE_TARGET_DIR
@@ -64,7 +67,29 @@ started=$SECONDS
 "$REPO_ROOT/scripts/deps.sh"
 if [ "${TRACES:-${BAZAAR_TRACES:-}}" = 1 ]; then export BAZAAR__LOG__OTLP_ENDPOINT="$("$REPO_ROOT/scripts/jaeger.sh" start)"; fi # make run TRACES=1
 
+# Mailpit is the notification service's SMTP server, and its inbox shows the e-mails. Its first
+# build (~2 minutes) runs beside the workspace's. MAIL=file: no mail server; the e-mails become
+# .eml files in .run/mail instead.
+mail_server=true
+[ "${MAIL:-${BAZAAR_MAIL:-}}" = file ] && mail_server=false
+mailpit_build=""
+if $mail_server && ! "$REPO_ROOT/scripts/mailpit.sh" installed; then
+  say "building Mailpit beside the workspace (once per machine; log: $LOG_DIR/mailpit-install.log)"
+  "$REPO_ROOT/scripts/mailpit.sh" install >"$LOG_DIR/mailpit-install.log" 2>&1 &
+  mailpit_build=$!
+fi
+
 build_binaries
+if $mail_server; then
+  if [ -n "$mailpit_build" ] && ! wait "$mailpit_build"; then
+    tail -n 20 "$LOG_DIR/mailpit-install.log" >&2
+    die "Mailpit was not built (see $LOG_DIR/mailpit-install.log); 'make run MAIL=file' runs without it"
+  fi
+  for setting in $("$REPO_ROOT/scripts/mailpit.sh" start); do export "$setting"; done # BAZAAR__MAIL__*
+  mail_line="Mail:         $("$REPO_ROOT/scripts/mailpit.sh" url)/   (Mailpit: every e-mail the shop sends)"
+else
+  mail_line="Mail:         $REPO_ROOT/.run/mail/   (one .eml file per e-mail; MAIL=file)"
+fi
 for name in bazaar gateway schema-registry payment-gateway auth-service; do
   [ -x "$BIN_DIR/$name" ] || die "no $BIN_DIR/$name (build it first, or check --bin-dir)"
 done
@@ -180,6 +205,7 @@ Bazaar is running as a cluster (ready after $((SECONDS - started)) s; binaries: 
   Kafka:        $BAZAAR__KAFKA__BOOTSTRAP_SERVERS ($brokers broker(s), replication factor $brokers)
   PostgreSQL:   127.0.0.1:5432, databases bazaar_<service>$suffix
   Schemas:      http://127.0.0.1:$registry_port/subjects
+  $mail_line
   Logs:         $LOG_DIR  ('make logs')
 
 Restart one instance without downtime:
@@ -221,6 +247,7 @@ Bazaar is running (ready after $((SECONDS - started)) s; binaries: $BIN_DIR).
   API docs:     http://127.0.0.1:$GATEWAY_PORT/api/docs/   (OpenAPI: /api/openapi.json)
   Kafka:        127.0.0.1:9092      PostgreSQL: 127.0.0.1:5432
   Schemas:      http://127.0.0.1:8088/subjects   (Confluent-compatible registry)
+  $mail_line
   Logs:         $LOG_DIR  ('make logs')
 
 DONE

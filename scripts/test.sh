@@ -9,7 +9,8 @@ if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
   cat <<USAGE
 Usage: scripts/test.sh [CARGO TEST ARGS...]
 
-Starts PostgreSQL and Kafka if they are not already running, runs cargo fmt --check,
+Starts PostgreSQL, Kafka and Mailpit (scripts/mailpit.sh, the notification tests' SMTP server
+and inbox) if they are not already running, runs cargo fmt --check,
 cargo clippy -D warnings and cargo test --workspace against them, then the storefront's
 browser tests (tests/browser/run.sh: every service and the gateway, headless Chromium), then
 stops what it started. The verdict fails if either kind of test fails.
@@ -27,9 +28,11 @@ postgres_was_running=false
 "$REPO_ROOT/infra/postgres/pgctl.sh" status >/dev/null 2>&1 && postgres_was_running=true
 
 registry_started=false
+mailpit_started=false
 
 stop_what_we_started() {
   $registry_started && stop_pid registry
+  $mailpit_started && stop_pid mailpit
   $kafka_was_running || "$REPO_ROOT/infra/kafka/kafkactl.sh" stop || true
   $postgres_was_running || "$REPO_ROOT/infra/postgres/pgctl.sh" stop || true
 }
@@ -42,8 +45,20 @@ say "starting PostgreSQL and Kafka"
 "$REPO_ROOT/infra/kafka/kafkactl.sh" start
 
 cd "$REPO_ROOT"
+# Mailpit, the real SMTP server the notification tests mail through, builds (once per machine)
+# beside the workspace.
+mailpit_build=""
+if ! "$REPO_ROOT/scripts/mailpit.sh" installed; then
+  say "building Mailpit beside the workspace (once per machine; log: $LOG_DIR/mailpit-install.log)"
+  "$REPO_ROOT/scripts/mailpit.sh" install >"$LOG_DIR/mailpit-install.log" 2>&1 &
+  mailpit_build=$!
+fi
 say "building the workspace"
 cargo build --workspace --bins
+if [ -n "$mailpit_build" ] && ! wait "$mailpit_build"; then
+  tail -n 20 "$LOG_DIR/mailpit-install.log" >&2
+  die "Mailpit was not built (see $LOG_DIR/mailpit-install.log)"
+fi
 # Each test makes its own topics; drop those of runs more than an hour old.
 "$BIN_DIR/bazaar" topics prune-tests --older-than 1h
 if curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:8088/readyz 2>/dev/null; then
@@ -54,6 +69,17 @@ else
   registry_started=true
   wait_ready registry 8088 60 || die "the schema registry did not become ready (see $LOG_DIR/registry.log)"
 fi
+
+if curl -fsS -o /dev/null --max-time 2 "$("$REPO_ROOT/scripts/mailpit.sh" url)/readyz" 2>/dev/null; then
+  say "Mailpit already running; reusing it"
+else
+  say "starting Mailpit"
+  "$REPO_ROOT/scripts/mailpit.sh" start >/dev/null
+  mailpit_started=true
+fi
+# Where tests/integration/tests/notifications.rs finds it.
+export BAZAAR_MAILPIT_URL="$("$REPO_ROOT/scripts/mailpit.sh" url)"
+export BAZAAR_MAILPIT_SMTP_PORT="$("$REPO_ROOT/scripts/mailpit.sh" smtp-port)"
 
 say "checking and unit-testing the Prometheus rules (promtool)"
 "$REPO_ROOT/scripts/prometheus.sh" test

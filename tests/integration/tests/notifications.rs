@@ -132,6 +132,15 @@ impl Fixture {
         self.service.as_ref().expect("running")
     }
 
+    /// Replays every topic into the service (once all was consumed) and returns when whatever
+    /// the sender (wrongly) might do again is done.
+    async fn replay_everything(&mut self) {
+        self.wait_until_consumed().await;
+        self.restart_with_a_new_consumer_group().await;
+        self.wait_until_consumed().await;
+        self.wait_for_sender_rounds().await;
+    }
+
     /// Restarts the service under a consumer group that has read nothing, so it reads every
     /// topic again from the beginning: a replay of everything.
     async fn restart_with_a_new_consumer_group(&mut self) {
@@ -527,12 +536,8 @@ async fn each_lifecycle_event_becomes_one_feed_entry_and_one_email_even_when_rep
             .expect("republish"),
         14
     );
-    fixture.wait_until_consumed().await;
     // Replay: a consumer group that starts from the beginning of every topic.
-    fixture.restart_with_a_new_consumer_group().await;
-    fixture.wait_until_consumed().await;
-    // Whatever the sender (wrongly) might do again, it has done once this returns.
-    fixture.wait_for_sender_rounds().await;
+    fixture.replay_everything().await;
     assert_eq!(modified_times(&mail_dir), before, "no e-mail written again");
     assert_eq!(fixture.feed(&ada_token).await.0.len(), 7);
     assert_eq!(fixture.feed(&bob_token).await.0.len(), 1);
@@ -803,14 +808,131 @@ async fn smtp_outage_delays_emails_until_the_server_is_back_and_each_is_delivere
     .await;
 
     // Replaying every topic into the service sends nothing again.
-    fixture.wait_until_consumed().await;
-    fixture.restart_with_a_new_consumer_group().await;
-    fixture.wait_until_consumed().await;
-    fixture.wait_for_sender_rounds().await;
+    fixture.replay_everything().await;
     assert_eq!(server.messages().len(), 3, "exactly one delivery per event");
     assert_eq!(server.port, port);
 
     fixture.stop().await;
     server.stop();
     let _ = std::fs::remove_dir_all(&maildir);
+}
+
+/// Mailpit as `make test` starts it (`scripts/mailpit.sh`): its API and SMTP port.
+struct Mailpit {
+    url: String,
+    smtp_port: u16,
+}
+
+impl Mailpit {
+    /// The running Mailpit. `scripts/test.sh` starts it and names it in `BAZAAR_MAILPIT_URL`
+    /// and `BAZAAR_MAILPIT_SMTP_PORT`; a plain `cargo test` looks at Mailpit's default ports.
+    async fn running(http: &reqwest::Client) -> Self {
+        let url = std::env::var("BAZAAR_MAILPIT_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:8025".into())
+            .trim_end_matches('/')
+            .to_owned();
+        let smtp_port = std::env::var("BAZAAR_MAILPIT_SMTP_PORT")
+            .ok()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or(1025);
+        let ready = http.get(format!("{url}/readyz")).send().await;
+        assert!(
+            ready.is_ok_and(|answer| answer.status().is_success()),
+            "Mailpit does not answer at {url}: start it with 'scripts/mailpit.sh start' \
+             (scripts/test.sh does), or set BAZAAR_MAILPIT_URL and BAZAAR_MAILPIT_SMTP_PORT"
+        );
+        Self { url, smtp_port }
+    }
+
+    /// The messages in the inbox addressed to `to`, newest first, as Mailpit summarises them.
+    async fn messages_to(&self, http: &reqwest::Client, to: &str) -> Vec<Value> {
+        let search = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/search", self.url),
+            [("query", format!("to:\"{to}\""))],
+        )
+        .expect("search URL");
+        let answer: Value = http
+            .get(search)
+            .send()
+            .await
+            .expect("Mailpit search")
+            .json()
+            .await
+            .expect("search JSON");
+        answer["messages"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// One message in full: headers, addresses and bodies.
+    async fn message(&self, http: &reqwest::Client, id: &str) -> Value {
+        http.get(format!("{}/api/v1/message/{id}", self.url))
+            .send()
+            .await
+            .expect("Mailpit message")
+            .json()
+            .await
+            .expect("message JSON")
+    }
+}
+
+#[tokio::test]
+async fn the_confirmation_email_arrives_in_a_real_inbox_once() {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let mailpit = Mailpit::running(&http).await;
+    let mut fixture = Fixture::start(Mail::Smtp(mailpit.smtp_port)).await;
+    // A customer of this test alone: the inbox is shared with every other run.
+    let (dana, _) = fixture.customer();
+    let address = format!("{dana}@example.com");
+    let order = Uuid::now_v7();
+    let published = fixture
+        .publish(vec![
+            registered(dana, "Dana Scully"),
+            created(order, dana, 3998),
+            paid(order),
+        ])
+        .await;
+
+    let summaries = eventually(
+        "the confirmation in Mailpit's inbox",
+        Duration::from_secs(60),
+        || async {
+            let messages = mailpit.messages_to(&http, &address).await;
+            (!messages.is_empty()).then_some(messages)
+        },
+    )
+    .await;
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+    let message = mailpit
+        .message(&http, summaries[0]["ID"].as_str().expect("message ID"))
+        .await;
+    assert_eq!(
+        message["MessageID"],
+        format!("{}@bazaar.test", published[2].event_id),
+        "the Message-ID is the OrderPaid event's"
+    );
+    assert_eq!(message["From"]["Address"], "orders@bazaar.test");
+    assert_eq!(message["To"][0]["Address"], address.as_str());
+    assert_eq!(message["To"][0]["Name"], "Dana Scully");
+    let reference = notification_rules::order_ref(&order.to_string());
+    assert_eq!(
+        message["Subject"],
+        format!("Order {reference} is confirmed")
+    );
+    let text = message["Text"].as_str().expect("a text body");
+    assert!(text.starts_with("Hello Dana Scully,"), "{text}");
+    assert!(
+        text.contains(&format!("39.98 EUR for order {order}")),
+        "{text}"
+    );
+
+    // Replaying every topic into the service mails nothing again.
+    fixture.replay_everything().await;
+    assert_eq!(
+        mailpit.messages_to(&http, &address).await.len(),
+        1,
+        "exactly one e-mail in the inbox"
+    );
+    fixture.stop().await;
 }
