@@ -103,6 +103,10 @@ cleanup() {
 }
 $detach || trap cleanup INT TERM EXIT
 
+# The auth service throttles by client address and believes X-Forwarded-For only from a trusted
+# proxy: the gateway, which reaches every service from 127.0.0.1 (docs/security.md).
+export BAZAAR__CLIENT_ADDRESS__TRUSTED_PROXIES=127.0.0.1
+
 if $cluster; then
   offset="${BAZAAR_PORT_OFFSET:-0}"
   [[ "$offset" =~ ^[0-9]+$ ]] || die "BAZAAR_PORT_OFFSET must be a number (got '$offset')"

@@ -30,6 +30,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     fields: BTreeMap<String, String>,
+    /// Seconds the client should wait, sent as `Retry-After`.
+    retry_after_secs: Option<u64>,
     cause: Option<anyhow::Error>,
 }
 
@@ -40,6 +42,7 @@ impl ApiError {
             code,
             message: message.into(),
             fields: BTreeMap::new(),
+            retry_after_secs: None,
             cause: None,
         }
     }
@@ -62,6 +65,14 @@ impl ApiError {
 
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 429; with `retry_after_secs`, the answer says when to try again (`Retry-After`).
+    pub fn too_many_requests(message: impl Into<String>, retry_after_secs: Option<u64>) -> Self {
+        Self {
+            retry_after_secs,
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+        }
     }
 
     /// 422 with one message per invalid field.
@@ -148,7 +159,11 @@ impl ResponseError for ApiError {
         if let Some(cause) = &self.cause {
             tracing::error!(error = %format!("{cause:#}"), code = self.code, "request failed");
         }
-        HttpResponse::build(self.status).json(ErrorBody::from(self))
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after_secs {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
+        }
+        response.json(ErrorBody::from(self))
     }
 }
 

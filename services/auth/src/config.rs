@@ -15,6 +15,8 @@ pub struct Config {
     pub auth: AuthSettings,
     pub tokens: TokenSettings,
     pub login_limit: LoginLimitSettings,
+    pub register_limit: RegisterLimitSettings,
+    pub client_address: ClientAddressSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,17 +27,35 @@ pub struct TokenSettings {
     pub refresh_ttl_secs: u64,
 }
 
-/// Login throttling, kept in the database so every instance of the service shares it.
+/// Login throttling, kept in the database so every instance of the service shares it. Only
+/// wrong passwords count, per account and address and per address: a stranger's guesses use up
+/// their own allowance, never the owner's (see docs/security.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoginLimitSettings {
-    /// Failed logins to one account within a window before further attempts get 429.
-    pub max_failures_per_account: u32,
-    /// Login attempts (failed or not) from one client address within a window.
-    pub max_attempts_per_address: u32,
+    /// Wrong passwords for one account from one client address within a window; beyond it,
+    /// that address gets 429 for that account (other addresses are not affected).
+    pub max_failures_per_account_address: u32,
+    /// Wrong passwords from one client address within a window, whatever the accounts; beyond
+    /// it, every login from that address gets 429.
+    pub max_failures_per_address: u32,
     pub window_secs: u64,
-    /// Take the client address from the last `X-Forwarded-For` entry (the one the gateway
-    /// appends). Only safe while nothing but the gateway can reach this service.
-    pub trust_forwarded_for: bool,
+}
+
+/// Self-registration throttling per client address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterLimitSettings {
+    /// Registrations (valid requests, whether the address was free or not) from one client
+    /// address within a window; beyond it, 429.
+    pub max_per_address: u32,
+    pub window_secs: u64,
+}
+
+/// Where the client address used for throttling comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientAddressSettings {
+    /// Comma-separated addresses or CIDR ranges of the proxies (the gateway) whose
+    /// `X-Forwarded-For` entries are believed. Empty (the default): the TCP peer is the client.
+    pub trusted_proxies: String,
 }
 
 impl Config {
@@ -48,10 +68,16 @@ impl Config {
                 refresh_ttl_secs: 30 * 24 * 60 * 60,
             },
             login_limit: LoginLimitSettings {
-                max_failures_per_account: 5,
-                max_attempts_per_address: 50,
+                max_failures_per_account_address: 5,
+                max_failures_per_address: 50,
                 window_secs: 15 * 60,
-                trust_forwarded_for: true,
+            },
+            register_limit: RegisterLimitSettings {
+                max_per_address: 20,
+                window_secs: 10 * 60,
+            },
+            client_address: ClientAddressSettings {
+                trusted_proxies: String::new(),
             },
         }
     }
@@ -71,5 +97,9 @@ mod tests {
         assert_eq!(config.auth, AuthSettings::default());
         assert_eq!(config.tokens.access_ttl_secs, 900);
         assert_eq!(config.service.http.port, DEFAULT_PORT);
+        assert!(
+            config.client_address.trusted_proxies.is_empty(),
+            "no forwarded address is believed unless configured"
+        );
     }
 }

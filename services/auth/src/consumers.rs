@@ -11,7 +11,7 @@ use sqlx::PgPool;
 /// Topics the auth service consumes: none.
 pub const TOPICS: &[&str] = &[];
 
-/// How often expired refresh tokens, retired keys and finished login windows are deleted.
+/// How often expired refresh tokens, retired keys and finished throttling windows are deleted.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(600);
 /// Expired refresh tokens are kept this long, so a late reuse is still recognised as reuse.
 const EXPIRED_REFRESH_TOKENS_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -20,12 +20,12 @@ const EXPIRED_REFRESH_TOKENS_KEPT: Duration = Duration::from_secs(7 * 24 * 3600)
 /// windows, until shutdown.
 pub async fn housekeeping(
     pool: PgPool,
-    login_window: Duration,
+    throttle_window: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     PollingWorker::new("auth housekeeping", HOUSEKEEPING_INTERVAL)
         .run(pool.clone(), shutdown, || async {
-            sweep(&pool, login_window)
+            sweep(&pool, throttle_window)
                 .await
                 .map(|()| Round::Idle)
                 .map_err(|error| format!("{error:#}"))
@@ -33,11 +33,11 @@ pub async fn housekeeping(
         .await
 }
 
-async fn sweep(pool: &PgPool, login_window: Duration) -> anyhow::Result<()> {
+async fn sweep(pool: &PgPool, throttle_window: Duration) -> anyhow::Result<()> {
     let tokens =
         crate::db::delete_expired_refresh_tokens(pool, EXPIRED_REFRESH_TOKENS_KEPT).await?;
     let keys = crate::db::delete_unpublished_keys(pool).await?;
-    let windows = crate::db::delete_finished_windows(pool, login_window).await?;
+    let windows = crate::db::delete_finished_windows(pool, throttle_window).await?;
     tracing::debug!(tokens, keys, windows, "housekeeping");
     Ok(())
 }

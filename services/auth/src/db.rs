@@ -1,4 +1,4 @@
-//! The auth database: users, signing keys, refresh tokens and login counters.
+//! The auth database: users, signing keys, refresh tokens and throttling counters.
 
 use std::time::Duration;
 
@@ -284,6 +284,23 @@ pub async fn count_in_window(
         count: u32::try_from(count).unwrap_or(u32::MAX),
     };
     Ok((window, now))
+}
+
+/// Takes one event back out of `bucket`, if its window is still the one that counted it.
+pub async fn refund_in_window(
+    pool: &PgPool,
+    bucket: &str,
+    window_start: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE login_throttle SET count = count - 1
+          WHERE bucket = $1 AND window_start = $2 AND count > 0",
+    )
+    .bind(bucket)
+    .bind(window_start)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 pub async fn reset_bucket(pool: &PgPool, bucket: &str) -> Result<(), sqlx::Error> {

@@ -4,11 +4,10 @@
 // utoipa's `#[utoipa::path]` re-emits the types it is given with their full paths.
 #![allow(unused_qualifications)]
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, get, post, web};
 use auth_kit::{AuthenticatedUser, JwtVerifier};
 use events::TraceParent;
@@ -19,9 +18,10 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::accounts::{self, RegisterFailure};
-use crate::config::LoginLimitSettings;
+use crate::addresses::TrustedProxies;
+use crate::config::{LoginLimitSettings, RegisterLimitSettings};
 use crate::db;
-use crate::domain::{self, FieldErrors, Throttle};
+use crate::domain::{self, FieldErrors, Throttle, ThrottleWindow};
 use crate::passwords::Passwords;
 use crate::sessions::{RefreshFailure, Sessions, hash_refresh_token};
 
@@ -31,6 +31,9 @@ pub struct AuthState {
     pub sessions: Sessions,
     pub passwords: Passwords,
     pub login_limit: LoginLimitSettings,
+    pub register_limit: RegisterLimitSettings,
+    /// Whose `X-Forwarded-For` names the client address that throttling counts by.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// The auth service's routes; `verifier` checks the tokens of `/auth/me` and `/auth/logout`.
@@ -141,8 +144,8 @@ struct AccountView {
 enum RegisterError {
     #[error("invalid fields: {0:?}")]
     Invalid(FieldErrors),
-    #[error("duplicate e-mail address")]
-    Duplicate,
+    #[error("registration: {0}")]
+    Throttle(#[from] ThrottleError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -151,8 +154,8 @@ impl From<&RegisterError> for ApiError {
     fn from(error: &RegisterError) -> Self {
         match error {
             RegisterError::Invalid(fields) => ApiError::validation(fields.clone()),
-            RegisterError::Duplicate => {
-                ApiError::conflict("an account with this e-mail address already exists")
+            RegisterError::Throttle(throttle) => {
+                throttle.answer("too many registrations from this address; try again later")
             }
             RegisterError::Internal(cause) => internal(cause),
         }
@@ -161,13 +164,18 @@ impl From<&RegisterError> for ApiError {
 
 api_error_response!(RegisterError);
 
+/// Answers alike whether the address was free or already had an account, so that neither the
+/// answer nor its timing tells anyone which addresses have accounts: a taken address gets the
+/// same 201 (with an id of no account), after the same password hash. Its owner can still log
+/// in; the registrant cannot, and learns no more than a wrong password tells.
 #[utoipa::path(
     tag = "auth",
     request_body = RegisterRequest,
     responses(
-        (status = 201, description = "Account created", body = AccountView),
-        (status = 409, description = "The e-mail address is taken", body = platform::http::ErrorBody),
+        (status = 201, description = "Registered, or the address already had an account (the answers do not differ)", body = AccountView),
         (status = 422, description = "Invalid fields", body = platform::http::ErrorBody),
+        (status = 429, description = "Too many registrations from this address",
+            body = platform::http::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
 )]
 #[post("/auth/register")]
@@ -179,7 +187,16 @@ async fn register(
 ) -> Result<HttpResponse, RegisterError> {
     let account = domain::validate_registration(&body.email, &body.password, &body.name)
         .map_err(RegisterError::Invalid)?;
-    let registered = accounts::register(
+    let limits = &state.register_limit;
+    let address = client_address(&request, &state.trusted_proxies);
+    count_attempt(
+        &pool,
+        &format!("register:{address}"),
+        limits.max_per_address,
+        Duration::from_secs(limits.window_secs),
+    )
+    .await?;
+    let id = match accounts::register(
         &pool,
         &state.passwords,
         &account,
@@ -187,14 +204,18 @@ async fn register(
         trace_of(&request).as_ref(),
     )
     .await
-    .map_err(|failure| match failure {
-        RegisterFailure::DuplicateEmail => RegisterError::Duplicate,
-        RegisterFailure::Internal(cause) => RegisterError::Internal(cause),
-    })?;
+    {
+        Ok(registered) => registered.id,
+        Err(RegisterFailure::DuplicateEmail) => {
+            tracing::info!("registration for an address that has an account; answered alike");
+            uuid::Uuid::now_v7()
+        }
+        Err(RegisterFailure::Internal(cause)) => return Err(RegisterError::Internal(cause)),
+    };
     Ok(HttpResponse::Created().json(AccountView {
-        id: registered.id,
-        email: registered.email,
-        name: registered.name,
+        id,
+        email: account.email,
+        name: account.name,
     }))
 }
 
@@ -222,8 +243,8 @@ enum LoginError {
     /// Unknown address and wrong password answer alike.
     #[error("wrong credentials")]
     WrongCredentials,
-    #[error("too many login attempts; retry after {retry_after_secs} s")]
-    TooManyAttempts { retry_after_secs: u64 },
+    #[error("login: {0}")]
+    Throttle(#[from] ThrottleError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -237,31 +258,15 @@ impl From<&LoginError> for ApiError {
                 "invalid_credentials",
                 "wrong e-mail address or password",
             ),
-            LoginError::TooManyAttempts { .. } => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
-                "too many login attempts; try again later",
-            ),
+            LoginError::Throttle(throttle) => {
+                throttle.answer("too many login attempts; try again later")
+            }
             LoginError::Internal(cause) => internal(cause),
         }
     }
 }
 
-impl ResponseError for LoginError {
-    fn status_code(&self) -> StatusCode {
-        ApiError::from(self).status_code()
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let mut response = ApiError::from(self).error_response();
-        if let Self::TooManyAttempts { retry_after_secs } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-        }
-        response
-    }
-}
+api_error_response!(LoginError);
 
 impl From<sqlx::Error> for LoginError {
     fn from(error: sqlx::Error) -> Self {
@@ -269,38 +274,55 @@ impl From<sqlx::Error> for LoginError {
     }
 }
 
-/// The client's address: the last `X-Forwarded-For` hop (the one our gateway appended) when
-/// that is trusted, else the peer.
-fn client_address(request: &HttpRequest, trust_forwarded_for: bool) -> String {
-    let forwarded = trust_forwarded_for
-        .then(|| {
-            request
-                .headers()
-                .get_all("x-forwarded-for")
-                .filter_map(|value| value.to_str().ok())
-                .flat_map(|value| value.split(','))
-                .next_back()
-                .and_then(|hop| hop.trim().parse::<IpAddr>().ok())
-        })
-        .flatten();
-    forwarded
-        .or_else(|| request.peer_addr().map(|peer| peer.ip()))
-        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+/// The client's address as throttling counts it: the peer, or what a trusted proxy says it
+/// forwarded for (see [`TrustedProxies::client`]).
+fn client_address(request: &HttpRequest, proxies: &TrustedProxies) -> String {
+    let Some(peer) = request.peer_addr() else {
+        return "unknown".to_owned();
+    };
+    let forwarded: Vec<&str> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .collect();
+    proxies.client(peer.ip(), forwarded.into_iter()).to_string()
 }
 
-/// Counts this attempt in `bucket` and judges it against `limit`.
+#[derive(Debug, thiserror::Error)]
+enum ThrottleError {
+    #[error("too many attempts; retry after {retry_after_secs} s")]
+    Limited { retry_after_secs: u64 },
+    #[error("throttle counter: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl ThrottleError {
+    fn answer(&self, message: &str) -> ApiError {
+        match self {
+            Self::Limited { retry_after_secs } => {
+                ApiError::too_many_requests(message, Some(*retry_after_secs))
+            }
+            Self::Database(cause) => ApiError::internal(anyhow::anyhow!("{cause}")),
+        }
+    }
+}
+
+/// Counts this attempt in `bucket` and judges it against `limit`. Counting comes first, in one
+/// atomic statement, so concurrent attempts cannot slip past the limit between a check and an
+/// increment; the window it was counted in is returned, to give the count back.
 async fn count_attempt(
     pool: &PgPool,
     bucket: &str,
     limit: u32,
     window: Duration,
-) -> Result<(), LoginError> {
+) -> Result<ThrottleWindow, ThrottleError> {
     let (counted, now) = db::count_in_window(pool, bucket, window).await?;
     match domain::throttle(counted, limit, window, now) {
-        Throttle::Allowed => Ok(()),
+        Throttle::Allowed => Ok(counted),
         Throttle::Limited { retry_after_secs } => {
-            tracing::warn!(bucket, retry_after_secs, "login throttled");
-            Err(LoginError::TooManyAttempts { retry_after_secs })
+            tracing::warn!(bucket, retry_after_secs, "throttled");
+            Err(ThrottleError::Limited { retry_after_secs })
         }
     }
 }
@@ -312,7 +334,7 @@ async fn count_attempt(
         (status = 200, description = "Logged in", body = crate::sessions::TokenPair),
         (status = 401, description = "Wrong e-mail address or password (the same answer for both)", body = platform::http::ErrorBody),
         (status = 422, description = "Missing fields", body = platform::http::ErrorBody),
-        (status = 429, description = "Too many attempts for this account or address",
+        (status = 429, description = "Too many wrong passwords from this address (for this account, or for any)",
             body = platform::http::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
 )]
@@ -326,21 +348,24 @@ async fn login(
     let email = domain::validate_login(&body.email, &body.password).map_err(LoginError::Invalid)?;
     let limits = &state.login_limit;
     let window = Duration::from_secs(limits.window_secs);
-    let address = client_address(&request, limits.trust_forwarded_for);
-    count_attempt(
+    let address = client_address(&request, &state.trusted_proxies);
+    // Every attempt is counted before the password is checked and a right password gives its
+    // count back, so only wrong passwords use up an allowance, and only the guesser's own: the
+    // address's, and the account's from that address. A stranger elsewhere cannot shut the
+    // owner out.
+    let address_bucket = format!("address:{address}");
+    let address_window = count_attempt(
         &pool,
-        &format!("address:{address}"),
-        limits.max_attempts_per_address,
+        &address_bucket,
+        limits.max_failures_per_address,
         window,
     )
     .await?;
-    // Counted before the password is checked and cleared on success, so concurrent guesses
-    // cannot slip past the limit between a check and an increment.
-    let account_bucket = format!("account:{}", email.to_lowercase());
+    let account_bucket = format!("account-address:{address} {}", email.to_lowercase());
     count_attempt(
         &pool,
         &account_bucket,
-        limits.max_failures_per_account,
+        limits.max_failures_per_account_address,
         window,
     )
     .await?;
@@ -359,6 +384,7 @@ async fn login(
         _ => return Err(LoginError::WrongCredentials),
     };
     db::reset_bucket(&pool, &account_bucket).await?;
+    db::refund_in_window(&pool, &address_bucket, address_window.started_at).await?;
     let pair = state.sessions.start(&pool, &user).await?;
     tracing::info!(user_id = %user.id, "logged in");
     Ok(HttpResponse::Ok()
@@ -600,34 +626,30 @@ async fn jwks(pool: web::Data<PgPool>) -> Result<HttpResponse, JwksError> {
 
 #[cfg(test)]
 mod tests {
+    use actix_web::http::header::HeaderValue;
     use actix_web::test::TestRequest;
 
     use super::*;
 
     #[test]
-    fn the_client_address_is_the_last_forwarded_hop_when_trusted() {
+    fn the_client_address_is_believed_from_trusted_proxies_only() {
         let request = TestRequest::default()
             .peer_addr("10.0.0.5:4000".parse().expect("addr"))
             .insert_header(("x-forwarded-for", "1.2.3.4, 203.0.113.9"))
             .to_http_request();
-        assert_eq!(client_address(&request, true), "203.0.113.9");
-        assert_eq!(client_address(&request, false), "10.0.0.5");
-    }
-
-    #[test]
-    fn a_garbage_forwarded_header_falls_back_to_the_peer() {
-        let request = TestRequest::default()
-            .peer_addr("10.0.0.5:4000".parse().expect("addr"))
-            .insert_header(("x-forwarded-for", "not-an-ip"))
-            .to_http_request();
-        assert_eq!(client_address(&request, true), "10.0.0.5");
+        let gateway = TrustedProxies::parse("10.0.0.5").expect("list");
+        assert_eq!(client_address(&request, &gateway), "203.0.113.9");
+        assert_eq!(
+            client_address(&request, &TrustedProxies::default()),
+            "10.0.0.5"
+        );
     }
 
     #[test]
     fn too_many_attempts_carries_retry_after() {
-        let response = LoginError::TooManyAttempts {
+        let response = LoginError::Throttle(ThrottleError::Limited {
             retry_after_secs: 42,
-        }
+        })
         .error_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(

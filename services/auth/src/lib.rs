@@ -1,6 +1,7 @@
 //! Bazaar auth service. Users and passwords; issues JWTs and publishes UserRegistered.
 
 pub mod accounts;
+pub mod addresses;
 pub mod admin;
 pub mod config;
 pub mod consumers;

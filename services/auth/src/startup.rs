@@ -5,6 +5,7 @@ use auth_kit::JwtVerifier;
 use platform::app::Application;
 use sqlx::postgres::PgPoolOptions;
 
+use crate::addresses::TrustedProxies;
 use crate::config::{Config, SERVICE};
 use crate::http::AuthState;
 use crate::keys::DatabaseJwks;
@@ -18,6 +19,8 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         sessions: Sessions::new(config.auth.clone(), &config.tokens),
         passwords: Passwords::for_this_machine(),
         login_limit: config.login_limit.clone(),
+        register_limit: config.register_limit.clone(),
+        trusted_proxies: TrustedProxies::parse(&config.client_address.trusted_proxies)?,
     });
     // The service checks its own tokens against the keys in its database. The routes exist
     // before the application's pool does, so the key source has a small lazy pool of its own.
@@ -32,7 +35,13 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
             .with_refetch_interval(Duration::from_secs(1))
             .with_max_age(Duration::from_secs(60)),
     );
-    let window = Duration::from_secs(config.login_limit.window_secs);
+    // Throttling windows are deleted once the longest of them is over.
+    let window = Duration::from_secs(
+        config
+            .login_limit
+            .window_secs
+            .max(config.register_limit.window_secs),
+    );
     let mut app = messaging::service::start(SERVICE, config.service, move |app| {
         app.migrations(&crate::db::MIGRATOR)
             .routes(crate::http::routes(state, verifier))

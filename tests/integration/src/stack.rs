@@ -274,7 +274,7 @@ impl Stack {
                 },
             );
             // Every simulated customer logs in from this one address.
-            auth_config.login_limit.max_attempts_per_address = u32::MAX;
+            auth_config.login_limit.max_failures_per_address = u32::MAX;
             let mut auth = auth_config.auth.clone();
             let service = Service::start(auth_service::startup::build(auth_config)).await?;
             auth.jwks_url = format!("{}/.well-known/jwks.json", service.base_url);

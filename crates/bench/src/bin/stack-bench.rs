@@ -71,8 +71,9 @@ struct Args {
     sustain_rate: Option<f64>,
     #[arg(long, default_value_t = 60)]
     sustain_seconds: u64,
-    /// Customers (registered and logged in once, through the gateway; the auth service allows
-    /// 50 logins per client address in 15 minutes).
+    /// Customers (registered and logged in once, through the gateway, all from one address:
+    /// `make bench` lifts the auth service's limit of registrations per address; a stack
+    /// started otherwise allows 20 in 10 minutes).
     #[arg(long, default_value_t = 20)]
     customers: usize,
     /// Share of checkouts whose customer follows the order's event stream, as the storefront
