@@ -8,8 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+
+mod support;
+use support::{Gateway, read_request};
 
 /// A stand-in instance speaking just enough HTTP/1.1: it answers `/healthz` with
 /// `health_status` and anything else with 200 naming itself, or, while `swallow` is set, reads a
@@ -45,7 +48,8 @@ impl Instance {
 
     async fn connection(self, mut socket: TcpStream) {
         let mut buffer = Vec::new();
-        while let Some(line) = read_request(&mut socket, &mut buffer).await {
+        while let Some(head) = read_request(&mut socket, &mut buffer).await {
+            let line = head.lines().next().unwrap_or_default().to_owned();
             let (status, body) = if line.starts_with("get /healthz") {
                 (self.health_status.load(Ordering::SeqCst), "{}".to_owned())
             } else {
@@ -70,107 +74,37 @@ impl Instance {
     }
 }
 
-/// Reads one request (head and `content-length` body); returns its request line, lowercased.
-async fn read_request(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<String> {
-    let mut chunk = [0_u8; 4096];
-    let head_end = loop {
-        if let Some(at) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
-            break at + 4;
-        }
-        let read = socket.read(&mut chunk).await.ok()?;
-        if read == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
-    let body_length = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .and_then(|value| value.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    while buffer.len() < head_end + body_length {
-        let read = socket.read(&mut chunk).await.ok()?;
-        if read == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    }
-    buffer.drain(..head_end + body_length);
-    head.lines().next().map(str::to_owned)
-}
-
 /// A port nothing listens on: connections to it are refused.
 fn dead_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     format!("http://{}", listener.local_addr().expect("address"))
 }
 
-struct Gateway {
-    url: String,
-    http: reqwest::Client,
-}
-
 /// A gateway whose every service is `urls`, checking health every 100 ms.
 fn spawn_gateway(urls: &[String]) -> Gateway {
-    let mut config = gateway::config::Config::defaults();
-    config.http.port = 0;
-    let upstreams = &mut config.upstreams;
-    for service in [
-        &mut upstreams.auth,
-        &mut upstreams.product,
-        &mut upstreams.order,
-        &mut upstreams.inventory,
-        &mut upstreams.payment,
-        &mut upstreams.notification,
-        &mut upstreams.shipping,
-    ] {
-        *service = urls.join(",");
-    }
-    config.upstreams.health_interval_ms = 100;
-    let gateway = gateway::startup::build(config).expect("the gateway starts");
-    tokio::spawn(gateway.server);
-    Gateway {
-        url: format!("http://127.0.0.1:{}", gateway.port),
-        http: reqwest::Client::new(),
-    }
+    Gateway::spawn(|config| {
+        let upstreams = &mut config.upstreams;
+        for service in [
+            &mut upstreams.auth,
+            &mut upstreams.product,
+            &mut upstreams.order,
+            &mut upstreams.inventory,
+            &mut upstreams.payment,
+            &mut upstreams.notification,
+            &mut upstreams.shipping,
+        ] {
+            *service = urls.join(",");
+        }
+        upstreams.health_interval_ms = 100;
+    })
 }
 
-impl Gateway {
-    /// `GET /api/products`: the status and the instance that answered.
-    async fn products(&self) -> (StatusCode, String) {
-        let answer = self
-            .http
-            .get(format!("{}/api/products", self.url))
-            .send()
-            .await
-            .expect("the gateway answers");
-        let status = answer.status();
-        let body: serde_json::Value = answer.json().await.unwrap_or_default();
-        (status, body["instance"].as_str().unwrap_or("").to_owned())
-    }
-
-    /// `POST /api/auth/login`, not safe to repeat unless it has a key.
-    async fn login(&self, idempotency_key: Option<&str>) -> StatusCode {
-        let mut request = self
-            .http
-            .post(format!("{}/api/auth/login", self.url))
-            .header("content-type", "application/json")
-            .body(r#"{"email":"ada@example.com","password":"correct horse battery"}"#);
-        if let Some(key) = idempotency_key {
-            request = request.header("idempotency-key", key);
-        }
-        request.send().await.expect("the gateway answers").status()
-    }
-
-    async fn ready(&self) -> StatusCode {
-        self.http
-            .get(format!("{}/readyz", self.url))
-            .send()
-            .await
-            .expect("the gateway answers")
-            .status()
-    }
+/// `GET /api/products`: the status and the instance that answered.
+async fn products(gateway: &Gateway) -> (StatusCode, String) {
+    let answer = gateway.get("/api/products").await;
+    let status = answer.status();
+    let body: serde_json::Value = answer.json().await.unwrap_or_default();
+    (status, body["instance"].as_str().unwrap_or("").to_owned())
 }
 
 #[tokio::test]
@@ -181,7 +115,7 @@ async fn requests_are_spread_over_the_instances_and_a_dead_one_is_skipped_unnoti
 
     let mut answered_by = Vec::new();
     for _ in 0..12 {
-        let (status, instance) = gateway.products().await;
+        let (status, instance) = products(&gateway).await;
         assert_eq!(
             status,
             StatusCode::OK,
@@ -211,7 +145,7 @@ async fn requests_are_spread_over_the_instances_and_a_dead_one_is_skipped_unnoti
         6,
         "each login reached one instance once"
     );
-    assert_eq!(gateway.ready().await, StatusCode::OK);
+    assert_eq!(gateway.get("/readyz").await.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -223,12 +157,12 @@ async fn a_draining_instance_is_left_out_until_it_is_healthy_again() {
     // Health checks run every 100 ms.
     tokio::time::sleep(Duration::from_millis(400)).await;
     for _ in 0..8 {
-        assert_eq!(gateway.products().await, (StatusCode::OK, "b".to_owned()));
+        assert_eq!(products(&gateway).await, (StatusCode::OK, "b".to_owned()));
     }
     a.health_status.store(200, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if gateway.products().await.1 == "a" {
+        if products(&gateway).await.1 == "a" {
             break;
         }
         assert!(
@@ -241,8 +175,11 @@ async fn a_draining_instance_is_left_out_until_it_is_healthy_again() {
     a.health_status.store(503, Ordering::SeqCst);
     b.health_status.store(503, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(gateway.products().await.0, StatusCode::OK);
-    assert_eq!(gateway.ready().await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(products(&gateway).await.0, StatusCode::OK);
+    assert_eq!(
+        gateway.get("/readyz").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 }
 
 #[tokio::test]
@@ -274,6 +211,6 @@ async fn a_request_that_may_have_reached_an_instance_goes_to_another_only_if_saf
             gateway.login(Some(&format!("login-{i}"))).await,
             StatusCode::OK
         );
-        assert_eq!(gateway.products().await.0, StatusCode::OK);
+        assert_eq!(products(&gateway).await.0, StatusCode::OK);
     }
 }

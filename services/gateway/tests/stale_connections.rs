@@ -6,8 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+
+mod support;
+use support::{Gateway, read_request};
 
 /// How long the upstream keeps an idle connection.
 const UPSTREAM_KEEP_ALIVE: Duration = Duration::from_secs(1);
@@ -89,79 +92,18 @@ impl Upstream {
     }
 }
 
-/// Reads one request (head and `content-length` body) and returns its head, or `None` when the
-/// client closed the connection.
-async fn read_request(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<String> {
-    let mut chunk = [0_u8; 4096];
-    let head_end = loop {
-        if let Some(at) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
-            break at + 4;
-        }
-        let read = socket.read(&mut chunk).await.ok()?;
-        if read == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
-    let body_length = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .and_then(|value| value.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    while buffer.len() < head_end + body_length {
-        let read = socket.read(&mut chunk).await.ok()?;
-        if read == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    }
-    buffer.drain(..head_end + body_length);
-    Some(head)
-}
-
 /// A gateway whose product and auth routes go to `upstream`.
-struct Gateway {
-    url: String,
-    http: reqwest::Client,
-}
-
 fn spawn_gateway(upstream: &Upstream, pool_idle_timeout: Duration) -> Gateway {
-    let mut config = gateway::config::Config::defaults();
-    config.http.port = 0;
-    config.upstreams.product = upstream.url.clone();
-    config.upstreams.auth = upstream.url.clone();
-    config.upstreams.pool_idle_timeout_ms =
-        u64::try_from(pool_idle_timeout.as_millis()).expect("a short timeout");
-    let gateway = gateway::startup::build(config).expect("the gateway starts");
-    tokio::spawn(gateway.server);
-    Gateway {
-        url: format!("http://127.0.0.1:{}", gateway.port),
-        http: reqwest::Client::new(),
-    }
+    Gateway::spawn(|config| {
+        config.upstreams.product = upstream.url.clone();
+        config.upstreams.auth = upstream.url.clone();
+        config.upstreams.pool_idle_timeout_ms =
+            u64::try_from(pool_idle_timeout.as_millis()).expect("a short timeout");
+    })
 }
 
-impl Gateway {
-    async fn products(&self) -> StatusCode {
-        self.http
-            .get(format!("{}/api/products", self.url))
-            .send()
-            .await
-            .expect("the gateway answers")
-            .status()
-    }
-
-    async fn login(&self, idempotency_key: Option<&str>) -> StatusCode {
-        let mut request = self
-            .http
-            .post(format!("{}/api/auth/login", self.url))
-            .header("content-type", "application/json")
-            .body(r#"{"email":"ada@example.com","password":"correct horse battery"}"#);
-        if let Some(key) = idempotency_key {
-            request = request.header("idempotency-key", key);
-        }
-        request.send().await.expect("the gateway answers").status()
-    }
+async fn products(gateway: &Gateway) -> StatusCode {
+    gateway.get("/api/products").await.status()
 }
 
 #[tokio::test]
@@ -169,14 +111,14 @@ async fn requests_after_an_idle_pause_longer_than_the_upstream_keep_alive_all_su
     let upstream = Upstream::start(Duration::ZERO).await;
     // As deployed: the gateway gives idle connections up well before the upstream does.
     let gateway = spawn_gateway(&upstream, Duration::from_millis(300));
-    assert_eq!(gateway.products().await, StatusCode::OK);
+    assert_eq!(products(&gateway).await, StatusCode::OK);
 
     // The point of the test: every connection the gateway used is now past the upstream's
     // keep-alive.
     tokio::time::sleep(IDLE_PAUSE).await;
 
     for _ in 0..3 {
-        assert_eq!(gateway.products().await, StatusCode::OK);
+        assert_eq!(products(&gateway).await, StatusCode::OK);
     }
     assert_eq!(gateway.login(None).await, StatusCode::OK);
     assert_eq!(gateway.login(Some("login-1")).await, StatusCode::OK);
@@ -195,14 +137,14 @@ async fn a_safe_request_whose_connection_the_upstream_closed_is_sent_again_on_a_
     // The gateway keeps idle connections longer than this upstream does, as it would with an
     // upstream that restarted or was configured with a shorter keep-alive.
     let gateway = spawn_gateway(&upstream, Duration::from_secs(60));
-    let warm_up = futures::future::join_all((0..3).map(|_| gateway.products())).await;
+    let warm_up = futures::future::join_all((0..3).map(|_| products(&gateway))).await;
     assert_eq!(warm_up, [StatusCode::OK; 3]);
 
     // The point of the test: the three pooled connections are now past the upstream's
     // keep-alive, and each request below meets one of them.
     tokio::time::sleep(IDLE_PAUSE).await;
 
-    assert_eq!(gateway.products().await, StatusCode::OK);
+    assert_eq!(products(&gateway).await, StatusCode::OK);
     assert_eq!(gateway.login(Some("login-1")).await, StatusCode::OK);
     // Without an Idempotency-Key the upstream may have acted on it, so it is not sent again.
     assert_eq!(gateway.login(None).await, StatusCode::BAD_GATEWAY);
