@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stops everything `make run`, `make cluster` or `make test` started: services (every instance),
-# gateway, Mailpit, Kafka (one broker or the cluster's three), PostgreSQL.
+# gateway, Mailpit, stripe-mock, Kafka (one broker or the cluster's three), PostgreSQL.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -15,6 +15,7 @@ stop_pid gateway
 "$REPO_ROOT/scripts/prometheus.sh" stop
 "$REPO_ROOT/scripts/jaeger.sh" stop
 "$REPO_ROOT/scripts/mailpit.sh" stop
+"$REPO_ROOT/scripts/stripe-mock.sh" stop
 shopt -s nullglob
 names=()
 for entry in "${SERVICES[@]}"; do

@@ -9,8 +9,9 @@ if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
   cat <<USAGE
 Usage: scripts/test.sh [CARGO TEST ARGS...]
 
-Starts PostgreSQL, Kafka and Mailpit (scripts/mailpit.sh, the notification tests' SMTP server
-and inbox) if they are not already running, runs cargo fmt --check,
+Starts PostgreSQL, Kafka, Mailpit (scripts/mailpit.sh, the notification tests' SMTP server and
+inbox) and stripe-mock (scripts/stripe-mock.sh, the Stripe adapter's contract tests) if they are
+not already running, runs cargo fmt --check,
 cargo clippy -D warnings and cargo test --workspace against them, then the storefront's
 browser tests (tests/browser/run.sh: every service and the gateway, headless Chromium), then
 stops what it started. The verdict fails if either kind of test fails.
@@ -28,11 +29,14 @@ postgres_was_running=false
 "$REPO_ROOT/infra/postgres/pgctl.sh" status >/dev/null 2>&1 && postgres_was_running=true
 
 registry_started=false
-mailpit_started=false
+# Tools built once per machine from their Go modules, started for the tests.
+tools=(mailpit stripe-mock)
+tools_started=()
 
 stop_what_we_started() {
   $registry_started && stop_pid registry
-  $mailpit_started && stop_pid mailpit
+  local tool
+  for tool in "${tools_started[@]}"; do stop_pid "$tool"; done
   $kafka_was_running || "$REPO_ROOT/infra/kafka/kafkactl.sh" stop || true
   $postgres_was_running || "$REPO_ROOT/infra/postgres/pgctl.sh" stop || true
 }
@@ -45,20 +49,24 @@ say "starting PostgreSQL and Kafka"
 "$REPO_ROOT/infra/kafka/kafkactl.sh" start
 
 cd "$REPO_ROOT"
-# Mailpit, the real SMTP server the notification tests mail through, builds (once per machine)
-# beside the workspace.
-mailpit_build=""
-if ! "$REPO_ROOT/scripts/mailpit.sh" installed; then
-  say "building Mailpit beside the workspace (once per machine; log: $LOG_DIR/mailpit-install.log)"
-  "$REPO_ROOT/scripts/mailpit.sh" install >"$LOG_DIR/mailpit-install.log" 2>&1 &
-  mailpit_build=$!
-fi
+# The tools build (once per machine) beside the workspace.
+tool_builds=()
+for tool in "${tools[@]}"; do
+  if ! "$REPO_ROOT/scripts/$tool.sh" installed; then
+    say "building $tool beside the workspace (once per machine; log: $LOG_DIR/$tool-install.log)"
+    "$REPO_ROOT/scripts/$tool.sh" install >"$LOG_DIR/$tool-install.log" 2>&1 &
+    tool_builds+=("$tool:$!")
+  fi
+done
 say "building the workspace"
 cargo build --workspace --bins
-if [ -n "$mailpit_build" ] && ! wait "$mailpit_build"; then
-  tail -n 20 "$LOG_DIR/mailpit-install.log" >&2
-  die "Mailpit was not built (see $LOG_DIR/mailpit-install.log)"
-fi
+for build in "${tool_builds[@]}"; do
+  tool="${build%%:*}"
+  if ! wait "${build##*:}"; then
+    tail -n 20 "$LOG_DIR/$tool-install.log" >&2
+    die "$tool was not built (see $LOG_DIR/$tool-install.log)"
+  fi
+done
 # Each test makes its own topics; drop those of runs more than an hour old.
 "$BIN_DIR/bazaar" topics prune-tests --older-than 1h
 if curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:8088/readyz 2>/dev/null; then
@@ -70,16 +78,20 @@ else
   wait_ready registry 8088 60 || die "the schema registry did not become ready (see $LOG_DIR/registry.log)"
 fi
 
-if curl -fsS -o /dev/null --max-time 2 "$("$REPO_ROOT/scripts/mailpit.sh" url)/readyz" 2>/dev/null; then
-  say "Mailpit already running; reusing it"
-else
-  say "starting Mailpit"
-  "$REPO_ROOT/scripts/mailpit.sh" start >/dev/null
-  mailpit_started=true
-fi
-# Where tests/integration/tests/notifications.rs finds it.
+for tool in "${tools[@]}"; do
+  if pid_alive "$PID_DIR/$tool.pid"; then
+    say "$tool already running; reusing it"
+    continue
+  fi
+  say "starting $tool"
+  "$REPO_ROOT/scripts/$tool.sh" start >/dev/null
+  # Not ours when another one already answered on its port.
+  if pid_alive "$PID_DIR/$tool.pid"; then tools_started+=("$tool"); fi
+done
+# Where tests/integration/tests/notifications.rs and payment_contract.rs find them.
 export BAZAAR_MAILPIT_URL="$("$REPO_ROOT/scripts/mailpit.sh" url)"
 export BAZAAR_MAILPIT_SMTP_PORT="$("$REPO_ROOT/scripts/mailpit.sh" smtp-port)"
+export BAZAAR_STRIPE_MOCK_URL="$("$REPO_ROOT/scripts/stripe-mock.sh" url)"
 
 say "checking and unit-testing the Prometheus rules (promtool)"
 "$REPO_ROOT/scripts/prometheus.sh" test
