@@ -18,7 +18,7 @@ use rdkafka::ClientContext;
 use rdkafka::client::OAuthToken;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 use tokio::sync::oneshot;
@@ -113,19 +113,19 @@ impl<C: ClientContext + 'static> DeliveryProducer<C> {
 
     /// Enqueues a message; its delivery report completes the returned [`Delivery`]. Fails at
     /// once if librdkafka refuses it (its queue is full, the message too large).
-    pub fn send<K, P>(&self, record: BaseRecord<'_, K, P, ()>) -> Result<Delivery, KafkaError>
-    where
-        K: rdkafka::message::ToBytes + ?Sized,
-        P: rdkafka::message::ToBytes + ?Sized,
-    {
+    pub fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<Delivery, KafkaError> {
         let (reply, delivery) = oneshot::channel();
-        let mut with_reply = BaseRecord::with_opaque_to(record.topic, Box::new(reply));
-        with_reply.partition = record.partition;
-        with_reply.payload = record.payload;
-        with_reply.key = record.key;
-        with_reply.timestamp = record.timestamp;
-        with_reply.headers = record.headers;
-        self.producer.send(with_reply).map_err(|(error, _)| error)?;
+        let record = BaseRecord::with_opaque_to(topic, Box::new(reply))
+            .key(key)
+            .payload(payload)
+            .headers(headers);
+        self.producer.send(record).map_err(|(error, _)| error)?;
         Ok(delivery)
     }
 

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use platform::config::KafkaSettings;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::BaseRecord;
 use rdkafka::{ClientContext, Statistics};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -416,12 +415,11 @@ impl Relay {
                         })
                     });
             let topic = self.kafka.topic(&row.topic);
-            let record = BaseRecord::to(&topic)
-                .key(&row.message_key)
-                .payload(&payload)
-                .headers(headers);
             // Enqueued in id order, so each partition receives its rows in commit order.
-            let delivery = self.producer.send(record).map_err(RelayError::Kafka)?;
+            let delivery = self
+                .producer
+                .send(&topic, row.message_key.as_bytes(), &payload, headers)
+                .map_err(RelayError::Kafka)?;
             // Spans exported: one per row, from enqueue to acknowledgement.
             let span = platform::telemetry::exporting().then(|| publish_span(row));
             deliveries.push((row.id, row.created_at, delivery, span));
