@@ -25,6 +25,9 @@ pub struct TokenSettings {
     pub access_ttl_secs: u64,
     /// Lifetime of a refresh token; each refresh replaces it with a new one.
     pub refresh_ttl_secs: u64,
+    /// Lifetime of a session (a family of refresh tokens) from its login, however often it is
+    /// refreshed: no refresh token outlives it.
+    pub refresh_absolute_ttl_secs: u64,
 }
 
 /// Login throttling, kept in the database so every instance of the service shares it. Only
@@ -66,6 +69,7 @@ impl Config {
             tokens: TokenSettings {
                 access_ttl_secs: 15 * 60,
                 refresh_ttl_secs: 30 * 24 * 60 * 60,
+                refresh_absolute_ttl_secs: 90 * 24 * 60 * 60,
             },
             login_limit: LoginLimitSettings {
                 max_failures_per_account_address: 5,

@@ -154,26 +154,37 @@ pub struct RefreshRow {
     pub family_id: Uuid,
     pub user_id: Uuid,
     pub expires_at: DateTime<Utc>,
+    /// The absolute deadline of its session, fixed at login.
+    pub family_expires_at: DateTime<Utc>,
     pub used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A refresh token to store: whose, in which session, and until when.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRefreshToken<'a> {
+    pub family_id: Uuid,
+    pub user_id: Uuid,
+    pub token_hash: &'a [u8],
+    pub expires_at: DateTime<Utc>,
+    pub family_expires_at: DateTime<Utc>,
+}
+
 pub async fn insert_refresh_token(
     tx: &mut PgConnection,
-    family_id: Uuid,
-    user_id: Uuid,
-    token_hash: &[u8],
-    expires_at: DateTime<Utc>,
+    token: NewRefreshToken<'_>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO refresh_tokens
+             (id, family_id, user_id, token_hash, expires_at, family_expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(Uuid::now_v7())
-    .bind(family_id)
-    .bind(user_id)
-    .bind(token_hash)
-    .bind(expires_at)
+    .bind(token.family_id)
+    .bind(token.user_id)
+    .bind(token.token_hash)
+    .bind(token.expires_at)
+    .bind(token.family_expires_at)
     .execute(tx)
     .await?;
     Ok(())
@@ -186,7 +197,7 @@ pub async fn lock_refresh_token(
     token_hash: &[u8],
 ) -> Result<Option<RefreshRow>, sqlx::Error> {
     sqlx::query_as::<Postgres, RefreshRow>(
-        "SELECT id, family_id, user_id, expires_at, used_at, revoked_at
+        "SELECT id, family_id, user_id, expires_at, family_expires_at, used_at, revoked_at
            FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
     )
     .bind(token_hash)
@@ -216,19 +227,15 @@ pub async fn revoke_family(
     Ok(revoked.rows_affected())
 }
 
-/// Revokes the session (family) of the token with this hash, if it belongs to `user_id`.
-pub async fn revoke_session_of_user(
-    pool: &PgPool,
-    user_id: Uuid,
-    token_hash: &[u8],
-) -> Result<u64, sqlx::Error> {
+/// Revokes the session (family) of the token with this hash: holding the token is the right
+/// to end its session, whether or not an access token is still valid.
+pub async fn revoke_session(pool: &PgPool, token_hash: &[u8]) -> Result<u64, sqlx::Error> {
     let revoked = sqlx::query(
         "UPDATE refresh_tokens SET revoked_at = now()
           WHERE revoked_at IS NULL AND family_id = (
-              SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2)",
+              SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
     )
     .bind(token_hash)
-    .bind(user_id)
     .execute(pool)
     .await?;
     Ok(revoked.rows_affected())

@@ -238,6 +238,28 @@ pub fn decide_refresh(token: RefreshTokenState, now: DateTime<Utc>) -> RefreshDe
     }
 }
 
+/// When a refresh token issued at `now` expires: `ttl` later, but never after the absolute
+/// deadline of its session (`session_deadline`, fixed at login).
+pub fn refresh_token_expiry(
+    now: DateTime<Utc>,
+    ttl: Duration,
+    session_deadline: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let sliding = chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    sliding.min(session_deadline)
+}
+
+/// The absolute deadline of a session started at `now`.
+pub fn session_deadline(now: DateTime<Utc>, absolute_ttl: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(absolute_ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// When a key retired at `retired_at` may leave the JWKS: after every token it signed expired.
 pub fn key_publish_until(retired_at: DateTime<Utc>, access_ttl: Duration) -> DateTime<Utc> {
     let keep = access_ttl.saturating_add(KEY_RETIREMENT_GRACE);
@@ -438,6 +460,23 @@ mod tests {
         assert_eq!(
             decide_refresh(refresh_token(0), at(0)),
             RefreshDecision::Expired
+        );
+    }
+
+    #[test]
+    fn a_refresh_token_never_outlives_its_session() {
+        let hour = Duration::from_secs(3600);
+        let deadline = session_deadline(at(0), Duration::from_secs(3 * 3600));
+        assert_eq!(deadline, at(3 * 3600));
+        assert_eq!(refresh_token_expiry(at(0), hour, deadline), at(3600));
+        assert_eq!(
+            refresh_token_expiry(at(2 * 3600 + 1800), hour, deadline),
+            deadline,
+            "the last refresh is cut at the deadline"
+        );
+        assert_eq!(
+            refresh_token_expiry(at(0), Duration::MAX, deadline),
+            deadline
         );
     }
 

@@ -1,5 +1,6 @@
-//! The auth API: `/auth/register`, `/auth/login`, `/auth/refresh`, `/auth/logout`, `/auth/me`
-//! and the JWKS at `/.well-known/jwks.json`, each declared once on its handler. The gateway
+//! The auth API: `/auth/register`, `/auth/login`, `/auth/refresh`, `/auth/logout`,
+//! `/auth/logout-everywhere`, `/auth/me` and the JWKS at `/.well-known/jwks.json`, each declared
+//! once on its handler. The gateway
 //! publishes them as `/api/auth/*` (and the JWKS where it is).
 // utoipa's `#[utoipa::path]` re-emits the types it is given with their full paths.
 #![allow(unused_qualifications)]
@@ -36,7 +37,7 @@ pub struct AuthState {
     pub trusted_proxies: TrustedProxies,
 }
 
-/// The auth service's routes; `verifier` checks the tokens of `/auth/me` and `/auth/logout`.
+/// The auth service's routes; `verifier` checks the access tokens of the routes that need one.
 pub fn routes(
     state: web::Data<AuthState>,
     verifier: web::Data<JwtVerifier>,
@@ -54,6 +55,7 @@ fn handlers(config: &mut ServiceConfig<'_>) {
         .service(login)
         .service(refresh)
         .service(logout)
+        .service(logout_everywhere)
         .service(me)
         .service(jwks);
 }
@@ -400,6 +402,18 @@ struct RefreshRequest {
     refresh_token: String,
 }
 
+/// The presented refresh token, trimmed; a blank one is a missing field.
+fn presented_refresh_token(raw: &str) -> Result<&str, FieldErrors> {
+    let token = raw.trim();
+    if token.is_empty() {
+        return Err(FieldErrors::from([(
+            "refresh_token".to_owned(),
+            "is required".to_owned(),
+        )]));
+    }
+    Ok(token)
+}
+
 #[derive(Debug, thiserror::Error)]
 enum RefreshError {
     #[error("invalid fields: {0:?}")]
@@ -441,13 +455,7 @@ async fn refresh(
     state: web::Data<AuthState>,
     body: web::Json<RefreshRequest>,
 ) -> Result<HttpResponse, RefreshError> {
-    let presented = body.refresh_token.trim();
-    if presented.is_empty() {
-        return Err(RefreshError::Invalid(FieldErrors::from([(
-            "refresh_token".to_owned(),
-            "is required".to_owned(),
-        )])));
-    }
+    let presented = presented_refresh_token(&body.refresh_token).map_err(RefreshError::Invalid)?;
     match state.sessions.refresh(&pool, presented).await {
         Ok(pair) => Ok(HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -460,17 +468,18 @@ async fn refresh(
     }
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct LogoutRequest {
-    /// The session to end; without it, every session of the user ends.
-    #[schema(required = false)]
-    refresh_token: Option<String>,
+    /// The refresh token of the session to end.
+    #[serde(default)]
+    #[schema(required = true, min_length = 1, pattern = r"\S")]
+    refresh_token: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 enum LogoutError {
-    #[error("the body is not a logout request: {0}")]
-    Body(String),
+    #[error("invalid fields: {0:?}")]
+    Invalid(FieldErrors),
     #[error(transparent)]
     Internal(#[from] sqlx::Error),
 }
@@ -478,9 +487,7 @@ enum LogoutError {
 impl From<&LogoutError> for ApiError {
     fn from(error: &LogoutError) -> Self {
         match error {
-            LogoutError::Body(message) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
-            }
+            LogoutError::Invalid(fields) => ApiError::validation(fields.clone()),
             LogoutError::Internal(cause) => ApiError::internal(anyhow::anyhow!("{cause}")),
         }
     }
@@ -488,43 +495,43 @@ impl From<&LogoutError> for ApiError {
 
 api_error_response!(LogoutError);
 
-/// Ends the session of the given refresh token, or every session of the user when the body is
-/// empty. Access tokens already issued stay valid until they expire (minutes).
+/// Ends the session of the given refresh token (its whole family). The refresh token is the
+/// credential: no access token is needed, so a client whose access token has expired can still
+/// log out. The answer is the same whether the token was known or not. Access tokens already
+/// issued stay valid until they expire (minutes).
 #[utoipa::path(
     tag = "auth",
-    security(("bearer" = [])),
-    request_body(content = Option<LogoutRequest>, description = "Optional", content_type = "application/json"),
+    request_body = LogoutRequest,
     responses(
-        (status = 204, description = "Logged out"),
-        (status = 422, description = "Not a logout request", body = platform::http::ErrorBody),
+        (status = 204, description = "Logged out (also for an unknown or already revoked token)"),
+        (status = 422, description = "Missing refresh_token", body = platform::http::ErrorBody),
     ),
 )]
 #[post("/auth/logout")]
 async fn logout(
+    pool: web::Data<PgPool>,
+    body: web::Json<LogoutRequest>,
+) -> Result<HttpResponse, LogoutError> {
+    let presented = presented_refresh_token(&body.refresh_token).map_err(LogoutError::Invalid)?;
+    let revoked = db::revoke_session(&pool, &hash_refresh_token(presented)).await?;
+    tracing::info!(revoked, "logged out");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Ends every session of the caller: every refresh-token family, on every device. Access
+/// tokens already issued stay valid until they expire (minutes).
+#[utoipa::path(
+    tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Every session of the caller is ended")),
+)]
+#[post("/auth/logout-everywhere")]
+async fn logout_everywhere(
     user: AuthenticatedUser,
     pool: web::Data<PgPool>,
-    body: web::Bytes,
 ) -> Result<HttpResponse, LogoutError> {
-    // No body and a JSON `null` both mean "no particular session".
-    let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        LogoutRequest::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(serde_json::Value::Null) => LogoutRequest::default(),
-            // serde would also read a struct from an array; only an object is a request.
-            Ok(value @ serde_json::Value::Object(_)) => serde_json::from_value(value)
-                .map_err(|error| LogoutError::Body(error.to_string()))?,
-            Ok(_) => return Err(LogoutError::Body("expected a JSON object".into())),
-            Err(error) => return Err(LogoutError::Body(error.to_string())),
-        }
-    };
-    let revoked = match request.refresh_token.as_deref().map(str::trim) {
-        Some(token) if !token.is_empty() => {
-            db::revoke_session_of_user(&pool, user.user_id, &hash_refresh_token(token)).await?
-        }
-        _ => db::revoke_all_sessions_of_user(&pool, user.user_id).await?,
-    };
-    tracing::info!(user_id = %user.user_id, revoked, "logged out");
+    let revoked = db::revoke_all_sessions_of_user(&pool, user.user_id).await?;
+    tracing::info!(user_id = %user.user_id, revoked, "signed out everywhere");
     Ok(HttpResponse::NoContent().finish())
 }
 

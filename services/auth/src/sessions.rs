@@ -1,5 +1,6 @@
 //! Sessions: an access token (JWT) plus a rotating refresh token. A login starts a family of
-//! refresh tokens; each refresh retires the presented token and issues its successor.
+//! refresh tokens; each refresh retires the presented token and issues its successor, which
+//! never outlives the session's absolute deadline (fixed at login).
 
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::config::TokenSettings;
-use crate::db::{self, UserRow};
-use crate::domain::{RefreshDecision, RefreshTokenState, decide_refresh};
+use crate::db::{self, NewRefreshToken, UserRow};
+use crate::domain::{self, RefreshDecision, RefreshTokenState, decide_refresh};
 
 /// What login and refresh answer.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -49,6 +50,7 @@ pub struct Sessions {
     auth: AuthSettings,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    session_ttl: Duration,
 }
 
 impl Sessions {
@@ -57,19 +59,25 @@ impl Sessions {
             auth,
             access_ttl: Duration::from_secs(tokens.access_ttl_secs),
             refresh_ttl: Duration::from_secs(tokens.refresh_ttl_secs),
+            session_ttl: Duration::from_secs(tokens.refresh_absolute_ttl_secs),
         }
     }
 
     /// Starts a new session (refresh-token family) for a user who just proved their password.
     pub async fn start(&self, pool: &PgPool, user: &UserRow) -> anyhow::Result<TokenPair> {
         let refresh_token = new_refresh_token()?;
+        let now = Utc::now();
+        let deadline = domain::session_deadline(now, self.session_ttl);
         let mut tx = pool.begin().await?;
         db::insert_refresh_token(
             &mut tx,
-            Uuid::now_v7(),
-            user.id,
-            &hash_refresh_token(&refresh_token),
-            self.refresh_expiry(),
+            NewRefreshToken {
+                family_id: Uuid::now_v7(),
+                user_id: user.id,
+                token_hash: &hash_refresh_token(&refresh_token),
+                expires_at: domain::refresh_token_expiry(now, self.refresh_ttl, deadline),
+                family_expires_at: deadline,
+            },
         )
         .await?;
         tx.commit().await?;
@@ -116,10 +124,17 @@ impl Sessions {
         db::mark_refresh_token_used(&mut tx, stored.id).await?;
         db::insert_refresh_token(
             &mut tx,
-            stored.family_id,
-            user.id,
-            &hash_refresh_token(&successor),
-            self.refresh_expiry(),
+            NewRefreshToken {
+                family_id: stored.family_id,
+                user_id: user.id,
+                token_hash: &hash_refresh_token(&successor),
+                expires_at: domain::refresh_token_expiry(
+                    Utc::now(),
+                    self.refresh_ttl,
+                    stored.family_expires_at,
+                ),
+                family_expires_at: stored.family_expires_at,
+            },
         )
         .await?;
         tx.commit().await?;
@@ -146,10 +161,6 @@ impl Sessions {
             token_type: "Bearer",
             expires_in: self.access_ttl.as_secs(),
         })
-    }
-
-    fn refresh_expiry(&self) -> chrono::DateTime<Utc> {
-        Utc::now() + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::MAX)
     }
 }
 

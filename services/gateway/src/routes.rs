@@ -222,8 +222,10 @@ mod tests {
     }
 
     #[test]
-    fn auth_routes_map_to_the_auth_service_and_only_three_are_public() {
-        for endpoint in ["register", "login", "refresh"] {
+    fn auth_routes_map_to_the_auth_service_and_only_four_are_public() {
+        // Logout is public: the refresh token it ends is the credential, so a client whose
+        // access token expired can still log out.
+        for endpoint in ["register", "login", "refresh", "logout"] {
             let (access, service, path, _) = target(Method::POST, &format!("/api/auth/{endpoint}"));
             assert_eq!(
                 (access, service, path.as_str()),
@@ -235,7 +237,10 @@ mod tests {
             );
         }
         assert_eq!(target(Method::GET, "/api/auth/me").0, Access::User);
-        assert_eq!(target(Method::POST, "/api/auth/logout").0, Access::User);
+        assert_eq!(
+            target(Method::POST, "/api/auth/logout-everywhere").0,
+            Access::User
+        );
         for nowhere in ["/api/auth", "/api/auth/login/extra"] {
             assert_eq!(resolve(&Method::POST, nowhere), Err(RouteError::NotFound));
         }

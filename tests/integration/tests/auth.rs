@@ -271,6 +271,16 @@ impl Stack {
         .await
     }
 
+    /// Logs out the session of `refresh`, sending `access` along as the storefront does.
+    async fn logout(&self, access: &str, refresh: &str) -> Answer {
+        self.send(
+            self.gateway(reqwest::Method::POST, "/api/auth/logout")
+                .bearer_auth(access)
+                .json(&json!({"refresh_token": refresh})),
+        )
+        .await
+    }
+
     /// Registers `email` and logs in; returns (user id, token pair).
     async fn customer(&self, email: &str) -> (Uuid, Value) {
         let registered = self.register(email).await;
@@ -431,14 +441,7 @@ async fn accounts_work_end_to_end_through_the_gateway() {
         200
     );
 
-    let logout = stack
-        .send(
-            stack
-                .gateway(reqwest::Method::POST, "/api/auth/logout")
-                .bearer_auth(&new_access)
-                .json(&json!({"refresh_token": new_refresh})),
-        )
-        .await;
+    let logout = stack.logout(&new_access, &new_refresh).await;
     assert_eq!(logout.status, 204, "{logout:?}");
     let after_logout = stack
         .post("/api/auth/refresh", json!({"refresh_token": new_refresh}))
@@ -448,27 +451,22 @@ async fn accounts_work_end_to_end_through_the_gateway() {
         (401, "invalid_refresh_token")
     );
 
-    let not_an_object = stack
-        .send(
-            stack
-                .gateway(reqwest::Method::POST, "/api/auth/logout")
-                .bearer_auth(&new_access)
-                .header("content-type", "application/json")
-                .body(r#"[""]"#),
-        )
-        .await;
+    let no_token = stack.post("/api/auth/logout", json!({})).await;
     assert_eq!(
-        (not_an_object.status, not_an_object.code()),
-        (422, "invalid_body")
+        (no_token.status, no_token.code()),
+        (422, "validation_failed"),
+        "{no_token:?}"
     );
 
-    // Logout without a body ends every session of the user.
+    // Sign out everywhere ends every session of the user, on every device.
     let first = stack.login("ada@example.com", PASSWORD).await.body;
     let second = stack.login("ada@example.com", PASSWORD).await.body;
+    let anonymous = stack.post("/api/auth/logout-everywhere", json!({})).await;
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
     let everywhere = stack
         .send(
             stack
-                .gateway(reqwest::Method::POST, "/api/auth/logout")
+                .gateway(reqwest::Method::POST, "/api/auth/logout-everywhere")
                 .bearer_auth(token(&second, "access_token")),
         )
         .await;
@@ -484,6 +482,77 @@ async fn accounts_work_end_to_end_through_the_gateway() {
     }
     let missing = stack.post("/api/auth/refresh", json!({})).await;
     assert_eq!((missing.status, missing.code()), (422, "validation_failed"));
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_even_when_the_access_token_has_expired() {
+    let stack = stack().await;
+    let (id, pair) = stack.customer("expired@example.com").await;
+    let issuer = TestIssuer::from_signing_key(AuthSettings::default(), stack.active_key().await);
+    let expired = issuer.expired_token_for(id, "expired@example.com", &["customer"]);
+    assert_eq!(stack.get_with("/api/auth/me", &expired).await.status, 401);
+    let refresh = token(&pair, "refresh_token");
+    let logout = stack.logout(&expired, &refresh).await;
+    assert_eq!(logout.status, 204, "{logout:?}");
+    let after = stack
+        .post("/api/auth/refresh", json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(
+        (after.status, after.code()),
+        (401, "invalid_refresh_token"),
+        "the session is over: {after:?}"
+    );
+    // An unknown token is answered alike: the answer tells nothing about tokens.
+    let unknown = stack
+        .post("/api/auth/logout", json!({"refresh_token": "not-a-token"}))
+        .await;
+    assert_eq!(unknown.status, 204, "{unknown:?}");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_lifetime_however_often_it_is_refreshed() {
+    let lifetime = Duration::from_secs(3);
+    let stack = stack_with(|config| {
+        config.tokens.refresh_ttl_secs = 3_600;
+        config.tokens.refresh_absolute_ttl_secs = lifetime.as_secs();
+    })
+    .await;
+    let (_, pair) = stack.customer("absolute@example.com").await;
+    // The deadline was fixed while logging in, so before now.
+    let logged_in = Instant::now();
+    let mut current = token(&pair, "refresh_token");
+    let mut refreshes = 0;
+    // Refreshing keeps working until the session's deadline, and never after it, although each
+    // refresh token alone would live an hour.
+    let refused_at = loop {
+        assert!(
+            logged_in.elapsed() < lifetime * 5,
+            "still refreshing {:?} after login",
+            logged_in.elapsed()
+        );
+        let before = logged_in.elapsed();
+        let answer = stack
+            .post("/api/auth/refresh", json!({"refresh_token": current}))
+            .await;
+        match answer.status {
+            200 => {
+                assert!(before < lifetime, "refreshed {before:?} after login");
+                current = token(&answer.body, "refresh_token");
+                refreshes += 1;
+            }
+            401 => break logged_in.elapsed(),
+            _ => panic!("{answer:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(refreshes >= 2, "{refreshes} refreshes");
+    // Late only by the login's answer, which took less than a second.
+    assert!(
+        refused_at >= lifetime - Duration::from_secs(1),
+        "{refused_at:?}"
+    );
     stack.stop().await;
 }
 
