@@ -1,6 +1,7 @@
 //! Test harness: every test gets its own database and its own Kafka topic prefix, so tests run
 //! in parallel against the one broker and one PostgreSQL server that `make test` starts.
 
+pub mod groups;
 pub mod offsets;
 pub mod proof;
 pub mod publisher;

@@ -157,6 +157,10 @@ pub struct StackOptions {
     /// Run the real auth service (registration, login, its own signing key) instead of a
     /// stand-in JWKS; tokens minted by [`Stack::customer`] are then signed with its key.
     pub auth_service: bool,
+    /// Instances of each saga service (order, inventory, payment, and shipping and notification
+    /// with `fulfilment`): the others share the first one's database and consumer groups, as
+    /// `make cluster` runs them. The gateway routes to the first.
+    pub instances: usize,
 }
 
 impl Default for StackOptions {
@@ -167,6 +171,7 @@ impl Default for StackOptions {
             provider_timeout: Duration::from_secs(2),
             fulfilment: false,
             auth_service: false,
+            instances: 1,
         }
     }
 }
@@ -194,6 +199,9 @@ pub struct Stack {
     pub payment: Service,
     pub payment_gateway_url: String,
     pub fulfilment: Option<Fulfilment>,
+    /// The second and later instances of the saga services ([`StackOptions::instances`]), by
+    /// service.
+    pub more_instances: Vec<(&'static str, Service)>,
     /// The public entry point: every `/api/...` call of the tests goes through it.
     pub gateway_url: String,
     pub http: reqwest::Client,
@@ -314,12 +322,21 @@ impl Stack {
         order_config.checkout.deadline_ms = millis(options.order_deadline);
         order_config.checkout.deadline_interval_ms = 100;
         let order = Service::start(order_service::startup::build(order_config.clone())).await?;
+        let mut more_instances = Vec::new();
+        for _ in 1..options.instances {
+            let instance = Service::start(order_service::startup::build(order_config.clone()));
+            more_instances.push(("order", instance.await?));
+        }
         let mut inventory_config = inventory_service::config::Config::defaults();
         inventory_config.service =
             service_settings(fresh_database("inventory").await?, kafka_for("inventory"));
         inventory_config.auth = auth.clone();
         inventory_config.reservations.ttl_ms = millis(options.reservation_ttl);
         inventory_config.reservations.expiry_interval_ms = 100;
+        for _ in 1..options.instances {
+            let instance = inventory_service::startup::build(inventory_config.clone());
+            more_instances.push(("inventory", Service::start(instance).await?));
+        }
         let inventory = Service::start(inventory_service::startup::build(inventory_config)).await?;
         let mut payment_config = payment_service::config::Config::defaults();
         payment_config.service =
@@ -330,6 +347,10 @@ impl Stack {
         payment_config.workers.retry_initial_ms = 50;
         payment_config.workers.retry_max_ms = 500;
         payment_config.workers.lease_ms = 3_000;
+        for _ in 1..options.instances {
+            let instance = payment_service::startup::build(payment_config.clone());
+            more_instances.push(("payment", Service::start(instance).await?));
+        }
         let payment = Service::start(payment_service::startup::build(payment_config)).await?;
 
         let fulfilment = if options.fulfilment {
@@ -346,6 +367,10 @@ impl Stack {
                 kafka_for("shipping"),
             );
             shipping_config.auth = auth.clone();
+            for _ in 1..options.instances {
+                let instance = shipping_service::startup::build(shipping_config.clone());
+                more_instances.push(("shipping", Service::start(instance).await?));
+            }
             let shipping =
                 Service::start(shipping_service::startup::build(shipping_config)).await?;
             let mail_dir = std::env::temp_dir().join(format!("bazaar-test-mail-{}", unique_tag()));
@@ -359,6 +384,10 @@ impl Stack {
             notification_config.delivery.poll_ms = 100;
             notification_config.delivery.retry_initial_ms = 50;
             notification_config.delivery.retry_max_ms = 500;
+            for _ in 1..options.instances {
+                let instance = notification_service::startup::build(notification_config.clone());
+                more_instances.push(("notification", Service::start(instance).await?));
+            }
             let notification =
                 Service::start(notification_service::startup::build(notification_config)).await?;
             let users = Publisher::start("users", &kafka).await?;
@@ -407,6 +436,7 @@ impl Stack {
             payment,
             payment_gateway_url,
             fulfilment,
+            more_instances,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
@@ -680,6 +710,9 @@ impl Stack {
 
     pub async fn stop(self) -> anyhow::Result<()> {
         self.gateway.stop().await;
+        for (_, instance) in self.more_instances {
+            instance.stop().await?;
+        }
         if let Some(fulfilment) = self.fulfilment {
             fulfilment.notification.stop().await?;
             fulfilment.shipping.stop().await?;
