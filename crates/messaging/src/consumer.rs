@@ -47,16 +47,19 @@ pub enum HandlerError {
 }
 
 impl HandlerError {
-    /// A service's own error: worth retrying when a database failure lies behind it anywhere
-    /// in its chain of sources, a rejection otherwise. A service error keeps its database
-    /// cause as a source (`#[from]` or `#[source]`, not `#[error(transparent)]`, which hides
-    /// it) for this to see it.
+    /// A service's own error: worth retrying when a database failure that could pass next time
+    /// lies behind it anywhere in its chain of sources, a rejection otherwise (also when the
+    /// database refused the data itself: SQLSTATE classes 22 and 23). A service error keeps
+    /// its database cause as a source (`#[from]` or `#[source]`, not `#[error(transparent)]`,
+    /// which hides it) for this to see it.
     pub fn classify<E>(error: E) -> Self
     where
         E: std::error::Error + Send + Sync + 'static,
     {
         let error = anyhow::Error::new(error);
-        if error.chain().any(|cause| cause.is::<sqlx::Error>()) {
+        if refused_by_the_database(&error) {
+            Self::Rejected(error)
+        } else if error.chain().any(|cause| cause.is::<sqlx::Error>()) {
             Self::Transient(error)
         } else {
             Self::Rejected(error)
@@ -66,8 +69,41 @@ impl HandlerError {
 
 impl From<sqlx::Error> for HandlerError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Transient(error.into())
+        if is_deterministic(&error) {
+            Self::Rejected(error.into())
+        } else {
+            Self::Transient(error.into())
+        }
     }
+}
+
+/// SQLSTATE classes of errors the same statement on the same data meets every time: 22, data
+/// exception (a value out of range, text PostgreSQL cannot store), and 23, integrity constraint
+/// violation (CHECK, NOT NULL, foreign key, unique). Retrying such a row would stall its
+/// partition forever; everything else (connections, serialization failures, deadlocks, lock
+/// timeouts, a table being migrated) may pass on a later try.
+const DETERMINISTIC_SQLSTATE_CLASSES: [&str; 2] = ["22", "23"];
+
+/// Whether PostgreSQL refused the data itself ([`DETERMINISTIC_SQLSTATE_CLASSES`]).
+fn is_deterministic(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(sqlx::error::DatabaseError::code)
+        .is_some_and(|code| is_deterministic_sqlstate(&code))
+}
+
+fn is_deterministic_sqlstate(code: &str) -> bool {
+    DETERMINISTIC_SQLSTATE_CLASSES
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
+/// Whether a database error the data itself caused lies anywhere in `error`'s chain.
+pub(crate) fn refused_by_the_database(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<sqlx::Error>())
+        .any(is_deterministic)
 }
 
 impl From<crate::outbox::OutboxError> for HandlerError {
@@ -120,12 +156,17 @@ pub trait EventHandler: Send + Sync + 'static {
     }
 }
 
+/// Transient failures of one message before it is dead-lettered: with the backoff capped at
+/// 10 s, about 16 minutes of retries, longer than a database restart or failover takes.
+pub const DEFAULT_MAX_TRANSIENT_ATTEMPTS: u32 = 100;
+
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
     /// Logical topics to consume (the deployment prefix is added).
     pub topics: Vec<String>,
     /// Give up retrying a transient failure after this many attempts and dead-letter the
-    /// message; `None` retries until shutdown (a stalled partition is visible in metrics).
+    /// message; `None` retries until shutdown. While a message is being retried,
+    /// `consumer_retrying_attempts{topic, partition}` shows how many times.
     pub max_transient_attempts: Option<u32>,
     /// How often to look for parked keys whose redrive was requested.
     pub redrive_poll_interval: Duration,
@@ -143,7 +184,7 @@ impl ConsumerSettings {
     pub fn for_topics(topics: &[&str]) -> Self {
         Self {
             topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
-            max_transient_attempts: None,
+            max_transient_attempts: Some(DEFAULT_MAX_TRANSIENT_ATTEMPTS),
             redrive_poll_interval: Duration::from_secs(1),
             session_timeout: Duration::from_secs(10),
             // Enough to spread a commit over a hundred events; few enough that a transaction
@@ -247,6 +288,10 @@ impl Handled {
 impl From<HandlerError> for Failure {
     fn from(error: HandlerError) -> Self {
         match error {
+            // However the handler labelled it: a row the database refuses is refused every time.
+            HandlerError::Transient(error) if refused_by_the_database(&error) => {
+                Self::Permanent(format!("the database refused the event's data: {error:#}"))
+            }
             HandlerError::Transient(error) => Self::Transient(format!("{error:#}")),
             HandlerError::Rejected(error) => {
                 Self::Permanent(format!("handler rejected the event: {error:#}"))
@@ -614,6 +659,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     ) -> Option<Handled> {
         let mut backoff = Backoff::default();
         let mut attempts: u32 = 0;
+        let mut retrying = RetryGauge::new(raw);
         loop {
             attempts += 1;
             let span = self.span(raw, attempts);
@@ -635,10 +681,12 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                     format!("gave up after {attempts} attempts: {reason}")
                 }
                 Failure::Transient(reason) => {
+                    let key = raw.key.as_deref().unwrap_or_default();
                     span.in_scope(
-                        || tracing::warn!(%reason, attempts, "transient failure; retrying"),
+                        || tracing::warn!(%reason, key, attempts, "transient failure; retrying"),
                     );
                     metrics::counter!("consumer_retries_total").increment(1);
+                    retrying.retrying(attempts);
                     tokio::select! {
                         () = shutdown.cancelled() => return None,
                         () = tokio::time::sleep(backoff.next()) => continue,
@@ -749,8 +797,48 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     }
 }
 
+/// A database error outside the handler (the inbox, the commit: a deferred constraint).
 fn transient(error: sqlx::Error) -> Failure {
-    Failure::Transient(format!("database: {error}"))
+    if is_deterministic(&error) {
+        Failure::Permanent(format!("the database refused the event's data: {error}"))
+    } else {
+        Failure::Transient(format!("database: {error}"))
+    }
+}
+
+/// `consumer_retrying_attempts{topic, partition}`: how many times the message at the head of
+/// a partition has failed transiently so far, while it is retried; back to 0 when it is
+/// handled, dead-lettered or left for shutdown. A partition handles one key at a time, so the
+/// gauge names the stalled partition; the retry warnings in the log name the key.
+struct RetryGauge {
+    gauge: metrics::Gauge,
+    set: bool,
+}
+
+impl RetryGauge {
+    fn new(record: &Record) -> Self {
+        Self {
+            gauge: metrics::gauge!(
+                "consumer_retrying_attempts",
+                "topic" => record.topic.clone(),
+                "partition" => record.partition.to_string()
+            ),
+            set: false,
+        }
+    }
+
+    fn retrying(&mut self, attempts: u32) {
+        self.gauge.set(f64::from(attempts));
+        self.set = true;
+    }
+}
+
+impl Drop for RetryGauge {
+    fn drop(&mut self) {
+        if self.set {
+            self.gauge.set(0.0);
+        }
+    }
 }
 
 fn count(outcome: Handled) {
@@ -900,6 +988,19 @@ mod tests {
         Database(#[from] sqlx::Error),
         #[error("outbox")]
         Outbox(#[from] crate::outbox::OutboxError),
+    }
+
+    #[test]
+    fn data_and_integrity_errors_are_deterministic_and_others_not() {
+        for code in [
+            "22001", "22003", "22P02", "23502", "23503", "23505", "23514",
+        ] {
+            assert!(is_deterministic_sqlstate(code), "{code}");
+        }
+        // Serialization failure, deadlock, lock timeout, undefined table, connection failure.
+        for code in ["40001", "40P01", "55P03", "42P01", "08006", "57P01"] {
+            assert!(!is_deterministic_sqlstate(code), "{code}");
+        }
     }
 
     #[test]

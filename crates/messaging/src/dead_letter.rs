@@ -284,10 +284,13 @@ async fn redrive_key<H: EventHandler>(
         if !new.is_empty() {
             match consumer.handler().handle(&mut tx, &received).await {
                 Ok(()) => {}
-                Err(HandlerError::Transient(error)) => {
+                Err(HandlerError::Transient(error))
+                    if !crate::consumer::refused_by_the_database(&error) =>
+                {
                     anyhow::bail!("redrive of {topic}/{key} paused: {error:#}")
                 }
-                Err(HandlerError::Rejected(error)) => {
+                // A row the database refuses is refused on every round.
+                Err(HandlerError::Transient(error) | HandlerError::Rejected(error)) => {
                     drop(tx);
                     return stop_redrive(
                         pool,

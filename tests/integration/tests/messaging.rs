@@ -1,5 +1,6 @@
 //! The messaging runtime against the real broker, registry and database: exactly-once effects,
-//! per-key order, dead letters with parking and redrive, resumption from stored offsets.
+//! per-key order, dead letters with parking and redrive, rows the database refuses, retries of
+//! transient failures, resumption from stored offsets.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -103,6 +104,20 @@ impl Fixture {
         );
         let task = tokio::spawn(consumer.run(shutdown.clone()));
         (shutdown, task)
+    }
+
+    /// Renames the `effects` table away (`away`) or back: while it is away, every handled event
+    /// fails with a transient error (42P01, undefined table), as during a botched migration.
+    async fn move_effects_table(&self, away: bool) {
+        let statement = if away {
+            "ALTER TABLE effects RENAME TO effects_away"
+        } else {
+            "ALTER TABLE effects_away RENAME TO effects"
+        };
+        sqlx::query(statement)
+            .execute(&self.pool)
+            .await
+            .expect("rename");
     }
 
     async fn effect_count(&self) -> i64 {
@@ -545,6 +560,119 @@ async fn a_consumer_stopped_mid_stream_resumes_from_its_stored_offset() {
     for (key, expected) in per_key {
         assert_eq!(fixture.effects_of(&key).await, expected, "{key}");
     }
+}
+
+#[tokio::test]
+async fn a_row_the_database_refuses_is_dead_lettered_at_once_and_its_key_parked() {
+    let fixture = Fixture::new("poison-row").await;
+    // A rule of the data, as a migration would add it. An event that breaks it breaks it on
+    // every retry: SQLSTATE 23514, a rejection.
+    sqlx::query("ALTER TABLE effects ADD CONSTRAINT effects_value_not_negative CHECK (value >= 0)")
+        .execute(&fixture.pool)
+        .await
+        .expect("constraint");
+    let (relay_stop, relay_task) = fixture.start_relay();
+    let (consumer_stop, consumer_task) = fixture.start_consumer(&["order-events"]);
+
+    fixture
+        .append(&[cancel("order-A", "step-1"), cancel("order-B", "step-1")])
+        .await;
+    // A reason the handler cannot read becomes the value -1, which the CHECK refuses.
+    fixture
+        .append(&[cancel("order-A", "unreadable"), cancel("order-B", "step-2")])
+        .await;
+    fixture.append(&[cancel("order-A", "step-3")]).await;
+
+    eventually(
+        "order-B to flow past order-A's poison row",
+        Duration::from_secs(30),
+        || async { (fixture.effects_of("order-B").await == vec![1, 2]).then_some(()) },
+    )
+    .await;
+    let parked = eventually("order-A to be parked", Duration::from_secs(30), || async {
+        let keys = messaging::dead_letter::parked_keys(&fixture.pool)
+            .await
+            .ok()?;
+        (!keys.is_empty()).then_some(keys)
+    })
+    .await;
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].message_key, "order-A");
+    assert!(
+        parked[0].error.contains("effects_value_not_negative"),
+        "{}",
+        parked[0].error
+    );
+    let dead_letters = read_topic(&fixture.kafka, "order-events.dlq", 2).await;
+    assert_eq!(dead_letters[0]["dlq-reason"], "failed");
+    assert_eq!(
+        dead_letters[0]["dlq-attempts"], "1",
+        "refused at once, not after retries"
+    );
+    assert_eq!(dead_letters[1]["dlq-reason"], "parked");
+    assert_eq!(fixture.effects_of("order-A").await, vec![1]);
+
+    stop(consumer_stop, consumer_task).await;
+    stop(relay_stop, relay_task).await;
+}
+
+/// The largest `consumer_retrying_attempts` of any partition of `topic` in this process.
+fn retrying_attempts(topic: &str) -> f64 {
+    let label = format!("topic=\"{topic}\"");
+    platform::metrics::render()
+        .lines()
+        .filter(|line| line.starts_with("consumer_retrying_attempts{") && line.contains(&label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, f64::max)
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_and_a_metric_shows_it_until_it_passes() {
+    // The process's recorder, installed before anything is counted.
+    assert!(platform::metrics::handle().is_some(), "a metrics recorder");
+    assert_eq!(
+        ConsumerSettings::for_topics(&[]).max_transient_attempts,
+        Some(messaging::consumer::DEFAULT_MAX_TRANSIENT_ATTEMPTS),
+        "retries end by default"
+    );
+    let fixture = Fixture::new("retrying").await;
+    let topic = fixture.kafka.topic("order-events");
+    let (relay_stop, relay_task) = fixture.start_relay();
+    let (consumer_stop, consumer_task) = fixture.start_consumer(&["order-events"]);
+    fixture.append(&[cancel("order-A", "step-1")]).await;
+    fixture.wait_for_effects(1, Duration::from_secs(30)).await;
+
+    fixture.move_effects_table(true).await;
+    fixture.append(&[cancel("order-A", "step-2")]).await;
+    eventually(
+        "the retried message to show on the gauge",
+        Duration::from_secs(30),
+        || async { (retrying_attempts(&topic) >= 2.0).then_some(()) },
+    )
+    .await;
+    fixture.move_effects_table(false).await;
+    eventually(
+        "the message to pass once the table is back",
+        Duration::from_secs(30),
+        || async { (fixture.effects_of("order-A").await == vec![1, 2]).then_some(()) },
+    )
+    .await;
+    eventually(
+        "the gauge to go back to 0",
+        Duration::from_secs(10),
+        || async { (retrying_attempts(&topic) == 0.0).then_some(()) },
+    )
+    .await;
+    assert!(
+        messaging::dead_letter::parked_keys(&fixture.pool)
+            .await
+            .expect("parked keys")
+            .is_empty(),
+        "a transient failure parks nothing"
+    );
+
+    stop(consumer_stop, consumer_task).await;
+    stop(relay_stop, relay_task).await;
 }
 
 /// Reads `count` messages of a topic from the beginning and returns their headers.
