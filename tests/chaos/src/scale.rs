@@ -69,6 +69,14 @@ struct Targets {
     no_timeouts: bool,
 }
 
+impl Targets {
+    /// Clients see no error and no order is cancelled for timeout.
+    const STRICT: Self = Self {
+        no_client_errors: true,
+        no_timeouts: true,
+    };
+}
+
 impl ScaledRun {
     /// Starts the load through the gateway and watches the groups; proves that each consuming
     /// service's instances share its partitions before anything breaks.
@@ -123,6 +131,16 @@ impl ScaledRun {
 
     fn note(&mut self, note: String) {
         self.run.note(note);
+    }
+
+    /// [`Run::recovered`]: `count` orders placed from now on shipped within `within`.
+    async fn recovered(
+        &mut self,
+        cluster: &Cluster,
+        count: usize,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        self.run.recovered(cluster, count, within).await
     }
 
     /// Stops the load, runs the checker, and adds the figures of the window since the fault.
@@ -272,19 +290,10 @@ pub async fn broker_killed_for_good(cluster: &mut Cluster) -> anyhow::Result<Sce
     run.note(format!(
         "Kafka node {node} (leader of the most partitions) SIGKILLed with {pending} order(s) pending; it stays dead"
     ));
-    run.run
-        .recovered(cluster, 20, Duration::from_secs(120))
-        .await?;
+    run.recovered(cluster, 20, Duration::from_secs(120)).await?;
     // Orders keep flowing on two brokers.
     supervise_for(cluster, Duration::from_secs(15)).await?;
-    run.finish(
-        cluster,
-        Targets {
-            no_client_errors: true,
-            no_timeouts: true,
-        },
-    )
-    .await
+    run.finish(cluster, Targets::STRICT).await
 }
 
 /// Cluster scenario 2: one instance of every service SIGKILLed at the same moment. The other
@@ -324,9 +333,7 @@ pub async fn instance_of_each_killed(cluster: &mut Cluster) -> anyhow::Result<Sc
             killed.elapsed().as_secs_f64()
         ));
     }
-    run.run
-        .recovered(cluster, 20, Duration::from_secs(120))
-        .await?;
+    run.recovered(cluster, 20, Duration::from_secs(120)).await?;
     // The survivors carry the load alone for a while, then the dead come back.
     supervise_for(cluster, Duration::from_secs(10)).await?;
     for victim in &victims {
@@ -345,9 +352,7 @@ pub async fn instance_of_each_killed(cluster: &mut Cluster) -> anyhow::Result<Sc
         cluster.options.instances,
         killed.elapsed().as_secs_f64()
     ));
-    run.run
-        .recovered(cluster, 10, Duration::from_secs(60))
-        .await?;
+    run.recovered(cluster, 10, Duration::from_secs(60)).await?;
     run.finish(
         cluster,
         Targets {
@@ -421,17 +426,8 @@ pub async fn rolling_restart(
         }
     }
     run.note(format!("restarted in turn: {}", restarts.join(", ")));
-    run.run
-        .recovered(cluster, 10, Duration::from_secs(60))
-        .await?;
-    run.finish(
-        cluster,
-        Targets {
-            no_client_errors: true,
-            no_timeouts: true,
-        },
-    )
-    .await
+    run.recovered(cluster, 10, Duration::from_secs(60)).await?;
+    run.finish(cluster, Targets::STRICT).await
 }
 
 /// Cluster scenario 4: the payment service (a consumer of two topics, and the charging worker)
@@ -518,17 +514,8 @@ pub async fn scale_payment(cluster: &mut Cluster) -> anyhow::Result<ScenarioRepo
         "payment group rebalances: {}",
         rebalances.join(", ")
     ));
-    run.run
-        .recovered(cluster, 10, Duration::from_secs(60))
-        .await?;
-    run.finish(
-        cluster,
-        Targets {
-            no_client_errors: true,
-            no_timeouts: true,
-        },
-    )
-    .await
+    run.recovered(cluster, 10, Duration::from_secs(60)).await?;
+    run.finish(cluster, Targets::STRICT).await
 }
 
 /// Cluster scenario 5: the broker leading the most partitions is cut off from everyone (SIGSTOP:
@@ -550,16 +537,7 @@ pub async fn broker_partitioned(cluster: &mut Cluster) -> anyhow::Result<Scenari
     run.note(format!(
         "Kafka node {node} (leader of the most partitions) frozen for 20 s with {pending} order(s) pending, then continued"
     ));
-    run.run
-        .recovered(cluster, 20, Duration::from_secs(120))
-        .await?;
+    run.recovered(cluster, 20, Duration::from_secs(120)).await?;
     supervise_for(cluster, Duration::from_secs(10)).await?;
-    run.finish(
-        cluster,
-        Targets {
-            no_client_errors: true,
-            no_timeouts: true,
-        },
-    )
-    .await
+    run.finish(cluster, Targets::STRICT).await
 }

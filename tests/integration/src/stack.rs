@@ -210,6 +210,17 @@ pub struct Stack {
     gateway: Server,
 }
 
+/// `infra/demo/catalog.json`: what [`Stack::seed_demo`] loads.
+pub fn demo_catalog() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../infra/demo/catalog.json")
+}
+
+/// The stock each SKU of the demo catalog starts with, for the invariant checker.
+pub fn demo_initial_stock() -> std::collections::BTreeMap<String, i64> {
+    let catalog = std::fs::read_to_string(demo_catalog()).expect("the demo catalog");
+    bazaar_invariants::initial_stock_from_json(&catalog).expect("the demo catalog's stock")
+}
+
 /// Every SKU of `infra/demo/catalog.json`.
 pub const DEMO_SKUS: [&str; 7] = [
     "TEE-BLK-M",
@@ -467,6 +478,21 @@ impl Stack {
 
     /// The shipping and notification services; panics unless the stack was started with
     /// [`StackOptions::fulfilment`].
+    /// The invariant checker over every database of the stack, the simulator's ledger and the
+    /// mail folder. Needs [`StackOptions::fulfilment`].
+    pub fn checker(&self) -> bazaar_invariants::Checker {
+        let fulfilment = self.fulfilment();
+        bazaar_invariants::Checker::new(bazaar_invariants::Sources {
+            order: self.order.pool.clone(),
+            inventory: Some(self.inventory.pool.clone()),
+            payment: Some(self.payment.pool.clone()),
+            shipping: Some(fulfilment.shipping.pool.clone()),
+            notification: Some(fulfilment.notification.pool.clone()),
+            payment_gateway: Some(self.payment_gateway_url.clone()),
+            mail_dir: Some(fulfilment.mail_dir.clone()),
+        })
+    }
+
     pub fn fulfilment(&self) -> &Fulfilment {
         self.fulfilment
             .as_ref()
@@ -549,8 +575,7 @@ impl Stack {
 
     /// Loads the demo catalog and stock, and waits until the order service's replica has it.
     pub async fn seed_demo(&self) -> anyhow::Result<()> {
-        let demo =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/demo/catalog.json");
+        let demo = demo_catalog();
         product_service::seed::seed_demo_catalog(&self.product.pool, &demo).await?;
         inventory_service::seed::seed_demo_stock(&self.inventory.pool, &demo).await?;
         // Each product's snapshot travels on its own partition: wait for every one of them.

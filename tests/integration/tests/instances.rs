@@ -5,21 +5,18 @@
 //! invariant checker ends the test: one charge per paid order, every refund matched, stock
 //! conserved, one shipment and one e-mail per notice.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bazaar_integration_tests::fresh_database;
 use bazaar_integration_tests::groups::wait_until_shared;
-use bazaar_integration_tests::stack::{Customer, Service, Stack, StackOptions, service_settings};
-use bazaar_invariants::{Checker, Expectations, Outcome, Sources};
+use bazaar_integration_tests::stack::{
+    Customer, Service, Stack, StackOptions, demo_initial_stock, service_settings,
+};
+use bazaar_invariants::{Expectations, Outcome};
 use futures::future::try_join_all;
 use serde_json::json;
 
 const INSTANCES: usize = 2;
-
-fn demo_catalog() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../infra/demo/catalog.json")
-}
 
 /// `count` checkouts of one unit of `sku` with `token`, placed at the same time.
 async fn checkouts(
@@ -92,24 +89,13 @@ async fn two_instances_of_every_service_share_the_work_and_do_each_piece_once() 
     stack.set_faults(json!({})).await.expect("faults cleared");
     accepted.extend(stuck);
 
-    let checker = Checker::new(Sources {
-        order: stack.order.pool.clone(),
-        inventory: Some(stack.inventory.pool.clone()),
-        payment: Some(stack.payment.pool.clone()),
-        shipping: Some(fulfilment.shipping.pool.clone()),
-        notification: Some(fulfilment.notification.pool.clone()),
-        payment_gateway: Some(stack.payment_gateway_url.clone()),
-        mail_dir: Some(fulfilment.mail_dir.clone()),
-    });
     let expect = Expectations {
         accepted: accepted.clone(),
-        initial_stock: bazaar_invariants::initial_stock_from_json(
-            &std::fs::read_to_string(demo_catalog()).expect("catalog"),
-        )
-        .expect("initial stock"),
+        initial_stock: demo_initial_stock(),
         ..Expectations::default()
     };
-    let report = checker
+    let report = stack
+        .checker()
         .check_within(&expect, Duration::from_secs(90))
         .await
         .expect("sources readable");

@@ -6,14 +6,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use bazaar_integration_tests::eventually;
-use bazaar_integration_tests::stack::{Stack, StackOptions};
-use bazaar_invariants::{Checker, Expectations, Invariant, Outcome, Sources};
+use bazaar_integration_tests::stack::{Stack, StackOptions, demo_catalog, demo_initial_stock};
+use bazaar_invariants::{Expectations, Invariant, Outcome};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-fn demo_catalog() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../infra/demo/catalog.json")
-}
 
 /// `bazaar`, built next to this test binary (`make test` builds every binary first).
 fn bazaar_binary() -> PathBuf {
@@ -62,19 +58,6 @@ async fn bazaar_check(stack: &Stack, extra: &[&str]) -> (i32, Value) {
     println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
     let report = serde_json::from_str(stdout.trim()).expect("a JSON report");
     (output.status.code().unwrap_or(-1), report)
-}
-
-fn checker(stack: &Stack) -> Checker {
-    let fulfilment = stack.fulfilment();
-    Checker::new(Sources {
-        order: stack.order.pool.clone(),
-        inventory: Some(stack.inventory.pool.clone()),
-        payment: Some(stack.payment.pool.clone()),
-        shipping: Some(fulfilment.shipping.pool.clone()),
-        notification: Some(fulfilment.notification.pool.clone()),
-        payment_gateway: Some(stack.payment_gateway_url.clone()),
-        mail_dir: Some(fulfilment.mail_dir.clone()),
-    })
 }
 
 #[tokio::test]
@@ -134,10 +117,7 @@ async fn every_saga_outcome_keeps_the_invariants_and_corrupted_rows_are_reported
         .expect("cancel");
     assert_eq!(cancel.status, 200, "{}", cancel.body);
 
-    let initial_stock = bazaar_invariants::initial_stock_from_json(
-        &std::fs::read_to_string(demo_catalog()).expect("catalog"),
-    )
-    .expect("initial stock");
+    let initial_stock = demo_initial_stock();
     let expect = Expectations {
         accepted: vec![
             paid.clone(),
@@ -148,7 +128,7 @@ async fn every_saga_outcome_keeps_the_invariants_and_corrupted_rows_are_reported
         initial_stock,
         ..Expectations::default()
     };
-    let checker = checker(&stack);
+    let checker = stack.checker();
     let report = checker
         .check_within(&expect, Duration::from_secs(60))
         .await
