@@ -38,6 +38,15 @@ impl Instance {
     }
 }
 
+/// Which endpoint of an instance a check asks.
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    /// `/healthz`, for the rotation: cheap, and says only that the process serves.
+    Alive,
+    /// `/readyz`, for the gateway's own readiness: the instance's dependencies answer too.
+    Ready,
+}
+
 /// The instances of one service and the choice between them.
 #[derive(Debug)]
 pub struct Balancer {
@@ -152,6 +161,12 @@ impl Balancer {
             instance.down_until_ms.store(0, Ordering::SeqCst);
         }
         let was = instance.healthy.swap(healthy, Ordering::SeqCst);
+        metrics::gauge!(
+            "gateway_upstream_instance_healthy",
+            "service" => self.service,
+            "instance" => instance.base_url.clone(),
+        )
+        .set(if healthy { 1.0 } else { 0.0 });
         match (was, outcome) {
             (false, Ok(())) => tracing::info!(
                 service = self.service,
@@ -168,14 +183,20 @@ impl Balancer {
         }
     }
 
-    /// Asks one instance's `/healthz`.
+    /// Asks one instance's `/healthz` (alive and not draining) or `/readyz` (and its own
+    /// dependencies answer).
     async fn probe(
         &self,
         index: usize,
         client: &HttpClient,
         timeout: Duration,
+        check: Probe,
     ) -> Result<(), String> {
-        let url = format!("{}/healthz", self.instances[index].base_url);
+        let path = match check {
+            Probe::Alive => "/healthz",
+            Probe::Ready => "/readyz",
+        };
+        let url = format!("{}{path}", self.instances[index].base_url);
         let answer = client
             .send(client.get(&url).timeout(timeout))
             .await
@@ -187,10 +208,11 @@ impl Balancer {
         }
     }
 
-    /// Whether any instance answers its health check now (the gateway's readiness).
-    pub async fn any_healthy(&self, client: &HttpClient, timeout: Duration) -> Result<(), String> {
+    /// Whether any instance is ready now, asking every instance's `/readyz` at once, each
+    /// within `timeout` (the gateway's readiness, per service).
+    pub async fn any_ready(&self, client: &HttpClient, timeout: Duration) -> Result<(), String> {
         let outcomes = futures::future::join_all(
-            (0..self.instances.len()).map(|index| self.probe(index, client, timeout)),
+            (0..self.instances.len()).map(|index| self.probe(index, client, timeout, Probe::Ready)),
         )
         .await;
         if outcomes.iter().any(Result::is_ok) {
@@ -214,7 +236,7 @@ impl Balancer {
                 ticker.tick().await;
                 let outcomes = futures::future::join_all(
                     (0..balancer.instances.len())
-                        .map(|index| balancer.probe(index, &client, timeout)),
+                        .map(|index| balancer.probe(index, &client, timeout, Probe::Alive)),
                 )
                 .await;
                 for (index, outcome) in outcomes.into_iter().enumerate() {

@@ -54,10 +54,19 @@ pub struct Upstreams {
     /// health check passes sooner, or no other instance is left).
     #[serde(default = "default_down_for_ms")]
     pub down_for_ms: u64,
+    /// How long the gateway's `/readyz` waits for each upstream's `/readyz` (all are asked at
+    /// once). An upstream that does not answer within it counts as not ready. Kept below the
+    /// 3 s a readiness check may take in all, so the answer names the upstream that was slow.
+    #[serde(default = "default_ready_timeout_ms")]
+    pub ready_timeout_ms: u64,
 }
 
 fn default_health_interval_ms() -> u64 {
     1_000
+}
+
+fn default_ready_timeout_ms() -> u64 {
+    2_000
 }
 
 fn default_down_for_ms() -> u64 {
@@ -157,6 +166,7 @@ impl Config {
                 pool_idle_timeout_ms: 10_000,
                 health_interval_ms: default_health_interval_ms(),
                 down_for_ms: default_down_for_ms(),
+                ready_timeout_ms: default_ready_timeout_ms(),
             },
             auth: AuthSettings::default(),
             limits: Limits {

@@ -70,10 +70,11 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
         tracing::info!(service = name, instances = ?instances, "upstream");
         balancers.insert(name, balancer);
     }
-    // Ready when every service has an instance that answers.
+    // Ready when every service has an instance that is ready.
+    let ready_timeout = Duration::from_millis(config.upstreams.ready_timeout_ms);
     let readiness = balancers
         .values()
-        .map(|balancer| upstream_alive(balancer.clone(), health_client.clone()))
+        .map(|balancer| upstream_ready(balancer.clone(), health_client.clone(), ready_timeout))
         .fold(Readiness::default(), Readiness::with);
     let mut upstreams = HashMap::new();
     for service in [
@@ -120,11 +121,17 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
     Ok(Gateway { port, server })
 }
 
-/// The gateway is ready when every service it forwards to has an instance answering `/healthz`.
-fn upstream_alive(balancer: Arc<Balancer>, client: HttpClient) -> ReadinessCheck {
+/// The gateway is ready when every service it knows has an instance whose `/readyz` answers
+/// 200 within `timeout`. `/readyz` reports each service under its name; the services are asked
+/// at once, so one that hangs costs `timeout`, not the sum.
+fn upstream_ready(
+    balancer: Arc<Balancer>,
+    client: HttpClient,
+    timeout: Duration,
+) -> ReadinessCheck {
     ReadinessCheck::new(balancer.service, move || {
         let balancer = balancer.clone();
         let client = client.clone();
-        Box::pin(async move { balancer.any_healthy(&client, Duration::from_secs(2)).await })
+        Box::pin(async move { balancer.any_ready(&client, timeout).await })
     })
 }

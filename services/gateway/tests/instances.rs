@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 mod support;
 use support::{Gateway, read_request};
 
-/// A stand-in instance speaking just enough HTTP/1.1: it answers `/healthz` with
+/// A stand-in instance speaking just enough HTTP/1.1: it answers `/healthz` and `/readyz` with
 /// `health_status` and anything else with 200 naming itself, or, while `swallow` is set, reads a
 /// request and closes the connection without answering.
 #[derive(Debug, Clone)]
@@ -50,15 +50,16 @@ impl Instance {
         let mut buffer = Vec::new();
         while let Some(head) = read_request(&mut socket, &mut buffer).await {
             let line = head.lines().next().unwrap_or_default().to_owned();
-            let (status, body) = if line.starts_with("get /healthz") {
-                (self.health_status.load(Ordering::SeqCst), "{}".to_owned())
-            } else {
-                self.seen.lock().expect("lock").push(line);
-                if self.swallow.load(Ordering::SeqCst) {
-                    return;
-                }
-                (200, format!(r#"{{"instance":"{}"}}"#, self.name))
-            };
+            let (status, body) =
+                if line.starts_with("get /healthz") || line.starts_with("get /readyz") {
+                    (self.health_status.load(Ordering::SeqCst), "{}".to_owned())
+                } else {
+                    self.seen.lock().expect("lock").push(line);
+                    if self.swallow.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    (200, format!(r#"{{"instance":"{}"}}"#, self.name))
+                };
             let answer = format!(
                 "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                 body.len()
