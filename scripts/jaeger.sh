@@ -5,7 +5,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-JAEGER_VERSION="${BAZAAR_JAEGER_VERSION:-v1.76.0}"
+JAEGER_VERSION="${BAZAAR_JAEGER_VERSION:-v1.75.0}"
 CACHE_DIR="${BAZAAR_CACHE_DIR:-$HOME/.cache/bazaar}"
 TOOL_DIR="$CACHE_DIR/jaeger-$JAEGER_VERSION"
 JAEGER_BIN="$TOOL_DIR/bin/jaeger"

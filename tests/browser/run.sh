@@ -20,6 +20,9 @@ Screenshots go to tests/browser/artifacts/.
 Environment:
   BAZAAR_SKIP_BUILD=1     do not run cargo build (make test has just built the workspace)
   BAZAAR_BASE_URL=URL     test that storefront instead; start nothing
+  BAZAAR_BROWSER_ADMIN_EMAIL, BAZAAR_BROWSER_ADMIN_PASSWORD
+                          an admin of that shop, who dispatches and delivers an order (without
+                          them, this run creates one with auth-service create-admin)
   CHROMIUM_PATH=PATH      the browser (default /usr/bin/chromium)
   BAZAAR_STARTUP_TIMEOUT  seconds to wait for each /readyz (default 90)
 USAGE
@@ -111,6 +114,16 @@ else
     fi
   done
   echo "  ready after $((SECONDS - started_at)) s"
+fi
+
+# One scenario dispatches and delivers an order as an admin: an account made for this run
+# (with auth-service create-admin on the shop's database), unless one is given.
+if [ -z "${BAZAAR_BROWSER_ADMIN_EMAIL:-}" ] && [ -z "${BAZAAR_BASE_URL:-}" ]; then
+  export BAZAAR_BROWSER_ADMIN_EMAIL="browser-admin-$(date +%s)-$$@example.com"
+  BAZAAR_BROWSER_ADMIN_PASSWORD="$(head -c 18 /dev/urandom | base64)"
+  export BAZAAR_BROWSER_ADMIN_PASSWORD
+  (cd "$REPO_ROOT" && BAZAAR_ADMIN_PASSWORD="$BAZAAR_BROWSER_ADMIN_PASSWORD" "$(binary_of auth)" \
+    create-admin --email "$BAZAAR_BROWSER_ADMIN_EMAIL" --name "Browser test admin" >/dev/null)
 fi
 
 say "running the browser tests (headless Chromium)"

@@ -84,6 +84,30 @@ async function screenshot(page, name) {
   return file;
 }
 
+/** An admin's access token: tests/browser/run.sh creates the admin and passes its credentials. */
+async function adminToken() {
+  const email = process.env.BAZAAR_BROWSER_ADMIN_EMAIL;
+  const password = process.env.BAZAAR_BROWSER_ADMIN_PASSWORD;
+  assert.ok(email && password, "BAZAAR_BROWSER_ADMIN_EMAIL and BAZAAR_BROWSER_ADMIN_PASSWORD (tests/browser/run.sh sets them)");
+  const response = await fetch(`${BASE_URL}/api/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ email, password }),
+  });
+  const body = await response.json();
+  assert.equal(response.status, 200, `admin login: ${JSON.stringify(body)}`);
+  return body.access_token;
+}
+
+/** Moves an order's shipment on as an admin: `dispatch` or `deliver`. */
+async function adminShipment(token, orderId, step) {
+  const response = await fetch(`${BASE_URL}/api/admin/shipments/${orderId}/${step}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}` },
+  });
+  assert.equal(response.status, 200, `${step}: ${await response.text()}`);
+}
+
 function uniqueEmail(tag) {
   return `shopper-${tag}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}@example.com`;
 }
@@ -168,7 +192,7 @@ function scenario(title, tag, timeout, body) {
   });
 }
 
-scenario("a new customer registers, buys with tok_visa and watches the order go live to shipping", "visa", 180_000, async ({ page, problems, navigations, streams }) => {
+scenario("a new customer registers, buys with tok_visa and watches the order go live to shipping, then to delivered", "visa", 180_000, async ({ page, problems, navigations, streams }) => {
 
   // Browse: products with variants and formatted prices.
   const tee = page.locator('[data-testid="product"][data-slug="classic-tee"]');
@@ -203,7 +227,9 @@ scenario("a new customer registers, buys with tok_visa and watches the order go 
   assert.match(await page.locator('[data-testid="shipment-tracking"]').textContent(), /^B[PCF]\d{12}$/);
   assert.equal(await page.locator('[data-testid="shipment-status"]').textContent(), "scheduled");
   assert.notEqual((await page.locator('[data-testid="shipment-pickup"]').textContent()).trim(), "");
-  await page.locator('[data-testid="stream-state"][data-state="done"]').waitFor();
+  // Not final: the stream stays open for the parcel's dispatch and delivery.
+  await page.locator('[data-testid="stream-state"][data-state="live"]').waitFor();
+  await page.locator('[data-testid="order-steps"] [data-step="delivered"].step-todo').waitFor();
   await screenshot(page, "a-order-shipping-scheduled");
 
   // The notification feed: this order's two notices arrive (from two topics, in either order),
@@ -225,6 +251,20 @@ scenario("a new customer registers, buys with tok_visa and watches the order go 
 
   // The order history lists it.
   await page.locator(`[data-testid="order-row"][data-order-id="${orderId}"][data-status="shipping_scheduled"]`).waitFor();
+
+  // The warehouse dispatches the parcel and the carrier delivers it (an admin, through the
+  // API): the same page follows the order to `delivered`, and the stream ends there.
+  const admin = await adminToken();
+  await adminShipment(admin, orderId, "dispatch");
+  await event("shipped").waitFor({ timeout: SAGA_TIMEOUT });
+  await adminShipment(admin, orderId, "deliver");
+  await event("delivered").waitFor({ timeout: SAGA_TIMEOUT });
+  await page.locator('[data-testid="order-status"][data-status="delivered"]').waitFor();
+  await page.locator('[data-testid="stream-state"][data-state="done"]').waitFor();
+  const timeline = await page.evaluate(() => window.__seenStatuses);
+  assert.deepEqual(timeline, ["pending", "paid", "shipping_scheduled", "shipped", "delivered"], `the whole timeline: ${timeline}`);
+  await page.locator(`[data-testid="order-row"][data-order-id="${orderId}"][data-status="delivered"]`).waitFor();
+  await screenshot(page, "a-order-delivered");
   assert.deepEqual(problems, []);
 });
 

@@ -5,8 +5,9 @@
 //! Kafka's system tests do: read every service's database (read-only) and the card processor's
 //! ledger, and report each broken promise with its details.
 //!
-//! - Every accepted order exists and reaches a final state (`shipping_scheduled`, or `paid`
-//!   without a shipping service; `rejected`; `cancelled`).
+//! - Every accepted order exists and reaches a state the saga no longer moves on from
+//!   (`shipping_scheduled` or later, or `paid` without a shipping service; `rejected`;
+//!   `cancelled`).
 //! - Per order: at most one successful charge, in the payment database and at the processor; a
 //!   paid order has exactly one charge of its total and no refund; a rejected or cancelled one
 //!   keeps no money.

@@ -213,10 +213,12 @@ fn unpaid_final(order: &Order) -> bool {
     order.status.is_unpaid_final()
 }
 
-/// Final: nothing will change the order any more ([`OrderStatus::is_final`]). Without a shipping
-/// service a paid order is as far as it goes; with one, it must go on to `shipping_scheduled`.
+/// Final as far as the saga goes: no service will move the order on by itself
+/// ([`OrderStatus::is_settled`]; `shipped` and `delivered` follow only when people dispatch and
+/// deliver the parcel). Without a shipping service a paid order is as far as it goes; with one,
+/// it must go on to `shipping_scheduled`.
 fn is_final(order: &Order, fulfilment: bool) -> bool {
-    order.status.is_final() || (!fulfilment && order.status == OrderStatus::Paid)
+    order.status.is_settled() || (!fulfilment && order.status == OrderStatus::Paid)
 }
 
 struct Found {

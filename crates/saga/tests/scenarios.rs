@@ -103,7 +103,7 @@ impl Scenario {
 fn happy_path_the_order_is_paid_charged_once_shipped_and_delivered() {
     given(one_checkout(5, Script::buying(&[("TEE", 2)])))
         .when_everything_settles()
-        .then_order(OrderStatus::ShippingScheduled, None)
+        .then_order(OrderStatus::Delivered, None)
         .then_published(&[
             OrderCreated,
             StockReserved,
@@ -243,10 +243,7 @@ fn the_last_unit_goes_to_one_of_two_customers() {
             sim.order(order).expect("order").status()
         })
         .collect();
-    assert_eq!(
-        statuses,
-        [OrderStatus::ShippingScheduled, OrderStatus::Rejected]
-    );
+    assert_eq!(statuses, [OrderStatus::Delivered, OrderStatus::Rejected]);
     assert_eq!(
         sim.stock("TEE").map(|l| (l.on_hand, l.reserved)),
         Some((0, 0))

@@ -429,8 +429,8 @@ async function checkout(event) {
 // ---------------------------------------------------------------------------------------------
 // The live order tracker
 
-const HAPPY_PATH = ["pending", "paid", "shipping_scheduled"];
-const STEP_LABELS = { pending: "Order placed", paid: "Paid", shipping_scheduled: "Shipment scheduled" };
+const HAPPY_PATH = ["pending", "paid", "shipping_scheduled", "shipped", "delivered"];
+const STEP_LABELS = { pending: "Order placed", paid: "Paid", shipping_scheduled: "Shipment scheduled", shipped: "Shipped", delivered: "Delivered" };
 
 class Tracker {
   /** @param {string} orderId */
@@ -674,32 +674,68 @@ function track(orderId) {
 // ---------------------------------------------------------------------------------------------
 // Order history
 
+/** Orders per page of the orders panel. */
+const ORDERS_PAGE = 10;
+
+/** The orders panel: the caller's newest page of orders (returned), older pages on demand. */
 async function loadOrders() {
   if (!currentSession()) return;
   try {
-    const { items } = await api("/api/orders");
-    const panel = $("orders-panel");
-    panel.hidden = items.length === 0;
-    $("order-list").replaceChildren(...items.slice(0, 8).map((order) => h(
-      "li",
-      { class: "row", dataset: { testid: "order-row", orderId: order.id, status: order.status } },
-      h("strong", { class: "row-ref", text: orderRef(order.id) }),
-      h("span", { class: "row-when muted small", text: when(order.created_at) }),
-      h("span", { class: `row-status status status-${order.status}`, text: statusLabel(order.status) }),
-      h("span", { class: "row-price price", text: money(order.total_minor, order.currency) }),
-      h("button", {
-        type: "button",
-        class: "link-button",
-        text: "Track",
-        "aria-label": `Track order ${orderRef(order.id)}`,
-        onclick: () => track(order.id),
-      }),
-    )));
-    return items;
+    const page = await api(`/api/orders?limit=${ORDERS_PAGE}`);
+    $("orders-panel").hidden = page.items.length === 0;
+    $("order-list").replaceChildren(...page.items.map(orderRow));
+    offerOlderOrders(page.next);
+    return page.items;
   } catch (error) {
     console.warn("could not load orders", error);
     return [];
   }
+}
+
+/** Appends the page of orders placed before the last one shown. */
+async function loadOlderOrders() {
+  const button = /** @type {HTMLButtonElement} */ ($("orders-older"));
+  await busy(button, async () => {
+    try {
+      const page = await api(`/api/orders?limit=${ORDERS_PAGE}&before=${encodeURIComponent(button.dataset.before ?? "")}`);
+      $("order-list").append(...page.items.map(orderRow));
+      offerOlderOrders(page.next);
+    } catch (error) {
+      flash(`Could not load older orders: ${describe(error)}`);
+    }
+  }, "Loading…");
+}
+
+/** @param {string | null | undefined} next the `before` of the next page, if there is one */
+function offerOlderOrders(next) {
+  const button = $("orders-older");
+  button.hidden = !next;
+  button.dataset.before = next ?? "";
+}
+
+/** One order in the orders panel: reference, date, status, shipment, total. @param {any} order */
+function orderRow(order) {
+  const shipment = order.shipment;
+  return h(
+    "li",
+    { class: "row", dataset: { testid: "order-row", orderId: order.id, status: order.status } },
+    h("strong", { class: "row-ref", text: orderRef(order.id) }),
+    h("span", { class: "row-when muted small", text: when(order.created_at) }),
+    h("span", { class: `row-status status status-${order.status}`, text: statusLabel(order.status) }),
+    h("span", {
+      class: "row-shipment muted small",
+      dataset: { testid: "order-row-shipment" },
+      text: shipment ? `${shipment.carrier ?? "Parcel"} ${shipment.tracking_number ?? ""} · ${shipment.status}` : "",
+    }),
+    h("span", { class: "row-price price", text: money(order.total_minor, order.currency) }),
+    h("button", {
+      type: "button",
+      class: "link-button",
+      text: "Track",
+      "aria-label": `Track order ${orderRef(order.id)}`,
+      onclick: () => track(order.id),
+    }),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -918,6 +954,7 @@ function start() {
     loadProducts();
   });
   $("load-more").addEventListener("click", () => loadProducts(true));
+  $("orders-older").addEventListener("click", loadOlderOrders);
   $("sign-in-link").addEventListener("click", (event) => {
     event.preventDefault();
     $("account-panel").scrollIntoView({ block: "start" });

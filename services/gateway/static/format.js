@@ -28,6 +28,8 @@ const STATUS_LABELS = {
   pending: "Pending",
   paid: "Paid",
   shipping_scheduled: "Shipping scheduled",
+  shipped: "Shipped",
+  delivered: "Delivered",
   rejected: "Rejected",
   cancelled: "Cancelled",
 };
@@ -37,8 +39,8 @@ export function statusLabel(status) {
   return STATUS_LABELS[status] ?? status;
 }
 
-/** Statuses after which nothing changes. */
-export const FINAL_STATUSES = new Set(["shipping_scheduled", "rejected", "cancelled"]);
+/** Statuses after which nothing changes (a scheduled or shipped parcel still moves on). */
+export const FINAL_STATUSES = new Set(["delivered", "rejected", "cancelled"]);
 
 /** Statuses that end an order unsuccessfully. */
 export const FAILED_STATUSES = new Set(["rejected", "cancelled"]);

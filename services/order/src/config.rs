@@ -13,6 +13,17 @@ pub struct Config {
     pub service: ServiceSettings,
     pub auth: AuthSettings,
     pub checkout: CheckoutSettings,
+    pub streams: StreamSettings,
+}
+
+/// Order event streams (`GET /orders/{id}/events`), each holding a connection open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamSettings {
+    /// Streams one user may have open at once on one instance; one more answers 429.
+    pub max_per_user: u32,
+    /// A stream that has sent no status change for this long is closed (keep-alive comments
+    /// do not count); a client that still cares reconnects with `Last-Event-ID`.
+    pub idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,6 +42,10 @@ impl Config {
             checkout: CheckoutSettings {
                 deadline_ms: 15 * 60 * 1000,
                 deadline_interval_ms: 1000,
+            },
+            streams: StreamSettings {
+                max_per_user: 10,
+                idle_timeout_ms: 10 * 60 * 1000,
             },
         }
     }

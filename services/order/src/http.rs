@@ -3,8 +3,8 @@
 // utoipa's `#[utoipa::path]` re-emits the types it is given with their full paths.
 #![allow(unused_qualifications)]
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -23,7 +23,7 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
-use crate::config::CheckoutSettings;
+use crate::config::{CheckoutSettings, StreamSettings};
 use crate::db::{
     self, Existing, NewOrder, OrderDbError, OrderLineRow, OrderRow, ShipmentRow, StatusChange,
 };
@@ -431,25 +431,58 @@ async fn with_lines(pool: &PgPool, orders: Vec<OrderRow>) -> Result<Vec<OrderVie
         .collect())
 }
 
+const DEFAULT_PAGE: i64 = 20;
+const MAX_PAGE: i64 = 100;
+
+/// One page of the caller's orders.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct OrderPage {
+    /// How many orders, newest first.
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    limit: Option<i64>,
+    /// Only orders placed before this one: the previous page's `next`.
+    before: Option<Uuid>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 struct OrderList {
-    /// The caller's last 100 orders, newest first.
+    /// The caller's orders, newest first.
     items: Vec<OrderView>,
+    /// The `before` of the next (older) page; `null` on the last page.
+    next: Option<Uuid>,
 }
 
 #[utoipa::path(
     tag = "orders",
     security(("bearer" = [])),
-    responses((status = 200, description = "The caller's orders, newest first", body = OrderList)),
+    params(OrderPage),
+    responses(
+        (status = 200, description = "A page of the caller's orders, newest first", body = OrderList),
+        (status = 422, description = "Limit out of range", body = platform::http::ErrorBody),
+    ),
 )]
 #[get("/orders")]
 async fn list_orders(
     user: AuthenticatedUser,
     pool: web::Data<PgPool>,
+    page: web::Query<OrderPage>,
 ) -> Result<HttpResponse, ApiError> {
-    let orders = db::orders_of_user(&pool, user.user_id, 100).await?;
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::validation(BTreeMap::from([(
+            "limit".to_owned(),
+            format!("must be between 1 and {MAX_PAGE}"),
+        )])));
+    }
+    // One more than the page tells whether an older page exists.
+    let mut orders = db::orders_of_user(&pool, user.user_id, page.before, limit + 1).await?;
+    let more = orders.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    orders.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next = more.then(|| orders.last().map(|order| order.id)).flatten();
     Ok(HttpResponse::Ok().json(OrderList {
         items: with_lines(&pool, orders).await?,
+        next,
     }))
 }
 
@@ -582,8 +615,9 @@ fn status_frame(change: &StatusChange) -> String {
 
 /// Server-Sent Events of an order's status changes: every change so far (or since the
 /// `Last-Event-ID` a reconnecting client sends), then each new one the moment it commits; the
-/// stream ends after a final status. Changes are pushed by the database's NOTIFY through
-/// [`platform::fanout`], so an open stream costs nothing while its order stands still.
+/// stream ends after a final status, or after `streams.idle_timeout_ms` without a change. Changes
+/// are pushed by the database's NOTIFY through [`platform::fanout`], so an open stream costs
+/// nothing while its order stands still; each user may have `streams.max_per_user` open.
 #[utoipa::path(
     tag = "orders",
     security(("bearer" = [])),
@@ -596,6 +630,7 @@ fn status_frame(change: &StatusChange) -> String {
             content_type = "text/event-stream", body = StatusEvent),
         (status = 400, description = "Not an event id this stream sent", body = platform::http::ErrorBody),
         (status = 404, description = "No such order (or another user's)", body = platform::http::ErrorBody),
+        (status = 429, description = "The caller has as many streams open as allowed; close one", body = platform::http::ErrorBody),
     ),
 )]
 #[get("/orders/{id}/events")]
@@ -604,6 +639,7 @@ async fn order_events(
     user: AuthenticatedUser,
     pool: web::Data<PgPool>,
     feed: web::Data<NotifyFanout>,
+    open_streams: web::Data<OpenStreams>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_order_id(&id)?;
@@ -611,6 +647,12 @@ async fn order_events(
     let order = db::order_of_user(&pool, user.user_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such order"))?;
+    let permit = open_streams.open(user.user_id).ok_or_else(|| {
+        ApiError::too_many_requests(
+            "too many open order event streams; close one before opening another",
+            None,
+        )
+    })?;
     // Subscribed before the first read: a change committed in between is heard, not lost.
     let stream = StatusStream {
         pool: pool.into_inner(),
@@ -625,6 +667,9 @@ async fn order_events(
             .status
             .parse::<OrderStatus>()
             .is_ok_and(OrderStatus::is_final),
+        idle_timeout: open_streams.idle_timeout,
+        last_change_at: tokio::time::Instant::now(),
+        _permit: permit,
     };
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -655,6 +700,59 @@ fn last_event_id(request: &HttpRequest) -> Result<i64, ApiError> {
 /// A comment line now and then lets proxies keep the connection and shows a vanished client.
 const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// How many order event streams each user has open on this instance, against a limit: each
+/// holds a connection and a subscription for as long as the client keeps it.
+#[derive(Debug)]
+pub struct OpenStreams {
+    max_per_user: u32,
+    idle_timeout: Duration,
+    per_user: Arc<Mutex<HashMap<Uuid, u32>>>,
+}
+
+impl OpenStreams {
+    pub fn new(settings: &StreamSettings) -> Self {
+        Self {
+            max_per_user: settings.max_per_user,
+            idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
+            per_user: Arc::default(),
+        }
+    }
+
+    /// A place for one more stream of `user`, held until the permit is dropped (the stream
+    /// ended or its client went away); `None` when the user has all their streams open.
+    fn open(&self, user: Uuid) -> Option<StreamPermit> {
+        let mut per_user = self.per_user.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = per_user.entry(user).or_default();
+        if *open >= self.max_per_user {
+            return None;
+        }
+        *open += 1;
+        metrics::gauge!("order_event_streams_open").increment(1.0);
+        Some(StreamPermit {
+            user,
+            per_user: self.per_user.clone(),
+        })
+    }
+}
+
+struct StreamPermit {
+    user: Uuid,
+    per_user: Arc<Mutex<HashMap<Uuid, u32>>>,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut per_user = self.per_user.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = per_user.get_mut(&self.user) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                per_user.remove(&self.user);
+            }
+        }
+        metrics::gauge!("order_event_streams_open").decrement(1.0);
+    }
+}
+
 struct StatusStream {
     pool: Arc<PgPool>,
     order_id: Uuid,
@@ -665,6 +763,11 @@ struct StatusStream {
     /// The database must be read: at the start, and whenever notifications may have been lost.
     must_read: bool,
     done: bool,
+    /// Closed when no change has been sent for this long.
+    idle_timeout: Duration,
+    last_change_at: tokio::time::Instant,
+    /// This stream's place among the user's open streams, given back when it is dropped.
+    _permit: StreamPermit,
 }
 
 impl StatusStream {
@@ -676,6 +779,7 @@ impl StatusStream {
                     continue;
                 }
                 self.after = change.id;
+                self.last_change_at = tokio::time::Instant::now();
                 self.done |= change
                     .status
                     .parse::<OrderStatus>()
@@ -712,6 +816,10 @@ impl StatusStream {
                     // The service is shutting down.
                     None => return None,
                 },
+                () = tokio::time::sleep_until(self.last_change_at + self.idle_timeout) => {
+                    tracing::debug!(order_id = %self.order_id, "status stream idle; closing it");
+                    return None;
+                }
                 () = tokio::time::sleep(STREAM_KEEP_ALIVE) => {
                     return Some((Ok(web::Bytes::from_static(b": keep-alive\n\n")), self));
                 }

@@ -16,13 +16,15 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let checkout = web::Data::new(config.checkout.clone());
     let status_feed = NotifyFanout::new(crate::db::STATUS_CHANNEL);
     let streams = web::Data::new(status_feed.clone());
+    let open_streams = web::Data::new(crate::http::OpenStreams::new(&config.streams));
     let kafka = config.service.kafka.clone();
     let mut app = messaging::service::start(SERVICE, config.service, move |app| {
         app.migrations(&crate::db::MIGRATOR).routes(move |routes| {
             routes
                 .app_data(verifier.clone())
                 .app_data(checkout.clone())
-                .app_data(streams.clone());
+                .app_data(streams.clone())
+                .app_data(open_streams.clone());
             crate::http::routes(routes);
         })
     })

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bazaar_integration_tests::eventually;
 use bazaar_integration_tests::proof::wait_until_handled;
-use bazaar_integration_tests::stack::{Stack, StackOptions};
+use bazaar_integration_tests::stack::{Service, Stack, StackOptions};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -531,5 +531,135 @@ async fn the_status_stream_sends_each_change_as_it_happens() {
         "{text}"
     );
     assert!(text.contains("event: status"), "{text}");
+    stack.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_customers_orders_come_newest_first_a_page_at_a_time() {
+    let stack = stack().await;
+    let customer = stack.customer();
+    let mut placed = Vec::new();
+    for _ in 0..3 {
+        placed.push(
+            stack
+                .checkout(&customer, &[("TOTE-NAT", 1)], "tok_visa")
+                .await
+                .expect("checkout"),
+        );
+    }
+    let list = |path: String, token: String| {
+        let stack = &stack;
+        async move {
+            stack
+                .call(Method::GET, &path, Some(&token), None)
+                .await
+                .expect("list")
+        }
+    };
+    let ids = |body: &Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|order| order["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+
+    let first = list("/api/orders?limit=2".into(), customer.token.clone()).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(ids(&first.body), [placed[2].clone(), placed[1].clone()]);
+    assert_eq!(first.body["next"], placed[1].as_str(), "{}", first.body);
+    let second = list(
+        format!("/api/orders?limit=2&before={}", placed[1]),
+        customer.token.clone(),
+    )
+    .await;
+    assert_eq!(ids(&second.body), [placed[0].clone()]);
+    assert!(
+        second.body["next"].is_null(),
+        "the last page: {}",
+        second.body
+    );
+    let everything = list("/api/orders".into(), customer.token.clone()).await;
+    assert_eq!(
+        ids(&everything.body),
+        placed.iter().rev().cloned().collect::<Vec<_>>()
+    );
+
+    // Another customer's order is no place to start from, and limits are checked.
+    let stranger = stack.customer();
+    let theirs = list(
+        format!("/api/orders?before={}", placed[2]),
+        stranger.token.clone(),
+    )
+    .await;
+    assert_eq!(ids(&theirs.body), Vec::<String>::new());
+    for bad in ["limit=0", "limit=101"] {
+        let answer = list(format!("/api/orders?{bad}"), customer.token.clone()).await;
+        assert_eq!(answer.status, 422, "{bad}: {}", answer.body);
+    }
+    let answer = list(
+        "/api/orders?before=yesterday".into(),
+        customer.token.clone(),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    stack.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_customer_may_hold_only_so_many_order_streams_and_an_idle_one_closes() {
+    let stack = stack().await;
+    // An order instance with a small limit and a short idle bound, called directly.
+    let mut config = stack.order_config.clone();
+    config.streams.max_per_user = 2;
+    config.streams.idle_timeout_ms = 1_500;
+    let order = Service::start(order_service::startup::build(config))
+        .await
+        .expect("order instance");
+    let customer = stack.customer();
+    let order_id = stack
+        .checkout(&customer, &[("TOTE-NAT", 1)], "tok_visa")
+        .await
+        .expect("checkout");
+    // Paid is not final without shipping, so each stream stays open until it idles.
+    stack.wait_for_status(&customer, &order_id, &["paid"]).await;
+    let url = format!("{}/orders/{order_id}/events", order.base_url);
+    let open = |token: String| {
+        let request = stack.http.get(&url).bearer_auth(token);
+        async move { request.send().await.expect("the stream answers") }
+    };
+
+    let first = open(customer.token.clone()).await;
+    let second = open(customer.token.clone()).await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = open(customer.token.clone()).await;
+    assert_eq!(third.status(), 429, "a third stream is one too many");
+    // The limit is per customer: someone else still gets theirs (a 404: not their order).
+    let stranger = open(stack.customer().token).await;
+    assert_eq!(stranger.status(), 404);
+
+    // With no change for the idle bound, the server ends both streams (each read returns).
+    let opened = std::time::Instant::now();
+    for stream in [first, second] {
+        let text = tokio::time::timeout(Duration::from_secs(20), stream.text())
+            .await
+            .expect("an idle stream is closed by the server")
+            .expect("the stream's text");
+        assert!(text.contains("\"paid\""), "{text}");
+    }
+    assert!(
+        opened.elapsed() >= Duration::from_millis(1_000),
+        "closed for idling, not at once: {:?}",
+        opened.elapsed()
+    );
+    // Their places are given back.
+    let again = open(customer.token.clone()).await;
+    assert_eq!(again.status(), 200);
+    drop(again);
+    order.stop().await.expect("instance stops");
     stack.stop().await.expect("clean stop");
 }

@@ -180,11 +180,9 @@ async fn a_paid_order_gets_one_shipment_that_the_order_and_the_customer_follow_t
         "a retry is fine"
     );
     let body = wait_for_shipment_status(&stack, &customer, &order_id, "dispatched").await;
-    assert_eq!(
-        body["status"], "shipping_scheduled",
-        "the order status stays"
-    );
     assert!(body["shipment"]["dispatched_at"].is_string());
+    // The order moves on with its shipment, in the same transaction.
+    assert_eq!(body["status"], "shipped", "the order is shipped");
 
     let (status, body) = admin(&stack, "deliver", &order_id, &admin_token).await;
     assert_eq!(
@@ -194,6 +192,39 @@ async fn a_paid_order_gets_one_shipment_that_the_order_and_the_customer_follow_t
     );
     let body = wait_for_shipment_status(&stack, &customer, &order_id, "delivered").await;
     assert!(body["shipment"]["delivered_at"].is_string());
+    assert_eq!(body["status"], "delivered", "the order is delivered");
+    // The order's event stream replays its whole timeline, then ends: delivered is final.
+    let timeline = tokio::time::timeout(Duration::from_secs(30), async {
+        stack
+            .http
+            .get(stack.url(&format!("/api/orders/{order_id}/events")))
+            .bearer_auth(&customer.token)
+            .send()
+            .await
+            .expect("the order's event stream")
+            .text()
+            .await
+            .expect("the stream's text")
+    })
+    .await
+    .expect("the stream of a delivered order ends");
+    let statuses: Vec<String> = timeline
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .filter_map(|change| change["status"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "pending",
+            "paid",
+            "shipping_scheduled",
+            "shipped",
+            "delivered"
+        ],
+        "{timeline}"
+    );
     let (status, body) = admin(&stack, "dispatch", &order_id, &admin_token).await;
     assert_eq!(
         (status, &body["error"]["code"]),

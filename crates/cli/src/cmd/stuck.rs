@@ -67,10 +67,11 @@ struct StuckOrder {
 }
 
 pub async fn run(context: &Context, args: StuckArgs) -> anyhow::Result<()> {
-    // Which statuses are final is the order service's rule.
+    // Which statuses the saga still moves on by itself is the order service's rule (a shipped
+    // order waits for the carrier, not for a service).
     let open: Vec<&str> = OrderStatus::ALL
         .into_iter()
-        .filter(|status| !status.is_final())
+        .filter(|status| !status.is_settled())
         .map(OrderStatus::as_str)
         .collect();
     let pool = context

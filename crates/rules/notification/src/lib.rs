@@ -285,10 +285,27 @@ pub fn notices_for(
 ) -> (BTreeSet<Kind>, BTreeSet<Kind>) {
     let mut expected = BTreeSet::new();
     let allowed: BTreeSet<Kind> = match status {
-        OrderStatus::Paid | OrderStatus::ShippingScheduled => {
+        OrderStatus::Paid
+        | OrderStatus::ShippingScheduled
+        | OrderStatus::Shipped
+        | OrderStatus::Delivered => {
             expected.insert(Kind::OrderPaid);
-            if status == OrderStatus::ShippingScheduled {
-                expected.insert(Kind::ShipmentScheduled);
+            // What the order's status says of its shipment, whatever the shipment shows.
+            use OrderStatus::{Delivered, Shipped, ShippingScheduled};
+            for (reached, kind) in [
+                (
+                    matches!(status, ShippingScheduled | Shipped | Delivered),
+                    Kind::ShipmentScheduled,
+                ),
+                (
+                    matches!(status, Shipped | Delivered),
+                    Kind::ShipmentDispatched,
+                ),
+                (status == Delivered, Kind::ShipmentDelivered),
+            ] {
+                if reached {
+                    expected.insert(kind);
+                }
             }
             // Each step the shipment took, and those before it.
             for (step, kind) in [
@@ -637,6 +654,24 @@ mod tests {
         assert_eq!(
             notices_for(OrderStatus::ShippingScheduled, false, None).0,
             kinds(&[Kind::OrderPaid, Kind::ShipmentScheduled])
+        );
+        // A shipped or delivered order owes the customer every step up to its own.
+        assert_eq!(
+            notices_for(OrderStatus::Shipped, false, None).0,
+            kinds(&[
+                Kind::OrderPaid,
+                Kind::ShipmentScheduled,
+                Kind::ShipmentDispatched
+            ])
+        );
+        assert_eq!(
+            notices_for(OrderStatus::Delivered, false, None).0,
+            kinds(&[
+                Kind::OrderPaid,
+                Kind::ShipmentScheduled,
+                Kind::ShipmentDispatched,
+                Kind::ShipmentDelivered
+            ])
         );
     }
 

@@ -11,7 +11,9 @@
 //! - Out of stock: `rejected` (reason `out_of_stock`, naming the SKU).
 //! - Payment declined, reservation expired, deadline passed or customer request while pending:
 //!   `cancelled` with the reason; `OrderCancelled` tells the others to compensate.
-//! - A paid order moves to `shipping_scheduled` when its shipment is booked.
+//! - A paid order moves to `shipping_scheduled` when its shipment is booked, to `shipped` when
+//!   the shipment is dispatched, and to `delivered` (what a shop calls completed) when it is
+//!   delivered.
 //! - Statuses only move forward: late, duplicate or out-of-order events never move an order
 //!   back, and a final order ignores everything but the refund record.
 //! - The order shows its shipment as the shipping service reports it: carrier, tracking number
@@ -60,16 +62,20 @@ pub enum OrderStatus {
     Pending,
     Paid,
     ShippingScheduled,
+    Shipped,
+    Delivered,
     Rejected,
     Cancelled,
 }
 
 impl OrderStatus {
     /// Every status, in the order an order can go through them.
-    pub const ALL: [OrderStatus; 5] = [
+    pub const ALL: [OrderStatus; 7] = [
         Self::Pending,
         Self::Paid,
         Self::ShippingScheduled,
+        Self::Shipped,
+        Self::Delivered,
         Self::Rejected,
         Self::Cancelled,
     ];
@@ -79,6 +85,8 @@ impl OrderStatus {
             Self::Pending => "pending",
             Self::Paid => "paid",
             Self::ShippingScheduled => "shipping_scheduled",
+            Self::Shipped => "shipped",
+            Self::Delivered => "delivered",
             Self::Rejected => "rejected",
             Self::Cancelled => "cancelled",
         }
@@ -86,15 +94,22 @@ impl OrderStatus {
 
     /// No event changes the status of an order in a final state.
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::ShippingScheduled | Self::Rejected | Self::Cancelled
-        )
+        matches!(self, Self::Delivered | Self::Rejected | Self::Cancelled)
+    }
+
+    /// The saga is over: no service moves the order on by itself any more. A final order, or
+    /// one whose shipment is booked: it moves on to `shipped` and `delivered` only as people
+    /// dispatch and deliver the parcel, which may take days.
+    pub fn is_settled(self) -> bool {
+        self.is_final() || matches!(self, Self::ShippingScheduled | Self::Shipped)
     }
 
     /// The customer paid and keeps paying: stock committed and payment captured.
     pub fn is_paid(self) -> bool {
-        matches!(self, Self::Paid | Self::ShippingScheduled)
+        matches!(
+            self,
+            Self::Paid | Self::ShippingScheduled | Self::Shipped | Self::Delivered
+        )
     }
 
     /// Final without a sale: nothing may stay charged, reserved or sold.
@@ -163,6 +178,8 @@ pub enum OrderInput {
     PaymentFailed,
     PaymentRefunded,
     ShipmentScheduled,
+    ShipmentDispatched,
+    ShipmentDelivered,
     CustomerCancelled,
     DeadlinePassed,
 }
@@ -181,6 +198,8 @@ impl OrderInput {
             Event::PaymentFailed(e) => (e.order_id.as_str(), Self::PaymentFailed),
             Event::PaymentRefunded(e) => (e.order_id.as_str(), Self::PaymentRefunded),
             Event::ShipmentScheduled(e) => (e.order_id.as_str(), Self::ShipmentScheduled),
+            Event::ShipmentDispatched(e) => (e.order_id.as_str(), Self::ShipmentDispatched),
+            Event::ShipmentDelivered(e) => (e.order_id.as_str(), Self::ShipmentDelivered),
             _ => return None,
         };
         Some(input)
@@ -288,8 +307,20 @@ pub fn decide(order_id: &str, state: &OrderState, input: &OrderInput) -> Decisio
                 format!("only a pending order can be cancelled; this one is {status}"),
             );
         }
+        // The shipment moves a paid order on, each step only forward; a step whose
+        // predecessor was never read (no such order of events on one key) still counts.
         OrderInput::ShipmentScheduled if status == OrderStatus::Paid => {
             next.status = Some(OrderStatus::ShippingScheduled);
+            Vec::new()
+        }
+        OrderInput::ShipmentDispatched
+            if matches!(status, OrderStatus::Paid | OrderStatus::ShippingScheduled) =>
+        {
+            next.status = Some(OrderStatus::Shipped);
+            Vec::new()
+        }
+        OrderInput::ShipmentDelivered if status.is_paid() => {
+            next.status = Some(OrderStatus::Delivered);
             Vec::new()
         }
         // Anything else arrives late or out of order for this status, and changes nothing.
@@ -664,10 +695,78 @@ mod tests {
 
     #[test]
     fn a_shipment_for_an_unpaid_order_changes_nothing() {
+        for input in [
+            OrderInput::ShipmentScheduled,
+            OrderInput::ShipmentDispatched,
+            OrderInput::ShipmentDelivered,
+        ] {
+            given(OrderState::pending())
+                .when(input.clone())
+                .then_status(OrderStatus::Pending, None)
+                .then_emitted(&[]);
+        }
         given(OrderState::pending())
+            .when(OrderInput::PaymentFailed)
+            .when(OrderInput::ShipmentDispatched)
+            .when(OrderInput::ShipmentDelivered)
+            .then_status(OrderStatus::Cancelled, Some(reasons::PAYMENT_DECLINED));
+    }
+
+    #[test]
+    fn a_paid_order_is_shipped_then_delivered_as_its_shipment_moves() {
+        let paid_order = || {
+            given(OrderState::pending())
+                .when(OrderInput::PaymentSucceeded)
+                .when(OrderInput::StockCommitted)
+        };
+        paid_order()
             .when(OrderInput::ShipmentScheduled)
-            .then_status(OrderStatus::Pending, None)
-            .then_emitted(&[]);
+            .then_status(OrderStatus::ShippingScheduled, None)
+            .when(OrderInput::ShipmentDispatched)
+            .then_status(OrderStatus::Shipped, None)
+            .when(OrderInput::ShipmentDelivered)
+            .then_status(OrderStatus::Delivered, None)
+            .then_emitted(&[paid()]);
+        // Late and repeated shipment news never moves it back.
+        paid_order()
+            .when(OrderInput::ShipmentScheduled)
+            .when(OrderInput::ShipmentDispatched)
+            .when(OrderInput::ShipmentDelivered)
+            .when(OrderInput::ShipmentDispatched)
+            .when(OrderInput::ShipmentScheduled)
+            .when(OrderInput::ShipmentDelivered)
+            .then_status(OrderStatus::Delivered, None);
+        // A step whose predecessor was never read still counts.
+        paid_order()
+            .when(OrderInput::ShipmentDelivered)
+            .then_status(OrderStatus::Delivered, None);
+        let refused = paid_order()
+            .when(OrderInput::ShipmentScheduled)
+            .when(OrderInput::ShipmentDispatched)
+            .when(OrderInput::CustomerCancelled)
+            .then_status(OrderStatus::Shipped, None);
+        assert_eq!(
+            refused.refusals,
+            ["only a pending order can be cancelled; this one is shipped"]
+        );
+    }
+
+    #[test]
+    fn shipped_and_scheduled_orders_are_settled_but_not_final() {
+        use OrderStatus::*;
+        let settled: Vec<_> = OrderStatus::ALL
+            .into_iter()
+            .filter(|status| status.is_settled())
+            .collect();
+        assert_eq!(
+            settled,
+            [ShippingScheduled, Shipped, Delivered, Rejected, Cancelled]
+        );
+        let finals: Vec<_> = OrderStatus::ALL
+            .into_iter()
+            .filter(|status| status.is_final())
+            .collect();
+        assert_eq!(finals, [Delivered, Rejected, Cancelled]);
     }
 
     fn scheduled() -> Event {
@@ -798,9 +897,10 @@ mod tests {
             assert!(!(status.is_paid() && status.is_unpaid_final()), "{status}");
         }
         assert!("lost".parse::<OrderStatus>().is_err());
+        // What the saga still moves on by itself.
         let open: Vec<OrderStatus> = OrderStatus::ALL
             .into_iter()
-            .filter(|s| !s.is_final())
+            .filter(|s| !s.is_settled())
             .collect();
         assert_eq!(open, [OrderStatus::Pending, OrderStatus::Paid]);
     }

@@ -301,15 +301,22 @@ pub async fn order_of_user(
     .await
 }
 
+/// The user's orders, newest first, at most `limit`; with `before`, only those placed before
+/// that order of theirs (none when it is not theirs).
 pub async fn orders_of_user(
     pool: &PgPool,
     user_id: Uuid,
+    before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<OrderRow>, sqlx::Error> {
     sqlx::query_as::<Postgres, OrderRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 \
+         AND ($2::uuid IS NULL OR (created_at, id) < \
+              (SELECT created_at, id FROM orders WHERE id = $2 AND user_id = $1)) \
+         ORDER BY created_at DESC, id DESC LIMIT $3"
     )))
     .bind(user_id)
+    .bind(before)
     .bind(limit)
     .fetch_all(pool)
     .await
