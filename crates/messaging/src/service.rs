@@ -1,14 +1,15 @@
 //! The shape of a service that publishes events: the platform application plus the runtime's
-//! tables, a Kafka readiness check and the outbox relay.
+//! tables, a Kafka readiness check and the outbox relay; and of one that consumes them.
 
 use platform::app::{Application, ApplicationBuilder};
 use platform::config::ServiceSettings;
 
+use crate::consumer::{ConsumerSettings, EventHandler, IdempotentConsumer};
 use crate::relay::{Relay, RelaySettings};
 
 /// Starts a service: `configure` adds its migrations and routes; the messaging runtime adds
-/// its own tables, the Kafka readiness check and the relay. Consumers are spawned by the caller
-/// with [`Application::spawn_worker`].
+/// its own tables, the Kafka readiness check and the relay. Its consumer is added with
+/// [`consume`].
 pub async fn start(
     name: &'static str,
     settings: ServiceSettings,
@@ -33,4 +34,17 @@ pub async fn connect_and_migrate(
     let pool = platform::db::connect_and_migrate(settings, service_migrations).await?;
     crate::migrations::migrator().run(&pool).await?;
     Ok(pool)
+}
+
+/// Runs `handler` as the service's idempotent consumer of `topics`, beside it until shutdown:
+/// its consumer group, database and name are the application's.
+pub fn consume<H: EventHandler>(app: &mut Application, topics: &[&str], handler: H) {
+    let consumer = IdempotentConsumer::new(
+        app.name(),
+        app.pool().clone(),
+        app.settings().kafka.clone(),
+        ConsumerSettings::for_topics(topics),
+        handler,
+    );
+    app.spawn_worker(|shutdown| consumer.run(shutdown));
 }

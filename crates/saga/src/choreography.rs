@@ -4,9 +4,8 @@ use std::collections::BTreeSet;
 
 use events::EventType;
 
-/// The services that publish events without a rules crate of their own.
+/// The service that publishes events without a rules crate of its own.
 pub const AUTH: &str = "auth";
-pub const PRODUCT: &str = "product";
 
 /// A service that consumes events: its name, the topics its rules crate subscribes to and the
 /// event types on them that it does something with.
@@ -20,7 +19,7 @@ pub struct Consumer {
 }
 
 /// Every consuming service, each as its rules crate declares it.
-pub const CONSUMERS: [Consumer; 5] = [
+pub const CONSUMERS: [Consumer; 6] = [
     Consumer {
         name: order_rules::SERVICE,
         consumes: order_rules::SUBSCRIPTIONS,
@@ -46,6 +45,12 @@ pub const CONSUMERS: [Consumer; 5] = [
         consumes: shipping_rules::SUBSCRIPTIONS,
         handles: shipping_rules::HANDLES,
     },
+    // Not part of the saga: the catalog's replica of the stock levels.
+    Consumer {
+        name: product_rules::SERVICE,
+        consumes: product_rules::SUBSCRIPTIONS,
+        handles: product_rules::HANDLES,
+    },
 ];
 
 /// Whether the consuming service `service` does anything with events of type `event`.
@@ -61,7 +66,7 @@ pub fn publisher(event: EventType) -> &'static str {
     use EventType as E;
     match event {
         E::UserRegistered => AUTH,
-        E::ProductSnapshot => PRODUCT,
+        E::ProductSnapshot => product_rules::SERVICE,
         E::OrderCreated | E::OrderPaid | E::OrderRejected | E::OrderCancelled => {
             order_rules::SERVICE
         }

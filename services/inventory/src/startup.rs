@@ -1,8 +1,6 @@
 use std::time::Duration;
 
 use actix_web::web;
-use messaging::IdempotentConsumer;
-use messaging::consumer::ConsumerSettings;
 use platform::app::Application;
 
 use crate::config::{Config, SERVICE};
@@ -12,7 +10,6 @@ use crate::consumers::{InventoryHandler, TOPICS, expire_reservations};
 /// worker. Port 0 picks a free port (tests).
 pub async fn build(config: Config) -> anyhow::Result<Application> {
     let verifier = web::Data::new(auth_kit::JwtVerifier::new(config.auth.clone()));
-    let kafka = config.service.kafka.clone();
     let mut app = messaging::service::start(SERVICE, config.service, move |app| {
         app.migrations(&crate::db::MIGRATOR).routes(move |routes| {
             routes.app_data(verifier.clone());
@@ -23,14 +20,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let handler = InventoryHandler {
         reservation_ttl: Duration::from_millis(config.reservations.ttl_ms),
     };
-    let consumer = IdempotentConsumer::new(
-        SERVICE,
-        app.pool().clone(),
-        kafka,
-        ConsumerSettings::for_topics(TOPICS),
-        handler,
-    );
-    app.spawn_worker(|shutdown| consumer.run(shutdown));
+    messaging::service::consume(&mut app, TOPICS, handler);
     let pool = app.pool().clone();
     let interval = Duration::from_millis(config.reservations.expiry_interval_ms);
     app.spawn_worker(move |shutdown| expire_reservations(pool, interval, shutdown));

@@ -1,8 +1,6 @@
 use std::sync::Arc;
 
 use actix_web::web;
-use messaging::IdempotentConsumer;
-use messaging::consumer::ConsumerSettings;
 use platform::app::Application;
 
 use crate::config::{Config, SERVICE};
@@ -14,7 +12,6 @@ use crate::mail::Mailer;
 pub async fn build(config: Config) -> anyhow::Result<Application> {
     let mailer = Arc::new(Mailer::new(&config.mail)?);
     let verifier = web::Data::new(auth_kit::JwtVerifier::new(config.auth.clone()));
-    let kafka = config.service.kafka.clone();
     let mut app = messaging::service::start(SERVICE, config.service, move |app| {
         app.migrations(&crate::db::MIGRATOR).routes(move |routes| {
             routes.app_data(verifier.clone());
@@ -25,14 +22,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let handler = NotificationHandler {
         message_domain: mailer.domain().to_owned(),
     };
-    let consumer = IdempotentConsumer::new(
-        SERVICE,
-        app.pool().clone(),
-        kafka,
-        ConsumerSettings::for_topics(TOPICS),
-        handler,
-    );
-    app.spawn_worker(|shutdown| consumer.run(shutdown));
+    messaging::service::consume(&mut app, TOPICS, handler);
     let pool = app.pool().clone();
     let delivery = config.delivery.clone();
     tracing::info!(?mailer, "e-mail delivery");

@@ -1,7 +1,5 @@
 use std::sync::Arc;
 
-use messaging::IdempotentConsumer;
-use messaging::consumer::ConsumerSettings;
 use platform::app::Application;
 
 use crate::config::{Config, SERVICE};
@@ -14,20 +12,12 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     // Settings the provider cannot work with stop the service before it starts anything.
     let provider = Arc::new(ConfiguredProvider::new(&config.provider)?);
     tracing::info!(?provider, "payment provider");
-    let kafka = config.service.kafka.clone();
     let mut app = messaging::service::start(SERVICE, config.service, |app| {
         app.migrations(&crate::db::MIGRATOR)
             .routes(crate::http::routes)
     })
     .await?;
-    let consumer = IdempotentConsumer::new(
-        SERVICE,
-        app.pool().clone(),
-        kafka,
-        ConsumerSettings::for_topics(TOPICS),
-        PaymentHandler,
-    );
-    app.spawn_worker(|shutdown| consumer.run(shutdown));
+    messaging::service::consume(&mut app, TOPICS, PaymentHandler);
     let pool = app.pool().clone();
     let workers = config.workers.clone();
     app.spawn_worker(move |shutdown| run_payment_worker(pool, provider, workers, shutdown));

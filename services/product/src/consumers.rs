@@ -1,6 +1,33 @@
-//! The product service's reactions: none. It consumes no topic; the catalog changes only through
-//! its own API (and `seed-demo`), and each change publishes the product's ProductSnapshot
-//! through the outbox, in the transaction that saves it.
+//! The product service's reactions: the catalog's replica of inventory's stock levels, from
+//! which browsing shows each variant's availability. The catalog itself changes only through
+//! the service's own API (and `seed-demo`), and each change publishes the product's
+//! ProductSnapshot through the outbox, in the transaction that saves it.
 
-/// Topics the product service consumes: none.
-pub const TOPICS: &[&str] = &[];
+use events::Event;
+use messaging::{EventHandler, HandlerError, ReceivedEvent};
+use sqlx::PgConnection;
+
+/// Topics the product service consumes: declared with its rules.
+pub const TOPICS: &[&str] = product_rules::SUBSCRIPTIONS;
+
+#[derive(Debug)]
+pub struct StockLevelHandler;
+
+impl EventHandler for StockLevelHandler {
+    fn handles(&self, event: &Event) -> bool {
+        product_rules::HANDLES.contains(&event.event_type())
+    }
+
+    /// One SKU's row per event; SKUs are the topic's keys, so batches of different partitions
+    /// never touch the same row and need no lock order.
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        received: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        if let Event::StockLevelChanged(level) = &received.event {
+            crate::db::save_stock_level(tx, level).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use events::{ProductSnapshot, VariantSnapshot};
+use events::{ProductSnapshot, StockLevelChanged, VariantSnapshot};
 use messaging::outbox::{self, Cause};
 use serde::Serialize;
 use serde_json::Value;
@@ -169,11 +169,13 @@ async fn publish_snapshot(tx: &mut PgConnection, id: Uuid) -> Result<(), Catalog
 }
 
 /// One page of the catalog, ordered by name: products after `after` (name, id) whose name or
-/// description contains `text`.
+/// description contains `text` and, with `min_available`, that have a variant with at least that
+/// many units available.
 pub async fn list_products(
     pool: &PgPool,
     text: Option<&str>,
     after: Option<(String, Uuid)>,
+    min_available: Option<i64>,
     limit: i64,
 ) -> Result<Vec<ProductRow>, sqlx::Error> {
     let pattern = text.map(|text| {
@@ -189,12 +191,16 @@ pub async fn list_products(
           WHERE NOT archived
             AND ($1::text IS NULL OR name ILIKE $1 OR description ILIKE $1)
             AND ($2::text IS NULL OR (name, id) > ($2, $3))
+            AND ($4::bigint IS NULL OR EXISTS (
+                    SELECT 1 FROM variants JOIN stock_levels USING (sku)
+                     WHERE variants.product_id = products.id AND available >= $4))
           ORDER BY name, id
-          LIMIT $4",
+          LIMIT $5",
     )
     .bind(pattern)
     .bind(after_name)
     .bind(after_id)
+    .bind(min_available)
     .bind(limit)
     .fetch_all(pool)
     .await
@@ -209,15 +215,50 @@ pub async fn find_product(pool: &PgPool, id: Uuid) -> Result<Option<ProductRow>,
     .await
 }
 
+/// A variant as the catalog lists it, with the units its SKU has available as inventory last
+/// published them (`None`: no level heard yet).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ListedVariant {
+    #[sqlx(flatten)]
+    pub variant: VariantRow,
+    pub available: Option<i64>,
+}
+
+/// The variants of `product_ids` with their stock; with `min_available`, only those with at
+/// least that many units available.
 pub async fn variants_of(
     pool: &PgPool,
     product_ids: &[Uuid],
-) -> Result<Vec<VariantRow>, sqlx::Error> {
-    sqlx::query_as::<Postgres, VariantRow>(
-        "SELECT sku, product_id, name, attributes, price_minor, currency
-           FROM variants WHERE product_id = ANY($1) ORDER BY product_id, position",
+    min_available: Option<i64>,
+) -> Result<Vec<ListedVariant>, sqlx::Error> {
+    sqlx::query_as::<Postgres, ListedVariant>(
+        "SELECT sku, product_id, name, attributes, price_minor, currency, available
+           FROM variants LEFT JOIN stock_levels USING (sku)
+          WHERE product_id = ANY($1) AND ($2::bigint IS NULL OR available >= $2)
+          ORDER BY product_id, position",
     )
     .bind(product_ids)
+    .bind(min_available)
     .fetch_all(pool)
     .await
+}
+
+/// Stores the latest level of a SKU from inventory's `stock-levels` topic. Each SKU's levels
+/// arrive in the order inventory committed them (one key, one partition), and the inbox drops
+/// redeliveries, so the last one written is the current one.
+pub async fn save_stock_level(
+    tx: &mut PgConnection,
+    level: &StockLevelChanged,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO stock_levels (sku, on_hand, reserved) VALUES ($1, $2, $3)
+         ON CONFLICT (sku) DO UPDATE
+            SET on_hand = EXCLUDED.on_hand, reserved = EXCLUDED.reserved, updated_at = now()",
+    )
+    .bind(&level.sku)
+    .bind(level.on_hand)
+    .bind(level.reserved)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }

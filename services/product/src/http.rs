@@ -12,7 +12,10 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
-use crate::db::{self, CatalogWriteError, ProductRow, VariantRow};
+use product_rules::Availability;
+
+use crate::config::StockSettings;
+use crate::db::{self, CatalogWriteError, ListedVariant, ProductRow, VariantRow};
 use crate::domain::{CatalogError, ProductDraft};
 
 /// The product service's routes (health endpoints come from `platform`).
@@ -49,7 +52,33 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 struct ProductView {
     #[serde(flatten)]
     product: ProductRow,
-    variants: Vec<VariantRow>,
+    variants: Vec<VariantView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Variant)]
+struct VariantView {
+    #[serde(flatten)]
+    variant: VariantRow,
+    #[schema(schema_with = availability_schema)]
+    availability: Availability,
+}
+
+/// The availability values, as the rules name them.
+fn availability_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "From inventory's stock levels, which the catalog replicates with a lag of well \
+             under a second: advice for browsing, as the reservation at checkout decides. \
+             `in_stock`; `low`, few left (the product service's `stock.low_threshold` or \
+             fewer); `sold_out`, none left to reserve; `unknown`, no stock level heard for the \
+             SKU yet (checkout decides).",
+        ))
+        .enum_values(Some(Availability::ALL.map(Availability::as_str)))
+        .examples([serde_json::json!(Availability::InStock.as_str())])
+        .build()
 }
 
 const DEFAULT_PAGE: i64 = 20;
@@ -69,6 +98,9 @@ struct Browse {
     /// Page size.
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// `true`: only products with a variant in stock (`in_stock` or `low`), with only those
+    /// variants. A variant whose stock level is `unknown` is left out.
+    in_stock: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -78,22 +110,32 @@ struct ProductPage {
     next_cursor: Option<String>,
 }
 
+/// The products with their variants and each variant's availability; with `min_available`,
+/// only the variants with at least that many units available.
 async fn with_variants(
     pool: &PgPool,
+    stock: &StockSettings,
     products: Vec<ProductRow>,
+    min_available: Option<i64>,
 ) -> Result<Vec<ProductView>, ApiError> {
     let ids: Vec<Uuid> = products.iter().map(|product| product.id).collect();
-    let mut variants = db::variants_of(pool, &ids).await?;
+    let mut variants = db::variants_of(pool, &ids, min_available).await?;
     Ok(products
         .into_iter()
         .map(|product| {
             let (own, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut variants)
                 .into_iter()
-                .partition(|v| v.product_id == product.id);
+                .partition(|listed| listed.variant.product_id == product.id);
             variants = rest;
             ProductView {
                 product,
-                variants: own,
+                variants: own
+                    .into_iter()
+                    .map(|ListedVariant { variant, available }| VariantView {
+                        availability: product_rules::availability(available, stock.low_threshold),
+                        variant,
+                    })
+                    .collect(),
             }
         })
         .collect())
@@ -140,6 +182,7 @@ fn decode_cursor(cursor: &str) -> Option<(String, Uuid)> {
 #[get("/products")]
 async fn list_products(
     pool: web::Data<PgPool>,
+    stock: web::Data<StockSettings>,
     query: web::Query<Browse>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
@@ -167,8 +210,9 @@ async fn list_products(
         None => None,
     };
     let text = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let min_available = (query.in_stock == Some(true)).then_some(product_rules::IN_STOCK_FROM);
     // One extra row tells whether another page exists.
-    let mut products = db::list_products(&pool, text, after, limit + 1).await?;
+    let mut products = db::list_products(&pool, text, after, min_available, limit + 1).await?;
     let more = products.len() as i64 > limit;
     products.truncate(usize::try_from(limit).unwrap_or(0));
     let next_cursor = if more {
@@ -176,7 +220,7 @@ async fn list_products(
     } else {
         None
     };
-    let items = with_variants(&pool, products).await?;
+    let items = with_variants(&pool, &stock, products, min_available).await?;
     Ok(HttpResponse::Ok().json(ProductPage { items, next_cursor }))
 }
 
@@ -191,6 +235,7 @@ async fn list_products(
 #[get("/products/{id}")]
 async fn get_product(
     pool: web::Data<PgPool>,
+    stock: web::Data<StockSettings>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let not_found = || ApiError::not_found("no such product");
@@ -199,7 +244,7 @@ async fn get_product(
         .await?
         .filter(|p| !p.archived)
         .ok_or_else(not_found)?;
-    let mut views = with_variants(&pool, vec![product]).await?;
+    let mut views = with_variants(&pool, &stock, vec![product], None).await?;
     views
         .pop()
         .map(|view| HttpResponse::Ok().json(view))
@@ -243,6 +288,7 @@ fn write_failed(error: CatalogWriteError) -> ApiError {
 
 async fn save(
     pool: &PgPool,
+    stock: &StockSettings,
     id: Option<Uuid>,
     update: &ProductUpdate,
 ) -> Result<ProductView, ApiError> {
@@ -256,7 +302,7 @@ async fn save(
     let product = db::find_product(pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such product"))?;
-    with_variants(pool, vec![product])
+    with_variants(pool, stock, vec![product], None)
         .await?
         .pop()
         .ok_or_else(|| ApiError::not_found("no such product"))
@@ -276,6 +322,7 @@ async fn save(
 async fn create_product(
     _admin: AdminUser,
     pool: web::Data<PgPool>,
+    stock: web::Data<StockSettings>,
     body: web::Json<ProductUpdate>,
 ) -> Result<HttpResponse, ApiError> {
     let existing: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM products WHERE slug = $1")
@@ -288,7 +335,7 @@ async fn create_product(
             body.draft.slug
         )));
     }
-    let view = save(&pool, None, &body).await?;
+    let view = save(&pool, &stock, None, &body).await?;
     Ok(HttpResponse::Created().json(view))
 }
 
@@ -308,11 +355,12 @@ async fn create_product(
 async fn update_product(
     _admin: AdminUser,
     pool: web::Data<PgPool>,
+    stock: web::Data<StockSettings>,
     id: web::Path<String>,
     body: web::Json<ProductUpdate>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("no such product"))?;
-    let view = save(&pool, Some(id), &body).await?;
+    let view = save(&pool, &stock, Some(id), &body).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 

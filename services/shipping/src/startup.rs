@@ -1,6 +1,4 @@
 use actix_web::web;
-use messaging::IdempotentConsumer;
-use messaging::consumer::ConsumerSettings;
 use platform::app::Application;
 
 use crate::config::{Config, SERVICE};
@@ -10,7 +8,6 @@ use crate::consumers::{ShippingHandler, TOPICS};
 /// a free port (tests).
 pub async fn build(config: Config) -> anyhow::Result<Application> {
     let verifier = web::Data::new(auth_kit::JwtVerifier::new(config.auth.clone()));
-    let kafka = config.service.kafka.clone();
     let mut app = messaging::service::start(SERVICE, config.service, move |app| {
         app.migrations(&crate::db::MIGRATOR).routes(move |routes| {
             routes.app_data(verifier.clone());
@@ -18,13 +15,6 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         })
     })
     .await?;
-    let consumer = IdempotentConsumer::new(
-        SERVICE,
-        app.pool().clone(),
-        kafka,
-        ConsumerSettings::for_topics(TOPICS),
-        ShippingHandler,
-    );
-    app.spawn_worker(|shutdown| consumer.run(shutdown));
+    messaging::service::consume(&mut app, TOPICS, ShippingHandler);
     Ok(app)
 }

@@ -320,13 +320,11 @@ impl Stack {
             ..kafka.clone()
         };
 
-        let product = Service::start(product_service::startup::build(
-            product_service::config::Config {
-                service: service_settings(fresh_database("product").await?, kafka_for("product")),
-                auth: auth.clone(),
-            },
-        ))
-        .await?;
+        let mut product_config = product_service::config::Config::defaults();
+        product_config.service =
+            service_settings(fresh_database("product").await?, kafka_for("product"));
+        product_config.auth = auth.clone();
+        let product = Service::start(product_service::startup::build(product_config)).await?;
         let mut order_config = order_service::config::Config::defaults();
         order_config.service = service_settings(fresh_database("order").await?, kafka_for("order"));
         order_config.auth = auth.clone();

@@ -1,7 +1,11 @@
-//! The catalog through the gateway: browsing with text search and cursor paging, and admin
-//! changes that reach the order service's replica through ProductSnapshot events.
+//! The catalog through the gateway: browsing with text search and cursor paging, admin changes
+//! that reach the order service's replica through ProductSnapshot events, and each variant's
+//! availability from inventory's stock levels, with how far it lags behind a reservation.
 
-use bazaar_integration_tests::stack::{Stack, StackOptions};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bazaar_integration_tests::stack::{DEMO_SKUS, Stack, StackOptions};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -182,7 +186,7 @@ async fn admin_changes_reach_the_order_services_replica() {
     assert_eq!(updated.status, 200, "{}", updated.body);
     bazaar_integration_tests::eventually(
         "the new price in the cart",
-        std::time::Duration::from_secs(30),
+        Duration::from_secs(30),
         || async {
             let cart = stack
                 .call(Method::GET, "/api/cart", Some(&customer.token), None)
@@ -211,7 +215,7 @@ async fn admin_changes_reach_the_order_services_replica() {
         .await
         .expect("detail");
     assert_eq!(detail.status, 404);
-    bazaar_integration_tests::eventually("the archived product to be off sale", std::time::Duration::from_secs(30), || async {
+    bazaar_integration_tests::eventually("the archived product to be off sale", Duration::from_secs(30), || async {
         let checkout = stack
             .call(
                 Method::POST,
@@ -225,4 +229,227 @@ async fn admin_changes_reach_the_order_services_replica() {
     })
     .await;
     stack.stop().await.expect("stop");
+}
+
+/// Each variant's availability as the catalog shows it now, by SKU, from `path` (a page of
+/// products or one product).
+async fn availability(stack: &Stack, path: &str) -> BTreeMap<String, String> {
+    let answer = stack
+        .call(Method::GET, path, None, None)
+        .await
+        .expect("catalog");
+    assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+    let products = match answer.body.get("items") {
+        Some(items) => items.as_array().cloned().unwrap_or_default(),
+        None => vec![answer.body.clone()],
+    };
+    products
+        .iter()
+        .flat_map(|product| product["variants"].as_array().cloned().unwrap_or_default())
+        .map(|variant| {
+            (
+                variant["sku"].as_str().unwrap_or_default().to_owned(),
+                variant["availability"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until the whole catalog shows `sku` as `expected`.
+async fn wait_for_availability(stack: &Stack, sku: &str, expected: &str) {
+    bazaar_integration_tests::eventually(
+        &format!("{sku} shown as {expected}"),
+        Duration::from_secs(30),
+        || async {
+            let shown = availability(stack, "/api/products?limit=100").await;
+            (shown.get(sku).map(String::as_str) == Some(expected)).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn browsing_shows_each_variants_availability_from_inventorys_stock_levels() {
+    let stack = Stack::start(StackOptions::default()).await.expect("stack");
+    stack.seed_demo().await.expect("demo");
+    let admin = stack.admin_token();
+    // Stocked by no one: inventory has never published a level for its SKUs.
+    let created = stack
+        .call(
+            Method::POST,
+            "/api/admin/products",
+            Some(&admin),
+            Some(&product("vase", "Vase", 3000)),
+        )
+        .await
+        .expect("create");
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["variants"][0]["availability"], "unknown");
+
+    // The demo stock with the default low-stock threshold of 5: 40, 25 and 10 units are
+    // plenty, 5, 3 and 1 are low.
+    for (sku, expected) in [
+        ("TEE-BLK-M", "in_stock"),
+        ("TEE-BLK-L", "in_stock"),
+        ("TEE-WHT-M", "in_stock"),
+        ("TOTE-NAT", "in_stock"),
+        ("CUP-ESP-GRY", "low"),
+        ("CUP-ESP-BLU", "low"),
+        ("PRINT-A3-001", "low"),
+    ] {
+        wait_for_availability(&stack, sku, expected).await;
+    }
+    let everything = availability(&stack, "/api/products?limit=100").await;
+    assert_eq!(
+        everything.get("VASE-S").map(String::as_str),
+        Some("unknown")
+    );
+
+    // Stock set by hand reaches the catalog: sold out, and back.
+    stack.set_stock("TEE-WHT-M", 0).await.expect("stock");
+    stack.set_stock("PRINT-A3-001", 0).await.expect("stock");
+    wait_for_availability(&stack, "TEE-WHT-M", "sold_out").await;
+    wait_for_availability(&stack, "PRINT-A3-001", "sold_out").await;
+
+    // Only what is in stock: sold-out and unknown variants are left out, and so are products
+    // with nothing left.
+    let in_stock = availability(&stack, "/api/products?limit=100&in_stock=true").await;
+    assert_eq!(
+        in_stock.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "CUP-ESP-BLU",
+            "CUP-ESP-GRY",
+            "TEE-BLK-L",
+            "TEE-BLK-M",
+            "TOTE-NAT"
+        ],
+        "{in_stock:?}"
+    );
+    assert!(
+        in_stock
+            .values()
+            .all(|shown| shown == "in_stock" || shown == "low"),
+        "{in_stock:?}"
+    );
+    let unfiltered = availability(&stack, "/api/products?limit=100&in_stock=false").await;
+    assert_eq!(unfiltered.len(), DEMO_SKUS.len() + 2, "{unfiltered:?}");
+
+    // One product shows every variant, sold out or not.
+    let tee = stack
+        .call(Method::GET, "/api/products?q=classic", None, None)
+        .await
+        .expect("search");
+    let tee_id = tee.body["items"][0]["id"].as_str().expect("id").to_owned();
+    let detail = availability(&stack, &format!("/api/products/{tee_id}")).await;
+    assert_eq!(
+        detail.get("TEE-WHT-M").map(String::as_str),
+        Some("sold_out"),
+        "{detail:?}"
+    );
+    assert_eq!(detail.len(), 3, "{detail:?}");
+
+    stack.set_stock("TEE-WHT-M", 6).await.expect("stock");
+    wait_for_availability(&stack, "TEE-WHT-M", "in_stock").await;
+
+    let refused = stack
+        .call(Method::GET, "/api/products?in_stock=maybe", None, None)
+        .await
+        .expect("call");
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    stack.stop().await.expect("stop");
+}
+
+/// How long the catalog takes to show a reservation: from the moment the reservation is
+/// committed in the inventory database to the moment `GET /api/products/{id}` shows its SKU
+/// sold out, for single units of stock bought one after another. Both are polled side by side
+/// every 5 ms, so each figure is within about 5 ms of the truth. Run with `--nocapture` to
+/// see the figures that docs/api.md quotes.
+#[tokio::test]
+async fn the_catalog_shows_a_reservation_within_its_documented_lag() {
+    const SAMPLES: usize = 8;
+    /// The lag docs/api.md promises at most, on a busy test machine.
+    const DEADLINE: Duration = Duration::from_secs(2);
+    let stack = Stack::start(StackOptions::default()).await.expect("stack");
+    let admin = stack.admin_token();
+    let skus: Vec<String> = (1..=SAMPLES).map(|n| format!("LAG-{n}")).collect();
+    let variants: Vec<Value> = skus
+        .iter()
+        .map(|sku| json!({"sku": sku, "name": sku, "price_minor": 100, "currency": "EUR"}))
+        .collect();
+    let created = stack
+        .call(
+            Method::POST,
+            "/api/admin/products",
+            Some(&admin),
+            Some(&json!({"slug": "lag", "name": "Lag probe", "variants": variants})),
+        )
+        .await
+        .expect("create");
+    assert_eq!(created.status, 201, "{}", created.body);
+    let path = format!("/api/products/{}", created.body["id"].as_str().expect("id"));
+    for sku in &skus {
+        stack.set_stock(sku, 1).await.expect("stock");
+        stack.wait_for_replica(sku).await.expect("replica");
+    }
+    for sku in &skus {
+        wait_for_availability(&stack, sku, "low").await;
+    }
+
+    let customer = stack.customer();
+    let mut lags = Vec::new();
+    for sku in &skus {
+        let order_id = stack
+            .checkout(&customer, &[(sku.as_str(), 1)], "tok_visa")
+            .await
+            .expect("checkout");
+        let reserved = first_seen(format!("{sku} reserved"), || async {
+            let found: Option<(i64,)> = sqlx::query_as(
+                "SELECT quantity FROM reservation_lines WHERE order_id = $1 AND sku = $2",
+            )
+            .bind(&order_id)
+            .bind(sku)
+            .fetch_optional(&stack.inventory.pool)
+            .await
+            .ok()?;
+            found.map(drop)
+        });
+        let shown = first_seen(format!("{sku} sold out in the catalog"), || async {
+            let shown = availability(&stack, &path).await;
+            (shown.get(sku).map(String::as_str) == Some("sold_out")).then_some(())
+        });
+        let (reserved, shown) = tokio::join!(reserved, shown);
+        lags.push(shown.saturating_duration_since(reserved));
+    }
+    lags.sort_unstable();
+    let millis: Vec<u128> = lags.iter().map(Duration::as_millis).collect();
+    println!(
+        "catalog lag behind a reservation over {SAMPLES} reservations: median {} ms, max {} ms \
+         (all: {millis:?} ms)",
+        millis[SAMPLES / 2],
+        millis[SAMPLES - 1]
+    );
+    assert!(
+        lags.iter().all(|lag| *lag <= DEADLINE),
+        "the catalog lagged more than {DEADLINE:?}: {millis:?} ms"
+    );
+    stack.stop().await.expect("stop");
+}
+
+/// When `probe` first yields something, polled every 5 ms for at most 30 s.
+async fn first_seen<F, Fut>(what: String, mut probe: F) -> Instant
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<()>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if probe().await.is_some() {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
