@@ -102,6 +102,9 @@ start_process() {
   local name="$1" label="${2:-$1}"
   local pidfile="$PID_DIR/$label.pid"
   [ "$#" -ge 2 ] && shift 2 || shift
+  # Every simulator these scripts start is a local one: its /_sim controls (faults, the ledger
+  # `bazaar check` reads) are on. A deployment leaves them off.
+  [ "$name" = payment-gateway ] && set -- BAZAAR__TEST_MODE=true "$@"
   if pid_alive "$pidfile"; then
     echo "$label already running (pid $(cat "$pidfile"))"
     return 0

@@ -4,6 +4,8 @@
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use events::{Event, EventMetadata};
 use messaging::record::{PayloadError, RecordDecoder};
+use messaging::registry::SchemaRegistryClient;
+use platform::config::KafkaSettings;
 use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -43,9 +45,10 @@ impl Decoded {
 }
 
 impl Decoder {
-    pub fn new(registry_url: &str) -> Self {
+    /// Decodes through the registry of `kafka`, with its credentials.
+    pub fn new(kafka: &KafkaSettings) -> Self {
         Self {
-            records: RecordDecoder::new(registry_url),
+            records: RecordDecoder::new(SchemaRegistryClient::of(kafka)),
         }
     }
 

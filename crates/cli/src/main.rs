@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use platform::config::KafkaSettings;
+use secrecy::SecretString;
 
 use crate::context::{Context, key_value};
 
@@ -60,6 +61,17 @@ struct GlobalArgs {
         default_value = "http://127.0.0.1:8088"
     )]
     registry: String,
+    /// `user:password` for the schema registry (HTTP basic auth; the local registry's writer
+    /// by default). Bazaar's registry lets anyone read; Confluent's may not.
+    #[arg(
+        long,
+        global = true,
+        env = "BAZAAR__KAFKA__SCHEMA_REGISTRY_USER_INFO",
+        hide_env_values = true,
+        value_name = "USER:PASSWORD",
+        value_parser = secret
+    )]
+    registry_user_info: Option<SecretString>,
     /// Consumer groups are `<prefix><service>` unless set with --service-group.
     #[arg(
         long,
@@ -115,6 +127,11 @@ enum Command {
     },
 }
 
+/// A value kept out of `Debug` output.
+fn secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(text.into())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -143,6 +160,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     kafka.bootstrap_servers = global.bootstrap_servers;
     kafka.topic_prefix = global.topic_prefix;
     kafka.schema_registry_url = global.registry;
+    if let Some(user_info) = global.registry_user_info {
+        kafka.schema_registry_user_info = user_info;
+    }
     let context = Context::new(
         kafka,
         global.json,

@@ -335,7 +335,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         settings: ConsumerSettings,
         handler: H,
     ) -> Self {
-        let decoder = RecordDecoder::new(&kafka.schema_registry_url);
+        let decoder = RecordDecoder::new(crate::registry::SchemaRegistryClient::of(&kafka));
         Self {
             service,
             pool,

@@ -101,10 +101,8 @@ pub struct RecordDecoder {
 }
 
 impl RecordDecoder {
-    pub fn new(registry_url: &str) -> Self {
-        Self {
-            registry: SchemaRegistryClient::new(registry_url),
-        }
+    pub fn new(registry: SchemaRegistryClient) -> Self {
+        Self { registry }
     }
 
     pub fn registry_url(&self) -> &str {
@@ -173,7 +171,7 @@ mod tests {
     #[tokio::test]
     async fn a_tombstone_and_an_unframed_payload_are_not_events_and_need_no_registry() {
         // Nothing listens on port 9: asking the registry would make these transient.
-        let decoder = RecordDecoder::new("http://127.0.0.1:9");
+        let decoder = RecordDecoder::new(SchemaRegistryClient::new("http://127.0.0.1:9"));
         let tombstone = decoder.payload(&record(None)).await;
         assert!(matches!(tombstone.event, Err(PayloadError::NotAnEvent(_))));
         assert_eq!(tombstone.schema_id, None);
@@ -183,7 +181,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_registry_is_transient() {
-        let decoder = RecordDecoder::new("http://127.0.0.1:9");
+        let decoder = RecordDecoder::new(SchemaRegistryClient::new("http://127.0.0.1:9"));
         let framed = events::wire::frame(1, b"\x00");
         let decoded = decoder.payload(&record(Some(framed))).await;
         assert_eq!(decoded.schema_id, Some(1));

@@ -6,7 +6,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use apache_avro::Schema;
+use platform::config::KafkaSettings;
 use platform::http::client::error_chain;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -40,6 +42,8 @@ fn unavailable(method: &str, url: &str, error: &reqwest::Error) -> RegistryError
 #[derive(Debug, Clone)]
 pub struct SchemaRegistryClient {
     base_url: String,
+    /// `user:password`, sent as basic auth with every call; `None` for anonymous calls.
+    user_info: Option<SecretString>,
     http: reqwest::Client,
     ids_by_subject_and_text: Arc<RwLock<HashMap<(String, String), u32>>>,
     schemas_by_id: Arc<RwLock<HashMap<u32, Arc<Schema>>>>,
@@ -61,6 +65,17 @@ struct ErrorAnswer {
 }
 
 impl SchemaRegistryClient {
+    /// The registry of `kafka`, called with its credentials (`schema_registry_user_info`).
+    pub fn of(kafka: &KafkaSettings) -> Self {
+        let user_info = kafka.schema_registry_user_info.expose_secret();
+        let mut client = Self::new(&kafka.schema_registry_url);
+        if !user_info.is_empty() {
+            client.user_info = Some(user_info.into());
+        }
+        client
+    }
+
+    /// An anonymous client: it can read schemas, not register them.
     pub fn new(base_url: &str) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
@@ -73,6 +88,7 @@ impl SchemaRegistryClient {
             .unwrap_or_default();
         Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
+            user_info: None,
             http,
             ids_by_subject_and_text: Arc::default(),
             schemas_by_id: Arc::default(),
@@ -91,8 +107,7 @@ impl SchemaRegistryClient {
         }
         let url = format!("{}/subjects/{}/versions", self.base_url, subject);
         let answer = self
-            .http
-            .post(&url)
+            .authenticated(self.http.post(&url))
             .header("Content-Type", CONTENT_TYPE)
             .json(&json!({ "schema": schema }))
             .send()
@@ -131,8 +146,7 @@ impl SchemaRegistryClient {
         }
         let url = format!("{}/schemas/ids/{id}", self.base_url);
         let answer = self
-            .http
-            .get(&url)
+            .authenticated(self.http.get(&url))
             .send()
             .await
             .map_err(|error| unavailable("GET", &url, &error))?;
@@ -154,6 +168,21 @@ impl SchemaRegistryClient {
         let parsed = Arc::new(parsed);
         write(&self.schemas_by_id).insert(id, parsed.clone());
         Ok(parsed)
+    }
+}
+
+impl SchemaRegistryClient {
+    /// `request` with the credentials, if any. A user info without a colon is all user name,
+    /// as Confluent's clients take it.
+    fn authenticated(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let Some(user_info) = &self.user_info else {
+            return request;
+        };
+        let (user, password) = user_info
+            .expose_secret()
+            .split_once(':')
+            .unwrap_or((user_info.expose_secret(), ""));
+        request.basic_auth(user, Some(password))
     }
 }
 

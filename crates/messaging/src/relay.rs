@@ -183,7 +183,7 @@ impl Relay {
     ) -> Result<Self, RelayError> {
         let brokers = BrokerWatch::default();
         let producer = Self::create_producer(&kafka, &settings, &brokers)?;
-        let registry = SchemaRegistryClient::new(&kafka.schema_registry_url);
+        let registry = SchemaRegistryClient::of(&kafka);
         Ok(Self {
             pool,
             kafka,

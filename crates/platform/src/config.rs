@@ -127,6 +127,23 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
     /// Base URL of the Confluent-compatible schema registry.
     pub schema_registry_url: String,
+    /// `user:password` sent to the registry as HTTP basic auth with every call, as Confluent's
+    /// clients send `basic.auth.user.info`: registering a schema needs it, reading does not
+    /// (Bazaar's registry; Confluent's asks for it on reads too). Empty: none sent.
+    #[serde(
+        default = "local_schema_registry_user_info",
+        serialize_with = "serialize_secret"
+    )]
+    pub schema_registry_user_info: SecretString,
+}
+
+/// The registry credentials of local runs and tests (`make run`, `make test`): the registry's
+/// default writer, so a machine needs no setup. Every deployment sets its own; the registry
+/// warns at start while it accepts this one.
+pub const LOCAL_SCHEMA_REGISTRY_USER_INFO: &str = "bazaar:local-registry-writer";
+
+pub fn local_schema_registry_user_info() -> SecretString {
+    LOCAL_SCHEMA_REGISTRY_USER_INFO.into()
 }
 
 impl KafkaSettings {
@@ -137,6 +154,7 @@ impl KafkaSettings {
             group_id: format!("bazaar-{name}"),
             replication_factor: 1,
             schema_registry_url: "http://127.0.0.1:8088".into(),
+            schema_registry_user_info: local_schema_registry_user_info(),
         }
     }
 
@@ -184,7 +202,7 @@ pub enum LogFormat {
 
 /// Defaults are serialized into the first configuration layer, so the secret has to be written
 /// out there; `Debug` still redacts it.
-fn serialize_secret<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+pub fn serialize_secret<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(secret.expose_secret())
 }
 
@@ -242,10 +260,14 @@ mod tests {
     }
 
     #[test]
-    fn debug_output_redacts_the_database_url() {
+    fn debug_output_redacts_the_database_url_and_the_registry_credentials() {
         let printed = format!("{:?}", defaults());
         assert!(
             !printed.contains("bazaar_sample:bazaar_sample@"),
+            "{printed}"
+        );
+        assert!(
+            !printed.contains(LOCAL_SCHEMA_REGISTRY_USER_INFO),
             "{printed}"
         );
     }

@@ -15,6 +15,11 @@ pub struct Config {
     pub log: LogSettings,
     /// Faults injected from the start; `PUT /_sim/faults` replaces them at runtime.
     pub faults: FaultSettings,
+    /// Serve the simulator's own controls under `/_sim` (fault injection, the ledger of every
+    /// charge). Off by default: anyone who reaches them can make every payment fail or read
+    /// every charge. `make run`, `make test` and the chaos tests switch it on.
+    #[serde(default)]
+    pub test_mode: bool,
 }
 
 impl Config {
@@ -27,6 +32,7 @@ impl Config {
             },
             log: LogSettings::default(),
             faults: FaultSettings::default(),
+            test_mode: false,
         }
     }
 
@@ -45,6 +51,10 @@ mod tests {
         let config = Config::load(None).expect("defaults load");
         assert_eq!(config.http.port, DEFAULT_PORT);
         assert_eq!(config.faults, FaultSettings::default());
+        assert!(
+            !config.test_mode,
+            "the /_sim controls are off unless asked for"
+        );
     }
 
     #[test]

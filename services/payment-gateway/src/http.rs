@@ -1,5 +1,5 @@
 //! The HTTP face of the simulator: Stripe's API under `/v1`, wrapped in fault injection, and
-//! the simulator's own controls under `/_sim`.
+//! in test mode the simulator's own controls under `/_sim`.
 
 use std::sync::{PoisonError, RwLock};
 
@@ -47,16 +47,21 @@ impl Simulator {
     }
 }
 
+/// The processor's API under `/v1`.
 pub fn routes(config: &mut web::ServiceConfig, simulator: web::Data<Simulator>) {
+    config.app_data(simulator).service(
+        web::scope("/v1")
+            .route("/payment_intents", web::post().to(create_payment_intent))
+            .route("/payment_intents/{id}", web::get().to(get_payment_intent))
+            .route("/refunds", web::post().to(create_refund))
+            .default_service(web::to(unrecognized_url)),
+    );
+}
+
+/// The simulator's own controls, served in test mode only (`test_mode`): the faults injected,
+/// and the ledger of every charge. Needs [`routes`] for the simulator they control.
+pub fn test_routes(config: &mut web::ServiceConfig) {
     config
-        .app_data(simulator)
-        .service(
-            web::scope("/v1")
-                .route("/payment_intents", web::post().to(create_payment_intent))
-                .route("/payment_intents/{id}", web::get().to(get_payment_intent))
-                .route("/refunds", web::post().to(create_refund))
-                .default_service(web::to(unrecognized_url)),
-        )
         .route("/_sim/faults", web::get().to(get_faults))
         .route("/_sim/faults", web::put().to(put_faults))
         .route("/_sim/charges", web::get().to(charges));

@@ -33,10 +33,19 @@ pub fn build(config: Config) -> anyhow::Result<PaymentGateway> {
     let port = listener.local_addr()?.port();
     // Nothing to depend on: ready as soon as it listens.
     let keep_alive = config.http.keep_alive();
+    let test_mode = config.test_mode;
     let server =
         platform::http::serve(listener, keep_alive, Readiness::default(), move |service| {
             crate::http::routes(service, simulator.clone());
+            if test_mode {
+                crate::http::test_routes(service);
+            }
         })?;
-    tracing::info!(port, faults = ?config.faults, "payment gateway simulator listening");
+    tracing::info!(
+        port,
+        faults = ?config.faults,
+        test_mode,
+        "payment gateway simulator listening"
+    );
     Ok(PaymentGateway { port, server })
 }

@@ -56,6 +56,9 @@ pub enum RegistryError {
     MalformedRequest(String),
     #[error("Unprocessable request: {0}")]
     UnprocessableRequest(String),
+    /// A write without the credentials of a writer (`auth.writers`).
+    #[error("Unauthorized")]
+    Unauthorized,
     /// Our fault. The cause is logged; the client sees only Confluent's generic store error.
     #[error("Error in the backend datastore")]
     Internal(#[source] anyhow::Error),
@@ -87,6 +90,7 @@ impl RegistryError {
             Self::InvalidSubject(_) => 42208,
             Self::MalformedRequest(_) => 400,
             Self::UnprocessableRequest(_) => 422,
+            Self::Unauthorized => 401,
             Self::Internal(_) => 50001,
         }
     }
@@ -113,12 +117,17 @@ impl ResponseError for RegistryError {
             tracing::error!(error = %format!("{cause:#}"), "registry request failed");
         }
         let message = self.to_string();
-        HttpResponse::build(self.status_code())
-            .content_type(CONTENT_TYPE)
-            .json(ErrorBody {
-                error_code: self.error_code(),
-                message: &message,
-            })
+        let mut response = HttpResponse::build(self.status_code());
+        if let Self::Unauthorized = self {
+            response.insert_header((
+                actix_web::http::header::WWW_AUTHENTICATE,
+                r#"Basic realm="schema-registry""#,
+            ));
+        }
+        response.content_type(CONTENT_TYPE).json(ErrorBody {
+            error_code: self.error_code(),
+            message: &message,
+        })
     }
 }
 
@@ -140,6 +149,7 @@ mod tests {
             (RegistryError::ReferencesUnsupported, 422),
             (RegistryError::MalformedRequest("x".into()), 400),
             (RegistryError::UnprocessableRequest("x".into()), 422),
+            (RegistryError::Unauthorized, 401),
             (RegistryError::Internal(anyhow::anyhow!("boom")), 500),
         ];
         for (error, status) in cases {

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+use crate::access::{Writer, Writers};
 use crate::db;
 use crate::domain::{self, AVRO, AvroSchema, CompatibilityLevel, VersionSelector};
 use crate::error::{CONTENT_TYPE, RegistryError};
@@ -18,9 +19,16 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 type Reply = Result<HttpResponse, RegistryError>;
 
-/// The registry's routes (health endpoints come from `platform`).
-pub fn routes(config: &mut web::ServiceConfig) {
+/// The registry's routes (health endpoints come from `platform`). Handlers that change the
+/// registry take a [`Writer`]: only `writers` get through.
+pub fn routes(writers: Writers) -> impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static {
+    let writers = web::Data::new(writers);
+    move |config| routes_with(config, writers.clone())
+}
+
+fn routes_with(config: &mut web::ServiceConfig, writers: web::Data<Writers>) {
     config
+        .app_data(writers)
         .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
         .app_data(
             web::QueryConfig::default().error_handler(|error, _request| {
@@ -207,7 +215,12 @@ struct Registered {
     id: i32,
 }
 
-async fn register(pool: web::Data<PgPool>, subject: web::Path<String>, body: web::Bytes) -> Reply {
+async fn register(
+    _writer: Writer,
+    pool: web::Data<PgPool>,
+    subject: web::Path<String>,
+    body: web::Bytes,
+) -> Reply {
     let subject = valid_subject(subject.into_inner())?;
     let (request, schema) = SchemaRequest::parse(&body)?;
     let id = db::register(&pool, &subject, &schema, &request.schema).await?;
@@ -227,6 +240,8 @@ async fn lookup(
 }
 
 async fn delete_subject(
+    _writer: Writer,
+
     pool: web::Data<PgPool>,
     subject: web::Path<String>,
     flags: web::Query<Flags>,
@@ -267,6 +282,8 @@ async fn get_version_schema(
 }
 
 async fn delete_version(
+    _writer: Writer,
+
     pool: web::Data<PgPool>,
     path: web::Path<(String, String)>,
     flags: web::Query<Flags>,
@@ -354,7 +371,7 @@ async fn get_global_config(pool: web::Data<PgPool>) -> Reply {
     }))
 }
 
-async fn put_global_config(pool: web::Data<PgPool>, body: web::Bytes) -> Reply {
+async fn put_global_config(_writer: Writer, pool: web::Data<PgPool>, body: web::Bytes) -> Reply {
     let level = parse_config_update(&body)?;
     db::set_global_level(&pool, level).await?;
     Ok(ok(ConfigUpdated {
@@ -378,6 +395,8 @@ async fn get_subject_config(
 }
 
 async fn put_subject_config(
+    _writer: Writer,
+
     pool: web::Data<PgPool>,
     subject: web::Path<String>,
     body: web::Bytes,
@@ -391,7 +410,11 @@ async fn put_subject_config(
 }
 
 /// Drops the subject's own level; the global one applies to it again.
-async fn delete_subject_config(pool: web::Data<PgPool>, subject: web::Path<String>) -> Reply {
+async fn delete_subject_config(
+    _writer: Writer,
+    pool: web::Data<PgPool>,
+    subject: web::Path<String>,
+) -> Reply {
     let level = db::delete_subject_level(&pool, &subject)
         .await?
         .ok_or_else(|| RegistryError::SubjectConfigNotFound(subject.into_inner()))?;

@@ -2,6 +2,7 @@
 //! serializers and deserializers use (Java, librdkafka's libserdes, confluent-kafka-python), and
 //! keeps subjects, versions and compatibility settings in its own PostgreSQL database.
 
+pub mod access;
 pub mod config;
 pub mod db;
 pub mod domain;

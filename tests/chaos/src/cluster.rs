@@ -226,6 +226,7 @@ impl Cluster {
             group_id: format!("chaos-{tag}"),
             replication_factor: if brokers.is_some() { 3 } else { 1 },
             schema_registry_url: schema_registry_url(),
+            schema_registry_user_info: platform::config::local_schema_registry_user_info(),
         };
         messaging::topics::apply(&messaging::TopicCatalog::bundled()?, &kafka)
             .await
@@ -284,6 +285,8 @@ impl Cluster {
         let mut processes = BTreeMap::new();
         let simulator_env = vec![
             ("BAZAAR__HTTP__HOST".to_owned(), "127.0.0.1".to_owned()),
+            // Faults are injected and the invariants read the ledger under `/_sim`.
+            ("BAZAAR__TEST_MODE".to_owned(), "true".to_owned()),
             (
                 "BAZAAR__HTTP__PORT".to_owned(),
                 ports[SIMULATOR].to_string(),

@@ -79,6 +79,7 @@ pub fn isolated_kafka(service: &str) -> KafkaSettings {
         group_id: format!("test-{tag}-{service}"),
         replication_factor: 1,
         schema_registry_url: schema_registry_url(),
+        schema_registry_user_info: platform::config::local_schema_registry_user_info(),
     }
 }
 

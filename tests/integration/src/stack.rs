@@ -311,6 +311,8 @@ impl Stack {
 
         let mut simulator = payment_gateway::config::Config::defaults();
         simulator.http.port = 0;
+        // The invariants read its ledger and tests inject faults: both under `/_sim`.
+        simulator.test_mode = true;
         let simulator = payment_gateway::startup::build(simulator)?;
         let payment_gateway_url = format!("http://127.0.0.1:{}", simulator.port);
         let payment_gateway = Server::spawn(simulator.server);

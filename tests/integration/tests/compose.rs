@@ -167,3 +167,44 @@ fn kafka_is_three_brokers_with_replication_factor_three() {
         assert_eq!(get("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"), Some("3"));
     }
 }
+
+/// The same lock-down as local runs (issue 13, part 2): the registry asks for basic auth, every
+/// service that registers or reads schemas sends the writer's credentials, taken from the same
+/// variable as the registry's password file, and the card processor simulator runs without its
+/// `/_sim` controls.
+#[test]
+fn the_registry_needs_credentials_and_the_simulator_has_no_test_controls() {
+    let compose = compose();
+    let Value::Mapping(services) = &compose["services"] else {
+        panic!("services must be a mapping");
+    };
+    let registry = environment(&compose["services"][SCHEMA_REGISTRY]);
+    let get = |env: &[(String, String)], key: &str| {
+        env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        get(&registry, "SCHEMA_REGISTRY_AUTHENTICATION_METHOD").as_deref(),
+        Some("BASIC")
+    );
+    let password = get(&registry, "BAZAAR_REGISTRY_PASSWORD").expect("the writer's password");
+    let user = get(&registry, "BAZAAR_REGISTRY_USER").expect("the writer's user");
+    let mut clients = 0;
+    for (name, service) in services {
+        let env = environment(service);
+        if get(&env, "BAZAAR__KAFKA__SCHEMA_REGISTRY_URL").is_none() {
+            continue;
+        }
+        clients += 1;
+        assert_eq!(
+            get(&env, "BAZAAR__KAFKA__SCHEMA_REGISTRY_USER_INFO"),
+            Some(format!("{user}:{password}")),
+            "{name:?}: calls the registry with the writer's credentials"
+        );
+    }
+    assert!(clients >= 7, "every saga service calls the registry");
+    let simulator = environment(&compose["services"][PAYMENT_GATEWAY]);
+    assert!(
+        get(&simulator, "BAZAAR__TEST_MODE").is_none_or(|value| value != "true"),
+        "the simulator's /_sim controls stay off"
+    );
+}

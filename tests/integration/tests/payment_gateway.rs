@@ -43,8 +43,14 @@ impl Drop for Ending {
 }
 
 impl Simulator {
+    /// The simulator in test mode, as `make test` runs it: with its `/_sim` controls.
     async fn start() -> Self {
         let mut config = payment_gateway::config::Config::defaults();
+        config.test_mode = true;
+        Self::start_with(config)
+    }
+
+    fn start_with(mut config: payment_gateway::config::Config) -> Self {
         config.http.port = 0;
         let gateway = payment_gateway::startup::build(config).expect("simulator starts");
         Self {
@@ -86,7 +92,10 @@ impl Simulator {
                                 answer
                             }
                         })
-                        .configure(|routes| payment_gateway::http::routes(routes, simulator)),
+                        .configure(|routes| {
+                            payment_gateway::http::routes(routes, simulator);
+                            payment_gateway::http::test_routes(routes);
+                        }),
                 );
             },
         )
@@ -668,5 +677,40 @@ async fn fault_settings_are_validated_and_can_be_read_back() {
         .await
         .expect("readyz");
     assert_eq!(ready.status(), 200);
+    simulator.stop().await;
+}
+
+#[tokio::test]
+async fn outside_test_mode_the_sim_controls_do_not_exist() {
+    let simulator = Simulator::start_with(payment_gateway::config::Config::defaults());
+    for (method, path) in [
+        (reqwest::Method::GET, "/_sim/faults"),
+        (reqwest::Method::PUT, "/_sim/faults"),
+        (reqwest::Method::GET, "/_sim/charges"),
+    ] {
+        let answer = simulator
+            .http
+            .request(method.clone(), format!("{}{path}", simulator.base_url))
+            .json(&json!({"failure_rate": 1.0}))
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(answer.status(), 404, "{method} {path}");
+    }
+    // The processor's API is served as ever.
+    let intent = simulator
+        .http
+        .get(format!(
+            "{}/v1/payment_intents/pi_unknown",
+            simulator.base_url
+        ))
+        .send()
+        .await
+        .expect("an answer");
+    let body: Value = intent.json().await.expect("Stripe's error shape");
+    assert!(
+        body["error"].is_object(),
+        "the API under /v1 answers: {body}"
+    );
     simulator.stop().await;
 }

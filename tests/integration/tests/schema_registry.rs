@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use bazaar_integration_tests::{fresh_database, isolated_kafka};
-use platform::config::{HttpSettings, LogSettings, ServiceSettings};
+use platform::config::{
+    HttpSettings, LOCAL_SCHEMA_REGISTRY_USER_INFO, LogSettings, ServiceSettings,
+};
 use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
@@ -36,6 +38,9 @@ const ORDER_V2_WITHOUT_DEFAULT: &str = r#"{"type":"record","name":"OrderCreated"
 struct Registry {
     base_url: String,
     client: reqwest::Client,
+    /// Sent as basic auth with every request, as the services' client sends its
+    /// `kafka.schema_registry_user_info`; `None`: anonymous.
+    credentials: Option<(String, String)>,
     pool: sqlx::PgPool,
     stop: actix_web::dev::ServerHandle,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -56,7 +61,12 @@ impl Answer {
     }
 }
 
+/// A registry with the local defaults, called with the local default credentials.
 async fn start_registry() -> Registry {
+    start_registry_with(schema_registry::config::AuthSettings::default()).await
+}
+
+async fn start_registry_with(auth: schema_registry::config::AuthSettings) -> Registry {
     let database = fresh_database("registry").await.expect("fresh database");
     let service = ServiceSettings {
         http: HttpSettings {
@@ -68,12 +78,16 @@ async fn start_registry() -> Registry {
         kafka: isolated_kafka("registry"),
         log: LogSettings::default(),
     };
-    let app = schema_registry::startup::build(schema_registry::config::Config { service })
+    let app = schema_registry::startup::build(schema_registry::config::Config { service, auth })
         .await
         .expect("registry starts");
+    let (user, password) = LOCAL_SCHEMA_REGISTRY_USER_INFO
+        .split_once(':')
+        .expect("user:password");
     Registry {
         base_url: format!("http://127.0.0.1:{}", app.port()),
         client: reqwest::Client::new(),
+        credentials: Some((user.to_owned(), password.to_owned())),
         pool: app.pool().clone(),
         stop: app.stop_handle(),
         task: tokio::spawn(app.run_until_stopped()),
@@ -103,6 +117,9 @@ impl Registry {
             .request(method.clone(), format!("{}{path}", self.base_url));
         if let Some(content_type) = content_type {
             request = request.header(CONTENT_TYPE, content_type);
+        }
+        if let Some((user, password)) = &self.credentials {
+            request = request.basic_auth(user, Some(password));
         }
         if let Some(body) = body {
             request = request.body(body.to_string());
@@ -757,5 +774,126 @@ async fn the_registry_is_ready_with_only_its_database() {
         .expect("migrations table");
     assert!(applied >= 1);
 
+    registry.stop().await;
+}
+
+#[tokio::test]
+async fn writes_need_a_writer_and_reads_stay_open() {
+    let mut registry = start_registry_with(schema_registry::config::AuthSettings {
+        writers: "ci:old-secret,ci:new-secret".into(),
+    })
+    .await;
+    let subject = "auth-events-value";
+    let writes = |subject: &str| {
+        [
+            (
+                Method::POST,
+                format!("/subjects/{subject}/versions"),
+                Some(json!({ "schema": ORDER_V1 })),
+            ),
+            (
+                Method::DELETE,
+                format!("/subjects/{subject}/versions/1"),
+                None,
+            ),
+            (Method::DELETE, format!("/subjects/{subject}"), None),
+            (
+                Method::PUT,
+                "/config".to_owned(),
+                Some(json!({ "compatibility": "NONE" })),
+            ),
+            (
+                Method::PUT,
+                format!("/config/{subject}"),
+                Some(json!({ "compatibility": "NONE" })),
+            ),
+            (Method::DELETE, format!("/config/{subject}"), None),
+        ]
+    };
+
+    // Anonymous, a wrong password, and the local default this registry was not given: 401 with
+    // a challenge, before anything is read or changed.
+    for credentials in [
+        None,
+        Some(("ci".to_owned(), "wrong".to_owned())),
+        LOCAL_SCHEMA_REGISTRY_USER_INFO
+            .split_once(':')
+            .map(|(user, password)| (user.to_owned(), password.to_owned())),
+    ] {
+        registry.credentials = credentials.clone();
+        for (method, path, body) in writes(subject) {
+            let answer = registry
+                .send(method.clone(), &path, Some(REGISTRY_MEDIA_TYPE), body)
+                .await;
+            assert_eq!(
+                answer.status, 401,
+                "{credentials:?} {method} {path}: {answer:?}"
+            );
+            assert_eq!(answer.error_code(), Some(401), "{answer:?}");
+        }
+    }
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM schemas")
+        .fetch_one(&registry.pool)
+        .await
+        .expect("count");
+    assert_eq!(count, 0, "nothing was registered");
+
+    // Either password of a writer being rotated works.
+    registry.credentials = Some(("ci".to_owned(), "old-secret".to_owned()));
+    let id = registry.register_ok(subject, ORDER_V1).await;
+    registry.credentials = Some(("ci".to_owned(), "new-secret".to_owned()));
+    assert_eq!(
+        registry
+            .put(
+                &format!("/config/{subject}"),
+                json!({ "compatibility": "FULL" })
+            )
+            .await
+            .status,
+        200
+    );
+
+    // Reads need nothing: what a deserializer and `bazaar tap` ask.
+    registry.credentials = None;
+    for path in [
+        format!("/schemas/ids/{id}"),
+        format!("/subjects/{subject}/versions"),
+        format!("/subjects/{subject}/versions/latest"),
+        "/subjects".to_owned(),
+        format!("/config/{subject}"),
+    ] {
+        let answer = registry.get(&path).await;
+        assert_eq!(answer.status, 200, "GET {path}: {answer:?}");
+    }
+    let lookup = registry
+        .post(
+            &format!("/subjects/{subject}"),
+            json!({ "schema": ORDER_V1 }),
+        )
+        .await;
+    assert_eq!(lookup.status, 200, "{lookup:?}");
+
+    // The services' client registers with its configured credentials, and without them is
+    // refused for good (not "unavailable", which would be retried).
+    let mut kafka = isolated_kafka("registry-client");
+    kafka.schema_registry_url = registry.base_url.clone();
+    let anonymous = messaging::registry::SchemaRegistryClient::new(&kafka.schema_registry_url);
+    let refused = anonymous
+        .register("client-value", ORDER_V1)
+        .await
+        .expect_err("anonymous registration is refused");
+    assert!(!refused.is_transient(), "{refused}");
+    kafka.schema_registry_user_info = "ci:new-secret".into();
+    let writer = messaging::registry::SchemaRegistryClient::of(&kafka);
+    assert_eq!(
+        i64::from(
+            writer
+                .register("client-value", ORDER_V1)
+                .await
+                .expect("registered")
+        ),
+        id,
+        "the same schema, the same id"
+    );
     registry.stop().await;
 }

@@ -293,7 +293,7 @@ async fn build_and_swap(
     let count = kafka.require_partitions(&topic).await?;
     let first = kafka.watermarks(&topic, count).await?;
     let mut rebuilder = Rebuilder {
-        decoder: Decoder::new(&context.kafka.schema_registry_url),
+        decoder: Decoder::new(&context.kafka),
         kafka: &kafka,
         topic: topic.clone(),
         schema: schema.clone(),
