@@ -8,6 +8,7 @@ use platform::config::KafkaSettings;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::decode::PersonalData;
 use crate::exit::Exit;
 use crate::services::{self, ServiceSpec};
 
@@ -15,6 +16,8 @@ use crate::services::{self, ServiceSpec};
 pub struct Context {
     pub kafka: KafkaSettings,
     pub json: bool,
+    /// Whether events are shown with their personal fields (`--reveal`); masked by default.
+    pub personal_data: PersonalData,
     group_prefix: String,
     groups: HashMap<String, String>,
     databases: HashMap<String, String>,
@@ -34,6 +37,7 @@ impl Context {
         Ok(Self {
             kafka,
             json,
+            personal_data: PersonalData::Masked,
             group_prefix,
             groups: groups.iter().cloned().collect(),
             databases: databases.iter().cloned().collect(),

@@ -10,12 +10,24 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::context::Context;
 use crate::exit::Exit;
 use crate::kafka::Record;
 
 #[derive(Debug, Clone)]
 pub struct Decoder {
     records: RecordDecoder,
+    personal_data: PersonalData,
+}
+
+/// Whether the personal fields of events (`"bazaar.pii": true` in their schemas) are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PersonalData {
+    /// Each replaced by `***`, and no raw payload printed: what people see by default.
+    #[default]
+    Masked,
+    /// As published: `--reveal`, for the ops principal.
+    Revealed,
 }
 
 /// A record with what could be made of it.
@@ -25,6 +37,7 @@ pub struct Decoded {
     pub schema_id: Option<u32>,
     pub event: Result<Event, String>,
     pub metadata: Result<EventMetadata, String>,
+    pub personal_data: PersonalData,
 }
 
 impl Decoded {
@@ -45,10 +58,20 @@ impl Decoded {
 }
 
 impl Decoder {
-    /// Decodes through the registry of `kafka`, with its credentials.
-    pub fn new(kafka: &KafkaSettings) -> Self {
+    /// Decodes for people to read: personal fields masked unless the context reveals them.
+    pub fn new(context: &Context) -> Self {
+        Self {
+            personal_data: context.personal_data,
+            ..Self::unmasked(&context.kafka)
+        }
+    }
+
+    /// Decodes events as published, personal fields included, for a command that shows no one
+    /// the events (a rebuild writes them back into a service's database).
+    pub fn unmasked(kafka: &KafkaSettings) -> Self {
         Self {
             records: RecordDecoder::new(SchemaRegistryClient::of(kafka)),
+            personal_data: PersonalData::Revealed,
         }
     }
 
@@ -64,11 +87,17 @@ impl Decoder {
             }
             Err(PayloadError::NotAnEvent(reason)) => Err(reason),
         };
+        let event = match (event, self.personal_data) {
+            (Ok(event), PersonalData::Masked) => events::pii::mask(&event)
+                .map_err(|error| format!("the personal fields cannot be masked: {error}")),
+            (event, _) => event,
+        };
         Ok(Decoded {
             record,
             schema_id: payload.schema_id,
             event,
             metadata,
+            personal_data: self.personal_data,
         })
     }
 }
@@ -140,8 +169,9 @@ pub fn to_json(decoded: &Decoded, logical_topic: &str) -> TapLine {
         schema_id: decoded.schema_id,
         event: decoded.event.as_ref().ok().map(event_body),
         decode_error: decoded.event.as_ref().err().cloned(),
-        payload_hex: match (&decoded.event, &record.payload) {
-            (Err(_), Some(payload)) => Some(hex(payload)),
+        // Raw bytes are shown only where personal data may be: they would carry it unmasked.
+        payload_hex: match (&decoded.event, &record.payload, decoded.personal_data) {
+            (Err(_), Some(payload), PersonalData::Revealed) => Some(hex(payload)),
             _ => None,
         },
         headers: record.headers.iter().cloned().collect(),

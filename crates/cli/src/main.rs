@@ -23,6 +23,8 @@ use platform::config::KafkaSettings;
 use secrecy::SecretString;
 
 use crate::context::{Context, key_value};
+use crate::decode::PersonalData;
+use crate::exit::Exit;
 
 /// Operate a Bazaar deployment: topics, event taps, replays, rebuilds, dead letters, order
 /// timelines, stuck orders and the global invariants.
@@ -90,6 +92,31 @@ struct GlobalArgs {
     /// Print JSON for scripts instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Show the personal fields of events (those marked `"bazaar.pii": true` in their
+    /// schemas: e-mail addresses, names, shipping addresses, payment tokens) instead of `***`.
+    /// Only the ops principal may.
+    #[arg(long, global = true)]
+    reveal: bool,
+    /// Who runs the tool. Until Kafka authenticates its clients, a declaration that only
+    /// guards against revealing personal data by accident; it becomes the Kafka principal the
+    /// tool connects as.
+    #[arg(
+        long,
+        global = true,
+        env = "BAZAAR_PRINCIPAL",
+        value_enum,
+        default_value_t = Principal::Analyst
+    )]
+    principal: Principal,
+}
+
+/// The roles people run the tool in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Principal {
+    /// Reads events with their personal fields masked.
+    Analyst,
+    /// Operates the deployment; may `--reveal`.
+    Ops,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,13 +190,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(user_info) = global.registry_user_info {
         kafka.schema_registry_user_info = user_info;
     }
-    let context = Context::new(
+    if global.reveal && global.principal != Principal::Ops {
+        return Err(Exit::Refused(
+            "--reveal shows personal data: only the ops principal may (--principal ops, or \
+             BAZAAR_PRINCIPAL=ops)"
+                .to_owned(),
+        )
+        .into());
+    }
+    let mut context = Context::new(
         kafka,
         global.json,
         global.group_prefix,
         &global.service_groups,
         &global.service_dbs,
     )?;
+    if global.reveal {
+        context.personal_data = PersonalData::Revealed;
+    }
     match cli.command {
         Command::Topics(args) => cmd::topics::run(&context, args).await,
         Command::Services => {
@@ -200,7 +238,7 @@ async fn wait_kafka(settings: &KafkaSettings, timeout_secs: u64) -> anyhow::Resu
                 return Ok(());
             }
             outcome if Instant::now() >= deadline => {
-                return Err(exit::Exit::Unavailable(format!(
+                return Err(Exit::Unavailable(format!(
                     "kafka at {} did not answer within {timeout_secs}s: {outcome:?}",
                     settings.bootstrap_servers
                 ))

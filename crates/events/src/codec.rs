@@ -16,6 +16,10 @@ pub enum CodecError {
     UnknownEventType(String),
     #[error("the writer schema is not a union of records")]
     NotAUnionOfRecords,
+    #[error(
+        "personal field {0:?} is neither a string nor an optional string, so it cannot be masked"
+    )]
+    NotMaskable(String),
     #[error("avro: {0}")]
     Avro(#[from] Box<apache_avro::Error>),
 }
@@ -108,6 +112,16 @@ pub fn event_topics() -> Vec<&'static str> {
     topics
 }
 
+/// The record schema this build reads and writes an event type with (its latest version).
+pub fn record_schema(type_name: &str) -> Option<&'static Schema> {
+    SCHEMAS
+        .iter()
+        .find(|(_, name, _)| *name == type_name)
+        .and_then(|(topic, _, _)| topic_schema(topic).ok())
+        .and_then(|schema| schema.branch(type_name))
+        .map(|(_, schema)| schema)
+}
+
 /// Encodes an event as an Avro datum of its topic's union schema (without the wire header).
 pub fn encode(event: &Event) -> Result<Vec<u8>, CodecError> {
     let schema = topic_schema(event.topic())?;
@@ -144,13 +158,8 @@ pub fn decode(writer: &Schema, mut datum: &[u8]) -> Result<Event, CodecError> {
             _ => None,
         })
         .ok_or(CodecError::NotAUnionOfRecords)?;
-    let reader = SCHEMAS
-        .iter()
-        .find(|(_, name, _)| *name == type_name)
-        .and_then(|(topic, _, _)| topic_schema(topic).ok())
-        .and_then(|schema| schema.branch(&type_name))
-        .map(|(_, schema)| schema)
-        .ok_or_else(|| CodecError::UnknownEventType(type_name.clone()))?;
+    let reader =
+        record_schema(&type_name).ok_or_else(|| CodecError::UnknownEventType(type_name.clone()))?;
     let resolved = record.resolve(reader)?;
     Event::from_record(&type_name, &resolved)
         .ok_or(CodecError::UnknownEventType(type_name))?

@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod metadata;
+pub mod pii;
 pub mod types;
 pub mod wire;
 

@@ -97,13 +97,13 @@ macro_rules! domain_events {
 
 domain_events! {
     "user-events" {
-        UserRegistered = "user-events/UserRegistered/v1.avsc", key = user_id;
+        UserRegistered = "user-events/UserRegistered/v2.avsc", key = user_id;
     }
     "product-snapshots" {
-        ProductSnapshot = "product-snapshots/ProductSnapshot/v1.avsc", key = product_id;
+        ProductSnapshot = "product-snapshots/ProductSnapshot/v2.avsc", key = product_id;
     }
     "order-events" {
-        OrderCreated = "order-events/OrderCreated/v1.avsc", key = order_id;
+        OrderCreated = "order-events/OrderCreated/v2.avsc", key = order_id;
         OrderPaid = "order-events/OrderPaid/v1.avsc", key = order_id;
         OrderRejected = "order-events/OrderRejected/v1.avsc", key = order_id;
         OrderCancelled = "order-events/OrderCancelled/v1.avsc", key = order_id;
@@ -124,7 +124,7 @@ domain_events! {
         PaymentRefunded = "payment-events/PaymentRefunded/v1.avsc", key = order_id;
     }
     "shipment-events" {
-        ShipmentScheduled = "shipment-events/ShipmentScheduled/v1.avsc", key = order_id;
+        ShipmentScheduled = "shipment-events/ShipmentScheduled/v2.avsc", key = order_id;
         ShipmentDispatched = "shipment-events/ShipmentDispatched/v1.avsc", key = order_id;
         ShipmentDelivered = "shipment-events/ShipmentDelivered/v1.avsc", key = order_id;
     }

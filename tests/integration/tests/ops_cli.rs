@@ -15,8 +15,8 @@ use bazaar_integration_tests::publisher::Publisher;
 use bazaar_integration_tests::stack::{Customer, Stack, StackOptions};
 use bazaar_integration_tests::{eventually, fresh_database, isolated_kafka};
 use events::{
-    Event, OrderCancelled, PaymentRefunded, ReservationExpired, ShipmentDelivered,
-    ShipmentDispatched,
+    Event, OrderCancelled, OrderCreated, OrderLine, PaymentRefunded, ReservationExpired,
+    ShipmentDelivered, ShipmentDispatched, UserRegistered,
 };
 use messaging::consumer::ConsumerSettings;
 use messaging::{
@@ -435,6 +435,121 @@ async fn tap_prints_every_event_type_decoded_with_its_headers() {
 
     publisher.stop().await.expect("publisher stops");
     stack.stop().await.expect("clean stop");
+}
+
+/// Issue 13, part 7: personal fields (`"bazaar.pii": true` in the schemas) read as `***` in
+/// `tap` and `timeline`, the raw payload included, unless the ops principal asks for `--reveal`.
+#[tokio::test]
+async fn tap_and_timeline_mask_personal_fields_unless_the_ops_principal_reveals_them() {
+    let kafka = isolated_kafka("pii");
+    messaging::topics::apply(
+        &messaging::TopicCatalog::bundled().expect("catalog"),
+        &kafka,
+    )
+    .await
+    .expect("topics");
+    let publisher = Publisher::start("pii", &kafka).await.expect("publisher");
+    let order_id = uuid::Uuid::now_v7().to_string();
+    let user_id = uuid::Uuid::now_v7().to_string();
+    let personal = [
+        "tok_visa_0042",
+        "7 Rue des Lilas, 75001 Paris",
+        "ada@example.com",
+        "Ada Lovelace",
+    ];
+    publisher
+        .publish(&[
+            OrderCreated {
+                order_id: order_id.clone(),
+                user_id: user_id.clone(),
+                lines: vec![OrderLine {
+                    sku: "TEE-BLK-M".into(),
+                    quantity: 1,
+                    unit_price_minor: 1999,
+                }],
+                total_minor: 1999,
+                currency: "EUR".into(),
+                payment_token: personal[0].into(),
+                shipping_address: personal[1].into(),
+            }
+            .into(),
+            UserRegistered {
+                user_id: user_id.clone(),
+                email: personal[2].into(),
+                display_name: personal[3].into(),
+                registered_at: 1_764_000_000_000,
+            }
+            .into(),
+        ])
+        .await
+        .expect("publish");
+    let bazaar = Bazaar::new(&kafka);
+    let tap = ["tap", "order-events", "user-events", "--from-beginning"];
+    let shows_personal_data = |text: &str| personal.iter().any(|value| text.contains(value));
+
+    let masked = eventually(
+        "both events on their topics",
+        Duration::from_secs(60),
+        || async {
+            let run = bazaar.run(&tap).await;
+            (run.code == 0 && run.json_lines().len() == 2).then_some(run)
+        },
+    )
+    .await;
+    assert!(!shows_personal_data(&masked.stdout), "{masked:?}");
+    let lines = masked.json_lines();
+    let event = |kind: &str| {
+        lines
+            .iter()
+            .find(|line| line["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))["event"]
+            .clone()
+    };
+    let order = event("OrderCreated");
+    assert_eq!(order["payment_token"], "***");
+    assert_eq!(order["shipping_address"], "***");
+    assert_eq!(
+        order["order_id"],
+        order_id.as_str(),
+        "the rest is as published"
+    );
+    assert_eq!(order["lines"][0]["sku"], "TEE-BLK-M");
+    let user = event("UserRegistered");
+    assert_eq!(
+        (&user["email"], &user["display_name"]),
+        (&json!("***"), &json!("***"))
+    );
+    assert_eq!(user["user_id"], user_id.as_str());
+
+    // Not the ops principal: refused, nothing printed.
+    for principal in [&[][..], &["--principal", "analyst"][..]] {
+        let refused = bazaar
+            .run(&[&tap[..], &["--reveal"], principal].concat())
+            .await;
+        assert_eq!(refused.code, 3, "{refused:?}");
+        assert!(refused.stderr.contains("ops principal"), "{refused:?}");
+        assert!(refused.stdout.is_empty(), "{refused:?}");
+    }
+    let revealed = bazaar
+        .run(&[&tap[..], &["--reveal", "--principal", "ops"]].concat())
+        .await
+        .ok();
+    for value in personal {
+        assert!(revealed.stdout.contains(value), "{value}: {revealed:?}");
+    }
+
+    let timeline = bazaar.run(&["timeline", &order_id, "--json"]).await.ok();
+    assert!(timeline.stdout.contains("***"), "{timeline:?}");
+    assert!(!shows_personal_data(&timeline.stdout), "{timeline:?}");
+    let revealed = bazaar
+        .command(&["timeline", &order_id, "--json", "--reveal"])
+        .env("BAZAAR_PRINCIPAL", "ops")
+        .output()
+        .expect("bazaar runs");
+    let revealed = String::from_utf8_lossy(&revealed.stdout);
+    assert!(revealed.contains(personal[1]), "{revealed}");
+
+    publisher.stop().await.expect("publisher stops");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -387,7 +387,7 @@ async fn show(context: &Context, id: &str, service: Option<&str>) -> anyhow::Res
         payload,
         headers: message.headers.0.clone(),
     };
-    let decoded = Decoder::new(&context.kafka).decode(record).await?;
+    let decoded = Decoder::new(context).decode(record).await?;
     let logical = context.logical(&message.topic).to_owned();
     let headers: serde_json::Map<String, Value> = message
         .headers

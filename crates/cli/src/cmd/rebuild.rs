@@ -293,7 +293,7 @@ async fn build_and_swap(
     let count = kafka.require_partitions(&topic).await?;
     let first = kafka.watermarks(&topic, count).await?;
     let mut rebuilder = Rebuilder {
-        decoder: Decoder::new(&context.kafka),
+        decoder: Decoder::unmasked(&context.kafka),
         kafka: &kafka,
         topic: topic.clone(),
         schema: schema.clone(),

@@ -133,7 +133,7 @@ pub async fn run(context: &Context, args: TapArgs) -> anyhow::Result<()> {
         }
     }
 
-    let decoder = Decoder::new(&context.kafka);
+    let decoder = Decoder::new(context);
     let mut receiver = kafka.read(ranges);
     let mut printed = 0_u64;
     let stdout = std::io::stdout();

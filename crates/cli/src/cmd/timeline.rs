@@ -81,7 +81,7 @@ pub async fn scan(
     }
     let total: u64 = ranges.iter().map(Range::len).sum();
     let bar = progress(context.json, total, "scanning the saga topics");
-    let decoder = Decoder::new(&context.kafka);
+    let decoder = Decoder::new(context);
     let mut receiver = kafka.read(ranges);
     let mut found: HashMap<String, Vec<Decoded>> = HashMap::new();
     let mut scanned = 0;
