@@ -71,8 +71,9 @@ fn collect(schema: &Schema, names: &NamesRef<'_>, path: &str, found: &mut Vec<St
 }
 
 /// `event` with each personal field's value replaced by [`MASK`] (an absent optional value
-/// stays absent). A personal field must be a string or an optional string, which the schema
-/// tests check; anything else fails here rather than show through.
+/// stays absent). A personal field holds strings only: a string, or a record, array or map of
+/// them (a structured address marked as a whole), optional or not, which the schema tests
+/// check; anything else fails here rather than show through.
 pub fn mask(event: &Event) -> Result<Event, CodecError> {
     let type_name = event.type_name();
     let schema = record_schema(type_name)
@@ -124,15 +125,90 @@ fn mask_value(value: &mut Value, schema: &Schema, names: &NamesRef<'_>) -> Resul
     Ok(())
 }
 
-/// Replaces a personal value: a string, or an optional one.
+/// Replaces every string of a personal value; absent stays absent.
 fn masked(value: &mut Value, field: &str) -> Result<(), CodecError> {
     match value {
         Value::String(text) => *text = MASK.to_owned(),
-        Value::Union(_, inner) if matches!(**inner, Value::Null) => {}
+        Value::Null => {}
         Value::Union(_, inner) => masked(inner, field)?,
-        _ => {
-            return Err(CodecError::NotMaskable(field.to_owned()));
+        Value::Record(fields) => {
+            for (_, inner) in fields {
+                masked(inner, field)?;
+            }
         }
+        Value::Array(items) => {
+            for inner in items {
+                masked(inner, field)?;
+            }
+        }
+        Value::Map(entries) => {
+            for inner in entries.values_mut() {
+                masked(inner, field)?;
+            }
+        }
+        _ => return Err(CodecError::NotMaskable(field.to_owned())),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_personal_record_is_masked_string_by_string_and_the_rest_is_kept() {
+        let schema = Schema::parse_str(
+            r#"{"type":"record","name":"E","fields":[
+                {"name":"id","type":"string"},
+                {"name":"address","bazaar.pii":true,"type":["null",{"type":"record","name":"A",
+                  "fields":[{"name":"street","type":"string"},{"name":"country","type":"string"}]}]},
+                {"name":"notes","type":{"type":"array","items":{"type":"record","name":"N",
+                  "fields":[{"name":"text","type":"string","bazaar.pii":true},
+                            {"name":"kind","type":"string"}]}}}]}"#,
+        )
+        .expect("schema");
+        let resolved = ResolvedSchema::try_from(&schema).expect("resolves");
+        let note = |text: &str, kind: &str| {
+            Value::Record(vec![
+                ("text".into(), Value::String(text.into())),
+                ("kind".into(), Value::String(kind.into())),
+            ])
+        };
+        let mut value = Value::Record(vec![
+            ("id".into(), Value::String("e1".into())),
+            (
+                "address".into(),
+                Value::Union(
+                    1,
+                    Box::new(Value::Record(vec![
+                        ("street".into(), Value::String("7 Rue des Lilas".into())),
+                        ("country".into(), Value::String("FR".into())),
+                    ])),
+                ),
+            ),
+            (
+                "notes".into(),
+                Value::Array(vec![note("call Ada", "phone")]),
+            ),
+        ]);
+        mask_value(&mut value, &schema, resolved.get_names()).expect("masks");
+        let expected = Value::Record(vec![
+            ("id".into(), Value::String("e1".into())),
+            (
+                "address".into(),
+                Value::Union(
+                    1,
+                    Box::new(Value::Record(vec![
+                        ("street".into(), Value::String(MASK.into())),
+                        ("country".into(), Value::String(MASK.into())),
+                    ])),
+                ),
+            ),
+            ("notes".into(), Value::Array(vec![note(MASK, "phone")])),
+        ]);
+        assert_eq!(value, expected);
+
+        let mut long = Value::Long(7);
+        assert!(masked(&mut long, "n").is_err(), "a number cannot be masked");
+    }
 }

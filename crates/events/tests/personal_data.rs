@@ -4,14 +4,16 @@
 
 use apache_avro::Schema;
 use events::pii::{self, ATTRIBUTE, MASK};
-use events::{Event, OrderCreated, OrderLine, UserRegistered};
+use events::{Event, OrderCreated, OrderLine, PostalAddress, UserRegistered};
 
 /// Parts of a field name that suggest personal data (or a secret of a person's).
-const SUSPICIOUS: [&str; 7] = [
-    "email", "mail", "address", "token", "phone", "name", "tracking",
+const SUSPICIOUS: [&str; 11] = [
+    "email", "mail", "address", "street", "city", "postal", "zip", "token", "phone", "name",
+    "tracking",
 ];
 
-/// Every field, as `Event.path`, with whether it carries the attribute and its schema.
+/// Every field, as `Event.path`, with whether it carries the attribute and its schema; not
+/// the fields inside a personal one (personal as a whole).
 fn fields(event: &str, schema: &Schema) -> Vec<(String, bool, Schema)> {
     fn walk(schema: &Schema, path: &str, found: &mut Vec<(String, bool, Schema)>) {
         match schema {
@@ -20,7 +22,9 @@ fn fields(event: &str, schema: &Schema) -> Vec<(String, bool, Schema)> {
                     let here = format!("{path}.{}", field.name);
                     let marked = field.custom_attributes.contains_key(ATTRIBUTE);
                     found.push((here.clone(), marked, field.schema.clone()));
-                    walk(&field.schema, &here, found);
+                    if !pii::is_personal(field) {
+                        walk(&field.schema, &here, found);
+                    }
                 }
             }
             Schema::Array(array) => walk(&array.items, &format!("{path}[]"), found),
@@ -84,10 +88,36 @@ fn the_check_finds_an_unmarked_field() {
     )
     .expect("schema");
     assert_eq!(unmarked("E", &schema), ["E.contact.work_email"]);
+
+    // Inside a field personal as a whole nothing needs marking; inside another, everything.
+    let schema = Schema::parse_str(
+        r#"{"type":"record","name":"E","fields":[
+            {"name":"ship_to","bazaar.pii":true,"type":{"type":"record","name":"A",
+              "fields":[{"name":"street","type":"string"}]}},
+            {"name":"bill_to","type":{"type":"record","name":"B",
+              "fields":[{"name":"street","type":"string"}]}}]}"#,
+    )
+    .expect("schema");
+    assert_eq!(unmarked("E", &schema), ["E.bill_to.street"]);
+}
+
+/// Whether every value a schema can hold is a string or absent: what masking can replace.
+fn only_strings(schema: &Schema) -> bool {
+    match schema {
+        Schema::String | Schema::Null => true,
+        Schema::Union(union) => union.variants().iter().all(only_strings),
+        Schema::Record(record) => record
+            .fields
+            .iter()
+            .all(|field| only_strings(&field.schema)),
+        Schema::Array(array) => only_strings(&array.items),
+        Schema::Map(map) => only_strings(&map.types),
+        _ => false,
+    }
 }
 
 #[test]
-fn personal_fields_are_strings_or_optional_strings_so_they_can_be_masked() {
+fn personal_fields_hold_only_strings_so_they_can_be_masked() {
     for (name, schema) in schemas() {
         for (path, _, field_schema) in fields(name, &schema) {
             let personal = pii::personal_fields(name)
@@ -96,15 +126,10 @@ fn personal_fields_are_strings_or_optional_strings_so_they_can_be_masked() {
             if !personal {
                 continue;
             }
-            let maskable = match &field_schema {
-                Schema::String => true,
-                Schema::Union(union) => union
-                    .variants()
-                    .iter()
-                    .all(|variant| matches!(variant, Schema::Null | Schema::String)),
-                _ => false,
-            };
-            assert!(maskable, "{path} is personal but {field_schema:?}");
+            assert!(
+                only_strings(&field_schema),
+                "{path} is personal but holds more than strings: {field_schema:?}"
+            );
         }
     }
 }
@@ -113,7 +138,7 @@ fn personal_fields_are_strings_or_optional_strings_so_they_can_be_masked() {
 fn the_personal_fields_are_the_ones_the_schemas_mark() {
     assert_eq!(
         pii::personal_fields("OrderCreated"),
-        ["payment_token", "shipping_address"]
+        ["payment_token", "shipping_address", "address"]
     );
     assert_eq!(
         pii::personal_fields("UserRegistered"),
@@ -140,7 +165,15 @@ fn masking_replaces_the_personal_fields_and_keeps_the_rest() {
         total_minor: 3998,
         currency: "EUR".into(),
         payment_token: "tok_visa".into(),
-        shipping_address: "1 Main St, Springfield".into(),
+        shipping_address: "Ada Lovelace, 1 Main St, 12345 Springfield, DE".into(),
+        address: Some(PostalAddress {
+            name: "Ada Lovelace".into(),
+            line1: "1 Main St".into(),
+            line2: None,
+            city: "Springfield".into(),
+            postal_code: "12345".into(),
+            country: "DE".into(),
+        }),
     }
     .into();
     let Event::OrderCreated(masked) = pii::mask(&order).expect("masks") else {
@@ -148,6 +181,18 @@ fn masking_replaces_the_personal_fields_and_keeps_the_rest() {
     };
     assert_eq!(masked.payment_token, MASK);
     assert_eq!(masked.shipping_address, MASK);
+    // The structured address is masked as a whole; an absent line stays absent.
+    assert_eq!(
+        masked.address,
+        Some(PostalAddress {
+            name: MASK.into(),
+            line1: MASK.into(),
+            line2: None,
+            city: MASK.into(),
+            postal_code: MASK.into(),
+            country: MASK.into(),
+        })
+    );
     let Event::OrderCreated(original) = order else {
         unreachable!()
     };
@@ -155,6 +200,7 @@ fn masking_replaces_the_personal_fields_and_keeps_the_rest() {
         OrderCreated {
             payment_token: MASK.into(),
             shipping_address: MASK.into(),
+            address: masked.address.clone(),
             ..original
         },
         masked
