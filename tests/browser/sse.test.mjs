@@ -1,5 +1,5 @@
-// Unit tests of the storefront's own modules that need no browser: the event-stream parser and
-// money formatting. The modules are plain browser ES modules without imports, loaded as they
+// Unit tests of the storefront's own modules that need no browser: the event-stream parser,
+// money formatting and availability labels. The modules are plain browser ES modules without imports, loaded as they
 // are served.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -12,7 +12,7 @@ async function load(name) {
 }
 
 const { createSseParser, readEventStream } = await load("sse.js");
-const { money, orderRef, reasonText } = await load("format.js");
+const { availabilityLabel, decimal, money, orderRef, reasonText } = await load("format.js");
 
 function parse(chunks) {
   const events = [];
@@ -78,6 +78,26 @@ test("money is minor units in the currency's own digits", () => {
   assert.equal(money(500, "JPY", "en-US"), "¥500");
   assert.equal(money(1000, "KWD", "en-US"), "KWD\u00a01.000");
   assert.equal(money(0, "usd", "en-US"), "$0.00");
+  assert.equal(money(150000, "JPY", "de-DE"), "150.000\u00a0¥");
+  assert.equal(money(-505, "EUR", "en-GB"), "-€5.05");
+});
+
+test("money never goes through a float: amounts beyond 2^53 minor units stay exact", () => {
+  assert.equal(money(123456789012345678901n, "EUR", "en-GB"), "€1,234,567,890,123,456,789.01");
+  assert.equal(money(9007199254740993n, "KWD", "en-US"), "KWD\u00a09,007,199,254,740.993");
+  assert.equal(decimal(5, 2), "0.05");
+  assert.equal(decimal(-5, 3), "-0.005");
+  assert.equal(decimal(1500, 0), "1500");
+  assert.throws(() => decimal(19.5, 2), "minor units are integers");
+  assert.equal(money(100, "E", "en-GB"), "100 E", "a malformed code shows the figures as they are");
+});
+
+test("availability reads as a shopper would say it", () => {
+  assert.equal(availabilityLabel("in_stock"), "In stock");
+  assert.equal(availabilityLabel("low"), "Only a few left");
+  assert.equal(availabilityLabel("sold_out"), "Sold out");
+  assert.equal(availabilityLabel("unknown"), "");
+  assert.equal(availabilityLabel("something_new"), "");
 });
 
 test("order references and reasons read as the e-mails do", () => {

@@ -99,13 +99,55 @@ async function adminToken() {
   return body.access_token;
 }
 
+/** An admin's call to the API; returns the answer's JSON, failing on anything but 2xx. */
+async function adminCall(token, method, apiPath, body) {
+  const response = await fetch(`${BASE_URL}${apiPath}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await response.text();
+  assert.ok(response.ok, `${method} ${apiPath}: ${response.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
 /** Moves an order's shipment on as an admin: `dispatch` or `deliver`. */
 async function adminShipment(token, orderId, step) {
-  const response = await fetch(`${BASE_URL}/api/admin/shipments/${orderId}/${step}`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${token}` },
+  await adminCall(token, "POST", `/api/admin/shipments/${orderId}/${step}`);
+}
+
+/**
+ * Puts a product of this run on sale as an admin, each variant `{ sku, name, price_minor,
+ * currency, stock }`, runs `body` with it, then archives it so reruns on the same system start
+ * from the demo catalog.
+ */
+async function withProduct(token, { slug, name, variants }, body) {
+  const product = await adminCall(token, "POST", "/api/admin/products", {
+    slug,
+    name,
+    description: "Made by a browser test.",
+    variants: variants.map(({ stock, ...variant }) => variant),
   });
-  assert.equal(response.status, 200, `${step}: ${await response.text()}`);
+  try {
+    for (const { sku, stock } of variants) await setStock(token, sku, stock);
+    await body(product);
+  } finally {
+    await adminCall(token, "PUT", `/api/admin/products/${product.id}`, {
+      slug,
+      name,
+      variants: product.variants.map(({ sku, name: variantName, attributes, price_minor, currency }) => ({ sku, name: variantName, attributes, price_minor, currency })),
+      archived: true,
+    });
+  }
+}
+
+async function setStock(token, sku, onHand) {
+  await adminCall(token, "PUT", `/api/admin/inventory/${encodeURIComponent(sku)}`, { on_hand: onHand });
+}
+
+/** A tag for this run's own products and SKUs (upper case letters and digits). */
+function runTag() {
+  return `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`.toUpperCase();
 }
 
 function uniqueEmail(tag) {
@@ -129,14 +171,19 @@ async function assertText(locator, expected, timeout = 15_000) {
   await locator.filter({ hasText: expected }).first().waitFor({ timeout });
 }
 
-/** Searches the catalog, adds one SKU and checks out with the given card; returns the order id. */
-async function buy(page, { query, slug, sku, token, shot }) {
+/** Searches the catalog for exactly one product and returns its card. */
+async function searchFor(page, query, slug) {
   await page.getByLabel("Search products").fill(query);
   await page.getByRole("button", { name: "Search" }).click();
   const product = page.locator(`[data-testid="product"][data-slug="${slug}"]`);
   await product.waitFor();
   await page.locator('[data-testid="product"]').nth(1).waitFor({ state: "detached" });
+  return product;
+}
 
+/** Searches the catalog, adds one SKU and checks out with the given card; returns the order id. */
+async function buy(page, { query, slug, sku, token, shot }) {
+  const product = await searchFor(page, query, slug);
   await product.locator(`[data-testid="add-to-cart"][data-sku="${sku}"]`).click();
   const line = page.locator(`[data-testid="cart-item"][data-sku="${sku}"]`);
   await line.waitFor();
@@ -337,4 +384,91 @@ scenario("a refused access token is refreshed once and the page carries on", "re
   assert.notEqual(after.refresh_token, before.refresh_token, "the refresh token was rotated");
   assert.deepEqual(refreshes, ["POST"], "one refresh for all the requests that were refused");
   assert.deepEqual(problems.filter((problem) => !/status of 401/.test(problem)), []);
+});
+
+/** How long stock set through the API may take to show on an open page: the catalog's lag
+ * behind inventory, plus one of the page's 10 s availability rounds, with room for a busy
+ * machine. */
+const STOCK_SHOWN_TIMEOUT = 30_000;
+
+scenario("a sold-out variant is greyed out and cannot be added, and the open page follows stock as it changes", "stock", 120_000, async ({ page, problems, navigations }) => {
+  const admin = await adminToken();
+  const tag = runTag();
+  const brass = `LAMP-${tag}-BRASS`;
+  const steel = `LAMP-${tag}-STEEL`;
+  const slug = `lamp-${tag.toLowerCase()}`;
+  const variants = [
+    { sku: brass, name: "Brass", price_minor: 4900, currency: "EUR", stock: 0 },
+    { sku: steel, name: "Steel", price_minor: 3900, currency: "EUR", stock: 2 },
+  ];
+  await withProduct(admin, { slug, name: `Desk Lamp ${tag}`, variants }, async () => {
+    await registerCustomer(page, "stock");
+    const lamp = await searchFor(page, `Desk Lamp ${tag}`, slug);
+    const variant = (sku) => lamp.locator(`[data-testid="variant"][data-sku="${sku}"]`);
+    const add = (sku) => variant(sku).locator('[data-testid="add-to-cart"]');
+
+    // Brass has none left: greyed out, its button disabled. Steel has two: low.
+    await lamp.locator(`[data-testid="variant"][data-sku="${brass}"][data-availability="sold_out"]`).waitFor({ timeout: STOCK_SHOWN_TIMEOUT });
+    await lamp.locator(`[data-testid="variant"][data-sku="${steel}"][data-availability="low"]`).waitFor({ timeout: STOCK_SHOWN_TIMEOUT });
+    assert.equal(await add(brass).isDisabled(), true);
+    assert.equal(await add(brass).textContent(), "Sold out");
+    assert.equal(await variant(brass).locator('[data-testid="variant-stock"]').textContent(), "Sold out");
+    assert.equal(await variant(steel).locator('[data-testid="variant-stock"]').textContent(), "Only a few left");
+    assert.equal(await add(steel).isEnabled(), true);
+    await screenshot(page, "d-sold-out");
+
+    // Pressing the sold-out button anyway adds nothing: after adding steel, the cart holds
+    // steel alone.
+    await add(brass).click({ force: true });
+    await add(steel).click();
+    await page.locator(`[data-testid="cart-item"][data-sku="${steel}"]`).waitFor();
+    assert.equal(await page.locator('[data-testid="cart-item"]').count(), 1);
+    assert.equal(await page.locator(`[data-testid="cart-item"][data-sku="${brass}"]`).count(), 0);
+
+    // Stock changes while the page stays open: steel sells out, brass comes back. The page
+    // asks again on its own, without a reload.
+    const navigationsBefore = navigations.length;
+    await setStock(admin, steel, 0);
+    await setStock(admin, brass, 30);
+    await lamp.locator(`[data-testid="variant"][data-sku="${steel}"][data-availability="sold_out"]`).waitFor({ timeout: STOCK_SHOWN_TIMEOUT });
+    await lamp.locator(`[data-testid="variant"][data-sku="${brass}"][data-availability="in_stock"]`).waitFor({ timeout: STOCK_SHOWN_TIMEOUT });
+    assert.equal(await add(steel).isDisabled(), true);
+    assert.equal(await variant(brass).locator('[data-testid="variant-stock"]').textContent(), "In stock");
+    await add(brass).click();
+    await page.locator(`[data-testid="cart-item"][data-sku="${brass}"]`).waitFor();
+    assert.equal(navigations.length, navigationsBefore, `the page was reloaded: ${navigations.slice(navigationsBefore)}`);
+    await screenshot(page, "d-stock-changed");
+  });
+  assert.deepEqual(problems, []);
+});
+
+scenario("prices show in each currency's own digits, in the browser's locale (en-GB here)", "money", 90_000, async ({ page, problems }) => {
+  const admin = await adminToken();
+  const tag = runTag();
+  const slug = `sampler-${tag.toLowerCase()}`;
+  const sku = (code) => `SAMPLER-${tag}-${code}`;
+  const variants = [
+    { sku: sku("EUR"), name: "Euro", price_minor: 1999, currency: "EUR", stock: 5 },
+    { sku: sku("JPY"), name: "Yen", price_minor: 1500, currency: "JPY", stock: 5 },
+    { sku: sku("KWD"), name: "Dinar", price_minor: 1250, currency: "KWD", stock: 5 },
+  ];
+  await withProduct(admin, { slug, name: `Currency Sampler ${tag}`, variants }, async () => {
+    await registerCustomer(page, "money");
+    const sampler = await searchFor(page, `Currency Sampler ${tag}`, slug);
+    const price = (code) => sampler.locator(`[data-testid="variant"][data-sku="${sku(code)}"] [data-testid="variant-price"]`).textContent();
+    // Integer minor units: 1999 cents, 1500 yen (no minor unit), 1250 fils (three digits).
+    assert.equal(await price("EUR"), "€19.99");
+    assert.equal(await price("JPY"), "JP¥1,500");
+    assert.match(await price("KWD"), /^KWD\s1\.250$/);
+
+    // The cart adds up in minor units on the server and shows the total the same way.
+    const yen = sampler.locator(`[data-testid="add-to-cart"][data-sku="${sku("JPY")}"]`);
+    await sampler.locator(`[data-testid="variant"][data-sku="${sku("JPY")}"][data-availability="low"]`).waitFor({ timeout: STOCK_SHOWN_TIMEOUT });
+    await yen.click();
+    await page.locator(`[data-testid="cart-item"][data-sku="${sku("JPY")}"]`).waitFor();
+    await yen.click();
+    await assertText(page.locator('[data-testid="cart-total"]'), "JP¥3,000");
+    await screenshot(page, "e-currencies");
+  });
+  assert.deepEqual(problems, []);
 });

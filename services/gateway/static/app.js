@@ -19,6 +19,7 @@ import { readEventStream } from "./sse.js";
 import {
   FAILED_STATUSES,
   FINAL_STATUSES,
+  availabilityLabel,
   calendarDay,
   clock,
   money,
@@ -30,6 +31,8 @@ import {
 
 const TRACKED_KEY = "bazaar.tracked-order";
 const FEED_POLL_MS = 5000;
+/** How often the catalog shown asks again for its variants' availability, while visible. */
+const CATALOG_REFRESH_MS = 10_000;
 
 // ---------------------------------------------------------------------------------------------
 // DOM helpers
@@ -190,7 +193,7 @@ const state = {
   me: null,
   /** @type {{ items: any[], total_minor: number, currency: string | null }} */
   cart: { items: [], total_minor: 0, currency: null },
-  catalog: { query: "", cursor: /** @type {string | null} */ (null), count: 0 },
+  catalog: { query: "", inStockOnly: false, cursor: /** @type {string | null} */ (null), count: 0 },
   /** The checkout being attempted: a retry of the same request reuses its Idempotency-Key. */
   /** @type {{ key: string, body: string } | null} */
   checkoutAttempt: null,
@@ -216,7 +219,8 @@ function hueOf(slug) {
 function productCard(product) {
   const variants = product.variants.map((variant) => {
     const colour = typeof variant.attributes?.colour === "string" ? variant.attributes.colour : null;
-    return h(
+    const label = `${product.name}, ${variant.name}`;
+    const item = h(
       "li",
       { class: "variant", dataset: { testid: "variant", sku: variant.sku } },
       h(
@@ -225,16 +229,17 @@ function productCard(product) {
         colour ? h("span", { class: `swatch swatch-${colour.replace(/[^a-z]/gi, "").toLowerCase()}`, "aria-hidden": "true" }) : null,
         variant.name,
       ),
+      h("span", { class: "stock", dataset: { testid: "variant-stock" } }),
       h("span", { class: "price", dataset: { testid: "variant-price" }, text: money(variant.price_minor, variant.currency) }),
       h("button", {
         type: "button",
         class: "button button-small",
-        text: "Add",
-        "aria-label": `Add ${product.name}, ${variant.name}, to the cart`,
-        dataset: { testid: "add-to-cart", sku: variant.sku },
+        dataset: { testid: "add-to-cart", sku: variant.sku, label },
         onclick: (/** @type {Event} */ event) => addToCart(/** @type {HTMLButtonElement} */ (event.currentTarget), variant.sku, `${product.name} (${variant.name})`),
       }),
     );
+    showAvailability(item, variant.availability);
+    return item;
   });
   const initials = product.name.split(/\s+/).slice(0, 2).map((word) => word[0]).join("");
   return h(
@@ -251,11 +256,57 @@ function productCard(product) {
   );
 }
 
+/**
+ * Shows a variant's availability: a sold-out one is greyed out and cannot be added (checkout
+ * would refuse it anyway), a low one says so; `unknown` shows nothing and checkout decides.
+ * @param {HTMLElement} item the variant's row
+ * @param {string} availability
+ */
+function showAvailability(item, availability) {
+  const soldOut = availability === "sold_out";
+  item.dataset.availability = availability;
+  item.classList.toggle("sold-out", soldOut);
+  const stock = /** @type {HTMLElement} */ (item.querySelector('[data-testid="variant-stock"]'));
+  stock.textContent = availabilityLabel(availability);
+  stock.classList.toggle("stock-low", availability === "low");
+  const button = /** @type {HTMLButtonElement} */ (item.querySelector('[data-testid="add-to-cart"]'));
+  if (button.getAttribute("aria-busy") === "true") return; // addToCart shows it when done
+  button.disabled = soldOut;
+  button.textContent = soldOut ? "Sold out" : "Add";
+  button.setAttribute("aria-label", soldOut ? `${button.dataset.label}: sold out` : `Add ${button.dataset.label}, to the cart`);
+}
+
+/**
+ * Asks again for the availability of every variant shown and updates them in place, so a
+ * shopper sees stock change without reloading: every CATALOG_REFRESH_MS while the page is
+ * visible, and at once when it becomes visible or gets the focus. Without the in-stock filter,
+ * so a variant that sells out is greyed out rather than taken away under the pointer.
+ */
+async function refreshAvailability() {
+  if (document.visibilityState !== "visible" || state.catalog.count === 0) return;
+  const params = new URLSearchParams({ limit: String(Math.min(state.catalog.count, 100)) });
+  if (state.catalog.query) params.set("q", state.catalog.query);
+  try {
+    const page = await api(`/api/products?${params}`);
+    for (const product of page.items) {
+      for (const variant of product.variants) {
+        const item = document.querySelector(`[data-testid="variant"][data-sku="${CSS.escape(variant.sku)}"]`);
+        if (item instanceof HTMLElement && item.dataset.availability !== variant.availability) {
+          showAvailability(item, variant.availability);
+        }
+      }
+    }
+  } catch {
+    // The next round asks again; the catalog shown stays as it was.
+  }
+}
+
 /** @param {boolean} more load the next page instead of starting over */
 async function loadProducts(more = false) {
   const list = $("product-list");
   const params = new URLSearchParams();
   if (state.catalog.query) params.set("q", state.catalog.query);
+  if (state.catalog.inStockOnly) params.set("in_stock", "true");
   if (more && state.catalog.cursor) params.set("cursor", state.catalog.cursor);
   list.setAttribute("aria-busy", "true");
   try {
@@ -304,6 +355,9 @@ async function addToCart(button, sku, label) {
       flash(`Could not add ${label} to the cart: ${describe(error)}`);
     }
   }, "Adding…");
+  // Availability may have changed while it was busy.
+  const item = button.closest('[data-testid="variant"]');
+  if (item instanceof HTMLElement) showAvailability(item, item.dataset.availability ?? "unknown");
 }
 
 /** @param {string} sku @param {number} quantity 0 removes the line */
@@ -953,6 +1007,11 @@ function start() {
     state.catalog.cursor = null;
     loadProducts();
   });
+  $("in-stock-only").addEventListener("change", (event) => {
+    state.catalog.inStockOnly = /** @type {HTMLInputElement} */ (event.currentTarget).checked;
+    state.catalog.cursor = null;
+    loadProducts();
+  });
   $("load-more").addEventListener("click", () => loadProducts(true));
   $("orders-older").addEventListener("click", loadOlderOrders);
   $("sign-in-link").addEventListener("click", (event) => {
@@ -962,8 +1021,12 @@ function start() {
     $("login-email").focus();
   });
   document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible") loadFeed();
+    if (document.visibilityState !== "visible") return;
+    loadFeed();
+    refreshAvailability();
   });
+  window.addEventListener("focus", refreshAvailability);
+  setInterval(refreshAvailability, CATALOG_REFRESH_MS);
   onSessionChange((session, why) => {
     if (session) {
       // A refreshed token changes nothing on the page; a new sign-in loads the account.

@@ -1,21 +1,56 @@
 // @ts-check
 // Formatting shared by the storefront's views. Money is an integer of minor units plus an
-// ISO 4217 currency; Intl knows how many minor digits each currency has.
+// ISO 4217 currency; Intl knows how many minor digits each currency has (JPY none, EUR two,
+// KWD three), and the amount reaches it as an exact decimal string, never as a float.
 
 /**
- * @param {number} minor
- * @param {string} currency
- * @param {string} [locale] the browser's when left out
+ * An amount in the currency's own digits, in the browser's locale unless `locale` is given.
+ * @param {number | bigint} minor integer minor units
+ * @param {string} currency ISO 4217 code
+ * @param {string} [locale]
  */
 export function money(minor, currency, locale) {
   const code = String(currency ?? "").trim().toUpperCase();
   try {
     const format = new Intl.NumberFormat(locale, { style: "currency", currency: code });
     const digits = format.resolvedOptions().maximumFractionDigits ?? 2;
-    return format.format(minor / 10 ** digits);
+    // Intl formats a decimal string exactly (the lib types predate string input).
+    // @ts-ignore
+    return format.format(decimal(minor, digits));
   } catch {
-    return `${(minor / 100).toFixed(2)} ${code}`;
+    // A malformed code (or an amount that is not an integer): the figures as they are.
+    return `${minor} ${code}`.trim();
   }
+}
+
+/**
+ * Integer minor units as a decimal string with `digits` fraction digits: 1999, 2 → "19.99".
+ * Throws for anything but an integer.
+ * @param {number | bigint} minor
+ * @param {number} digits
+ */
+export function decimal(minor, digits) {
+  const units = BigInt(minor);
+  const sign = units < 0n ? "-" : "";
+  const figures = (units < 0n ? -units : units).toString().padStart(digits + 1, "0");
+  const whole = figures.slice(0, figures.length - digits);
+  return digits > 0 ? `${sign}${whole}.${figures.slice(figures.length - digits)}` : `${sign}${whole}`;
+}
+
+const AVAILABILITY_LABELS = {
+  in_stock: "In stock",
+  low: "Only a few left",
+  sold_out: "Sold out",
+  unknown: "",
+};
+
+/**
+ * What a shopper reads of a variant's availability (the catalog's `availability`); nothing for
+ * `unknown`, where checkout decides.
+ * @param {string} availability
+ */
+export function availabilityLabel(availability) {
+  return AVAILABILITY_LABELS[availability] ?? "";
 }
 
 /** The short order reference customers see in e-mails: the last eight characters, upper case. */
