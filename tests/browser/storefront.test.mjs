@@ -181,6 +181,17 @@ async function searchFor(page, query, slug) {
   return product;
 }
 
+/** A shipping address in the shop's home country. */
+const HOME_ADDRESS = { name: "Test Shopper", line1: "1 Test Street", postal_code: "12345", city: "Springfield", country: "DE" };
+
+/** Fills the checkout's address fields (a missing one is left empty). */
+async function fillAddress(page, address) {
+  for (const field of ["name", "line1", "line2", "postal_code", "city"]) {
+    await page.locator(`[data-testid="address-${field.replace("_", "-")}"]`).fill(address[field] ?? "");
+  }
+  if (address.country) await page.locator('[data-testid="address-country"]').selectOption(address.country);
+}
+
 /** Searches the catalog, adds one SKU and checks out with the given card; returns the order id. */
 async function buy(page, { query, slug, sku, token, shot }) {
   const product = await searchFor(page, query, slug);
@@ -190,7 +201,7 @@ async function buy(page, { query, slug, sku, token, shot }) {
   await assertText(line.locator('[data-testid="cart-quantity"]'), "1");
   assert.equal(await page.locator('[data-testid="cart-count"]').textContent(), "1");
 
-  await page.getByLabel("Shipping address").fill("1 Test Street\n12345 Springfield");
+  await fillAddress(page, HOME_ADDRESS);
   await page.getByLabel("Test payment card").selectOption(token);
   if (shot) await screenshot(page, shot);
   await page.locator('[data-testid="checkout-submit"]').click();
@@ -356,6 +367,39 @@ scenario("wrong credentials and invalid registrations show the API's message nex
   await screenshot(page, "c-errors");
   // The browser logs the refused requests themselves (401, 422) as console errors.
   assert.deepEqual(problems.filter((problem) => !/status of (401|422)/.test(problem)), []);
+});
+
+scenario("the address form names each wrong field, on the page and from the API, and ships abroad once fixed", "address", 120_000, async ({ page, problems }) => {
+  await registerCustomer(page, "address");
+  const product = await searchFor(page, "tote", "canvas-tote");
+  await product.locator('[data-testid="add-to-cart"][data-sku="TOTE-NAT"]').click();
+  await page.locator('[data-testid="cart-item"][data-sku="TOTE-NAT"]').waitFor();
+  const invalid = (field) => page.locator(`[data-testid="address-${field}"][aria-invalid="true"]`);
+
+  // Missing fields are named before anything is sent.
+  await fillAddress(page, { ...HOME_ADDRESS, line1: "", city: "" });
+  await page.locator('[data-testid="checkout-submit"]').click();
+  await invalid("line1").waitFor();
+  await invalid("city").waitFor();
+  assert.match(await page.locator("#address-city-error").textContent(), /required/);
+  assert.equal(await invalid("postal-code").count(), 0);
+
+  // What only the API knows (a postal code with a semicolon) comes back next to its field.
+  await fillAddress(page, { ...HOME_ADDRESS, postal_code: "75005; --", country: "FR" });
+  await page.locator('[data-testid="checkout-submit"]').click();
+  await invalid("postal-code").waitFor();
+  assert.match(await page.locator("#address-postal-code-error").textContent(), /letters, digits/);
+  assert.equal(await invalid("city").count(), 0, "an error fixed is cleared");
+  await screenshot(page, "f-address-errors");
+
+  // Fixed, the order goes abroad: international carrier, the address on the order.
+  await page.locator('[data-testid="address-postal-code"]').fill("75005");
+  await page.locator('[data-testid="checkout-submit"]').click();
+  await page.locator('[data-testid="order-panel"]').waitFor();
+  await assertText(page.locator('[data-testid="shipment-carrier"]'), "Bazaar International", SAGA_TIMEOUT);
+  await screenshot(page, "f-order-abroad");
+  // The browser logs the refused request itself (422) as a console error.
+  assert.deepEqual(problems.filter((problem) => !/status of 422/.test(problem)), []);
 });
 
 scenario("a refused access token is refreshed once and the page carries on", "refresh", 60_000, async ({ page, problems }) => {

@@ -293,7 +293,13 @@ async fn checkout(gateway: &Gateway, customer: &Customer, sku: &str, flow: &mut 
         .json(&json!({
             "items": [{"sku": sku, "quantity": 1}],
             "payment_token": "tok_visa",
-            "shipping_address": "1 Benchmark Street, Testville",
+            "shipping_address": {
+                "name": "Bench Customer",
+                "line1": "1 Benchmark Street",
+                "city": "Testville",
+                "postal_code": "12345",
+                "country": "DE",
+            },
         }))
         .send()
         .await;

@@ -207,6 +207,7 @@ mod tests {
                 currency: "EUR".into(),
                 payment_token: "tok_visa".into(),
                 shipping_address: "1 Main St".into(),
+                address: None,
             }
             .into(),
             OrderPaid {

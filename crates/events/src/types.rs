@@ -103,7 +103,7 @@ domain_events! {
         ProductSnapshot = "product-snapshots/ProductSnapshot/v2.avsc", key = product_id;
     }
     "order-events" {
-        OrderCreated = "order-events/OrderCreated/v2.avsc", key = order_id;
+        OrderCreated = "order-events/OrderCreated/v3.avsc", key = order_id;
         OrderPaid = "order-events/OrderPaid/v1.avsc", key = order_id;
         OrderRejected = "order-events/OrderRejected/v1.avsc", key = order_id;
         OrderCancelled = "order-events/OrderCancelled/v1.avsc", key = order_id;
@@ -185,7 +185,36 @@ pub struct OrderCreated {
     pub total_minor: i64,
     pub currency: String,
     pub payment_token: String,
+    /// The address on one line: as typed (v1, v2), or [`OrderCreated::address`] formatted.
     pub shipping_address: String,
+    /// The structured address (v3); `None` in events written before it. Boxed: most events
+    /// are a few ids, and an [`Event`] is as large as its largest variant.
+    #[serde(default)]
+    pub address: Option<Box<PostalAddress>>,
+}
+
+/// A postal address; `country` is an ISO 3166-1 alpha-2 code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostalAddress {
+    pub name: String,
+    pub line1: String,
+    #[serde(default)]
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    pub country: String,
+}
+
+impl PostalAddress {
+    /// The address on one line, for readers that know only a free-text address.
+    pub fn one_line(&self) -> String {
+        let mut parts = vec![self.name.as_str(), self.line1.as_str()];
+        parts.extend(self.line2.as_deref());
+        let town = format!("{} {}", self.postal_code, self.city);
+        parts.push(&town);
+        parts.push(&self.country);
+        parts.join(", ")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

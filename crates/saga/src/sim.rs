@@ -777,7 +777,16 @@ impl Sim {
             Card::Good => "tok_visa",
             Card::Declined => "tok_chargeDeclined",
         };
-        let Ok(checkout) = Priced::new(lines, token.into(), "1 Main St".into()) else {
+        // A domestic postal address: the simulation ships as the shop does at home.
+        let address = order_rules::ShippingAddress::Postal(events::PostalAddress {
+            name: "Ada Lovelace".into(),
+            line1: "1 Main St".into(),
+            line2: None,
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country: shipping_rules::DEFAULT_HOME_COUNTRY.into(),
+        });
+        let Ok(checkout) = Priced::new(lines, token.into(), address) else {
             self.placed.insert(index, None);
             return None;
         };
@@ -979,6 +988,7 @@ impl Sim {
                     scheduled,
                     paid_on,
                     shipment_id,
+                    shipping_rules::DEFAULT_HOME_COUNTRY,
                 ) {
                     Scheduling::Schedule { emit, .. } => {
                         self.shipments

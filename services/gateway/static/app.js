@@ -446,12 +446,22 @@ async function checkout(event) {
   const form = /** @type {HTMLFormElement} */ (event.currentTarget);
   clearFormError(form, "checkout-error");
   const data = new FormData(form);
-  const request = {
-    payment_token: String(data.get("payment_token") ?? ""),
-    shipping_address: String(data.get("shipping_address") ?? "").trim(),
+  const field = (name) => String(data.get(`shipping_address.${name}`) ?? "").trim();
+  const address = {
+    name: field("name"),
+    line1: field("line1"),
+    line2: field("line2") || null,
+    postal_code: field("postal_code"),
+    city: field("city"),
+    country: field("country"),
   };
-  if (!request.shipping_address) {
-    showFormError(form, "checkout-error", new ApiError(422, "validation_failed", "Enter a shipping address", { shipping_address: "is required" }));
+  const request = { payment_token: String(data.get("payment_token") ?? ""), shipping_address: address };
+  // What the API would say of a missing field, said at once; the API checks the rest.
+  const missing = Object.fromEntries(["name", "line1", "postal_code", "city", "country"]
+    .filter((name) => !address[name])
+    .map((name) => [`shipping_address.${name}`, "is required"]));
+  if (Object.keys(missing).length) {
+    showFormError(form, "checkout-error", new ApiError(422, "validation_failed", "Complete the shipping address", missing));
     return;
   }
   const body = JSON.stringify(request);
@@ -982,7 +992,28 @@ function onSignedOut(why) {
 // ---------------------------------------------------------------------------------------------
 // Start
 
+/**
+ * Countries offered at checkout (ISO 3166-1 alpha-2; the API takes any), named in the browser's
+ * language. The first is selected: the shop's home country (the shipping service's
+ * `shipping.home_country`), where parcels go as domestic; any other ships international.
+ */
+const SHIPPING_COUNTRIES = ["DE", "AT", "BE", "BG", "CH", "CY", "CZ", "DK", "EE", "ES", "FI", "FR", "GB", "GR", "HR", "HU",
+  "IE", "IS", "IT", "LI", "LT", "LU", "LV", "MT", "NL", "NO", "PL", "PT", "RO", "SE", "SI", "SK", "US", "CA", "AU", "JP"];
+
+function fillCountries() {
+  const names = new Intl.DisplayNames([navigator.language, "en"], { type: "region" });
+  const [home, ...abroad] = SHIPPING_COUNTRIES;
+  const option = (code) => h("option", { value: code, text: names.of(code) ?? code });
+  $("address-country").replaceChildren(
+    option(home),
+    ...abroad.map((code) => ({ code, name: names.of(code) ?? code }))
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map(({ code }) => option(code)),
+  );
+}
+
 function start() {
+  fillCountries();
   $("tab-login").addEventListener("click", () => showTab("login"));
   $("tab-register").addEventListener("click", () => showTab("register"));
   for (const tab of document.querySelectorAll('[role="tab"]')) {

@@ -27,7 +27,9 @@ use crate::config::{CheckoutSettings, StreamSettings};
 use crate::db::{
     self, Existing, NewOrder, OrderDbError, OrderLineRow, OrderRow, ShipmentRow, StatusChange,
 };
-use order_rules::{Checkout, CheckoutError, MAX_QUANTITY_PER_LINE, OrderInput, OrderStatus};
+use order_rules::{
+    Checkout, CheckoutError, MAX_QUANTITY_PER_LINE, OrderInput, OrderStatus, ShippingAddress,
+};
 
 /// The order service's routes (health endpoints come from `platform`).
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -205,9 +207,18 @@ struct CheckoutRequest {
         pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
     )]
     payment_token: String,
-    /// Not blank; no NUL characters.
-    #[schema(max_length = 500, pattern = r"^[^\u0000]*\S[^\u0000]*$")]
-    shipping_address: String,
+    shipping_address: ShippingAddressInput,
+}
+
+/// Where the order ships: a postal address, or (deprecated) free text.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+enum ShippingAddressInput {
+    Postal(db::Address),
+    /// Deprecated since 2026-12-06, accepted until the `Sunset` date each answer to it carries
+    /// (2027-06-30): free text, not blank, at most 500 characters, no NUL. Such an order has no
+    /// country and ships as domestic.
+    FreeText(String),
 }
 
 /// A checkout's answer: the order exists; its status moves on by events.
@@ -228,6 +239,8 @@ enum CheckoutFailure {
         field: &'static str,
         message: String,
     },
+    #[error("{0:?}")]
+    Fields(BTreeMap<String, String>),
     #[error("this Idempotency-Key was used for a different request")]
     KeyReused,
     #[error(transparent)]
@@ -254,6 +267,7 @@ impl From<CheckoutFailure> for ApiError {
         match failure {
             CheckoutFailure::Invalid(error) => field_error("items", error.to_string()),
             CheckoutFailure::Field { field, message } => field_error(field, message),
+            CheckoutFailure::Fields(fields) => ApiError::validation(fields),
             CheckoutFailure::KeyReused => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
@@ -266,6 +280,11 @@ impl From<CheckoutFailure> for ApiError {
 }
 
 const MAX_ADDRESS: usize = 500;
+/// When the free-text `shipping_address` was deprecated (RFC 9745: `@` and a Unix time,
+/// 2026-12-06T00:00:00Z).
+const FREE_TEXT_ADDRESS_DEPRECATED: &str = "@1796515200";
+/// The last day a free-text `shipping_address` is accepted (RFC 8594, an HTTP date).
+const FREE_TEXT_ADDRESS_SUNSET: &str = "Wed, 30 Jun 2027 23:59:59 GMT";
 const MAX_PAYMENT_TOKEN: usize = 255;
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -309,7 +328,15 @@ async fn checkout(
         None => None,
     };
     let (id, status) = place_order(&pool, &settings, user.user_id, key, &body, trace).await?;
-    Ok(HttpResponse::Accepted().json(OrderAccepted { id, status }))
+    let mut answer = HttpResponse::Accepted();
+    if matches!(body.shipping_address, ShippingAddressInput::FreeText(_)) {
+        // RFC 9745 and RFC 8594: the free-text address is deprecated and will be refused after
+        // the sunset date.
+        answer
+            .insert_header(("Deprecation", FREE_TEXT_ADDRESS_DEPRECATED))
+            .insert_header(("Sunset", FREE_TEXT_ADDRESS_SUNSET));
+    }
+    Ok(answer.json(OrderAccepted { id, status }))
 }
 
 async fn place_order(
@@ -333,13 +360,31 @@ async fn place_order(
             message: format!("must be 1-{MAX_PAYMENT_TOKEN} printable characters"),
         });
     }
-    let address = request.shipping_address.trim();
-    if address.is_empty() || request.shipping_address.chars().count() > MAX_ADDRESS {
-        return Err(CheckoutFailure::Field {
-            field: "shipping_address",
-            message: format!("must be 1-{MAX_ADDRESS} characters"),
-        });
-    }
+    let address = match &request.shipping_address {
+        ShippingAddressInput::Postal(sent) => {
+            let checked = order_rules::postal_address(&sent.clone().into()).map_err(|errors| {
+                CheckoutFailure::Fields(
+                    errors
+                        .into_iter()
+                        .map(|(field, message)| (format!("shipping_address.{field}"), message))
+                        .collect(),
+                )
+            })?;
+            ShippingAddress::Postal(checked)
+        }
+        ShippingAddressInput::FreeText(text) => {
+            if text.trim().is_empty() || text.chars().count() > MAX_ADDRESS || text.contains('\0') {
+                return Err(CheckoutFailure::Field {
+                    field: "shipping_address",
+                    message: format!(
+                        "must be 1-{MAX_ADDRESS} characters, or a postal address \
+                         {{name, line1, line2, city, postal_code, country}}"
+                    ),
+                });
+            }
+            ShippingAddress::FreeText(text.trim().to_owned())
+        }
+    };
     let digest: String = Sha256::digest(serde_json::to_vec(request).unwrap_or_default())
         .iter()
         .map(|byte| format!("{byte:02x}"))
@@ -374,11 +419,7 @@ async fn place_order(
         return Err(CheckoutError::Empty.into());
     }
     let lines = db::price_lines(&mut tx, &wanted).await?;
-    let priced = Checkout::new(
-        lines,
-        request.payment_token.trim().to_owned(),
-        address.to_owned(),
-    )?;
+    let priced = Checkout::new(lines, request.payment_token.trim().to_owned(), address)?;
     let deadline =
         chrono::Duration::milliseconds(i64::try_from(settings.deadline_ms).unwrap_or(i64::MAX));
     let order = NewOrder {
@@ -851,7 +892,17 @@ mod tests {
         }
         let request = &schemas["CheckoutRequest"]["properties"];
         assert_eq!(request["payment_token"]["maxLength"], MAX_PAYMENT_TOKEN);
-        assert_eq!(request["shipping_address"]["maxLength"], MAX_ADDRESS);
+        let address = &schemas["PostalAddress"]["properties"];
+        assert_eq!(
+            address["country"]["maxLength"], 2,
+            "{}",
+            schemas["PostalAddress"]
+        );
+        assert!(
+            request["shipping_address"].is_object(),
+            "{}",
+            request["shipping_address"]
+        );
         let key = &document["paths"]["/orders"]["post"]["parameters"][0];
         assert_eq!(key["name"], "Idempotency-Key");
         assert_eq!(key["schema"]["maxLength"], MAX_IDEMPOTENCY_KEY);

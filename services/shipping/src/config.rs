@@ -12,6 +12,14 @@ pub struct Config {
     #[serde(flatten)]
     pub service: ServiceSettings,
     pub auth: AuthSettings,
+    pub shipping: ShippingSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShippingSettings {
+    /// Where the shop's parcels leave from (ISO 3166-1 alpha-2): a parcel to any other country
+    /// is international.
+    pub home_country: String,
 }
 
 impl Config {
@@ -19,6 +27,9 @@ impl Config {
         Self {
             service: ServiceSettings::local_defaults(SERVICE, DEFAULT_PORT),
             auth: AuthSettings::default(),
+            shipping: ShippingSettings {
+                home_country: shipping_rules::DEFAULT_HOME_COUNTRY.to_owned(),
+            },
         }
     }
 

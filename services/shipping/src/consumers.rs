@@ -15,7 +15,10 @@ use crate::db::{self, ShipmentRow, ShippingError};
 pub const TOPICS: &[&str] = shipping_rules::SUBSCRIPTIONS;
 
 #[derive(Debug)]
-pub struct ShippingHandler;
+pub struct ShippingHandler {
+    /// Where parcels leave from: `shipping.home_country`.
+    pub home_country: String,
+}
 
 fn order_id(text: &str) -> Result<Uuid, HandlerError> {
     Uuid::parse_str(text)
@@ -42,7 +45,8 @@ impl EventHandler for ShippingHandler {
                 // The day of the payment, not of handling: a replay or a lagging consumer plans
                 // the same pick-up.
                 let paid_on = received.metadata.occurred_at.date_naive();
-                match schedule(tx, id, paid_on, Cause::Event(&received.metadata)).await {
+                let cause = Cause::Event(&received.metadata);
+                match schedule(tx, id, paid_on, &self.home_country, cause).await {
                     Ok(Some(shipment)) => {
                         tracing::info!(order_id = %id, %shipment, "shipment scheduled");
                     }
@@ -64,12 +68,20 @@ pub async fn schedule(
     tx: &mut PgConnection,
     order_id: Uuid,
     paid_on: NaiveDate,
+    home_country: &str,
     cause: Cause<'_>,
 ) -> Result<Option<Uuid>, ShippingError> {
     let (order, scheduled) = db::order_to_ship(tx, order_id).await?;
     let shipment_id = Uuid::now_v7();
     let id = order_id.to_string();
-    match shipping_rules::schedule(&id, order.as_ref(), scheduled, paid_on, shipment_id) {
+    match shipping_rules::schedule(
+        &id,
+        order.as_ref(),
+        scheduled,
+        paid_on,
+        shipment_id,
+        home_country,
+    ) {
         Scheduling::AlreadyScheduled => Ok(None),
         Scheduling::UnknownOrder => Err(ShippingError::UnknownOrder(order_id)),
         Scheduling::Schedule { plan, emit } => {

@@ -38,11 +38,12 @@ pub async fn remember_order(
         .map(|(sku, quantity)| serde_json::json!({ "sku": sku, "quantity": quantity }))
         .collect();
     sqlx::query(
-        "INSERT INTO orders (order_id, shipping_address, item_count, lines)
-         VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING",
+        "INSERT INTO orders (order_id, shipping_address, country, item_count, lines)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id) DO NOTHING",
     )
     .bind(order_id)
     .bind(&order.shipping_address)
+    .bind(&order.country)
     .bind(i32::try_from(order.item_count).unwrap_or(i32::MAX))
     .bind(sqlx::types::Json(lines))
     .execute(&mut *tx)
@@ -56,8 +57,10 @@ pub async fn order_to_ship(
     tx: &mut PgConnection,
     order_id: Uuid,
 ) -> Result<(Option<OrderFacts>, bool), sqlx::Error> {
-    let row: Option<(Option<String>, Option<i32>, bool)> = sqlx::query_as(
-        "SELECT o.shipping_address, o.item_count,
+    // (address, country, item count) of the order if it was seen; whether it has its shipment.
+    type Known = (Option<String>, Option<String>, Option<i32>, bool);
+    let row: Option<Known> = sqlx::query_as(
+        "SELECT o.shipping_address, o.country, o.item_count,
                 EXISTS (SELECT 1 FROM shipments s WHERE s.order_id = $1)
            FROM (SELECT $1::uuid AS order_id) AS wanted
            LEFT JOIN orders o USING (order_id)",
@@ -65,13 +68,14 @@ pub async fn order_to_ship(
     .bind(order_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((address, item_count, scheduled)) = row else {
+    let Some((address, country, item_count, scheduled)) = row else {
         return Ok((None, false));
     };
     let facts = address
         .zip(item_count)
         .map(|(shipping_address, item_count)| OrderFacts {
             shipping_address,
+            country,
             item_count: i64::from(item_count),
             lines: Vec::new(),
         });
@@ -92,8 +96,8 @@ pub async fn insert_shipment(
 ) -> Result<bool, ShippingError> {
     let inserted = sqlx::query(
         "INSERT INTO shipments (id, order_id, carrier, tracking_number, pickup_date, status,
-                                shipping_address, item_count)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                shipping_address, country, item_count)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (order_id) DO NOTHING",
     )
     .bind(shipment_id)
@@ -103,6 +107,7 @@ pub async fn insert_shipment(
     .bind(plan.pickup_date)
     .bind(ShipmentStatus::Scheduled.as_str())
     .bind(&order.shipping_address)
+    .bind(&order.country)
     .bind(i32::try_from(order.item_count).unwrap_or(i32::MAX))
     .execute(&mut *tx)
     .await?
@@ -124,6 +129,8 @@ pub struct ShipmentRow {
     pub pickup_date: NaiveDate,
     pub status: String,
     pub shipping_address: String,
+    /// The destination's ISO 3166-1 alpha-2 code; `null` for a free-text address.
+    pub country: Option<String>,
     pub item_count: i32,
     pub created_at: DateTime<Utc>,
     pub dispatched_at: Option<DateTime<Utc>>,
@@ -131,7 +138,7 @@ pub struct ShipmentRow {
 }
 
 const SHIPMENT_COLUMNS: &str = "id, order_id, carrier, tracking_number, pickup_date, status, \
-     shipping_address, item_count, created_at, dispatched_at, delivered_at";
+     shipping_address, country, item_count, created_at, dispatched_at, delivered_at";
 
 pub async fn shipment_of(
     pool: &PgPool,

@@ -8,6 +8,9 @@ use crate::consumers::{ShippingHandler, TOPICS};
 /// a free port (tests).
 pub async fn build(config: Config) -> anyhow::Result<Application> {
     let verifier = web::Data::new(auth_kit::JwtVerifier::new(config.auth.clone()));
+    let handler = ShippingHandler {
+        home_country: config.shipping.home_country.clone(),
+    };
     let mut app = messaging::service::start(SERVICE, config.service, move |app| {
         app.migrations(&crate::db::MIGRATOR).routes(move |routes| {
             routes.app_data(verifier.clone());
@@ -15,6 +18,6 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         })
     })
     .await?;
-    messaging::service::consume(&mut app, TOPICS, ShippingHandler);
+    messaging::service::consume(&mut app, TOPICS, handler);
     Ok(app)
 }

@@ -210,6 +210,17 @@ pub struct Stack {
     gateway: Server,
 }
 
+/// A postal address in the shop's home country (DE), as the storefront sends it.
+pub fn home_address() -> Value {
+    serde_json::json!({
+        "name": "Test Shopper",
+        "line1": "1 Test Street",
+        "city": "Springfield",
+        "postal_code": "12345",
+        "country": "DE",
+    })
+}
+
 /// `infra/demo/catalog.json`: what [`Stack::seed_demo`] loads.
 pub fn demo_catalog() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../infra/demo/catalog.json")
@@ -629,12 +640,26 @@ impl Stack {
         Ok(())
     }
 
-    /// Checks out `items` for `customer` and returns the new order id.
+    /// Checks out `items` for `customer`, shipped to [`home_address`], and returns the new
+    /// order id.
     pub async fn checkout(
         &self,
         customer: &Customer,
         items: &[(&str, i32)],
         payment_token: &str,
+    ) -> anyhow::Result<String> {
+        self.checkout_to(customer, items, payment_token, home_address())
+            .await
+    }
+
+    /// Checks out `items` for `customer`, shipped to `shipping_address` (a postal address
+    /// object, or the deprecated free text), and returns the new order id.
+    pub async fn checkout_to(
+        &self,
+        customer: &Customer,
+        items: &[(&str, i32)],
+        payment_token: &str,
+        shipping_address: Value,
     ) -> anyhow::Result<String> {
         let lines: Vec<Value> = items
             .iter()
@@ -643,7 +668,7 @@ impl Stack {
         let body = serde_json::json!({
             "items": lines,
             "payment_token": payment_token,
-            "shipping_address": "1 Test Street, Springfield",
+            "shipping_address": shipping_address,
         });
         let answer = self
             .call(

@@ -41,6 +41,7 @@ async fn publish_one_order() -> (platform::config::KafkaSettings, OrderCreated) 
         currency: "EUR".into(),
         payment_token: "tok_visa".into(),
         shipping_address: "1 Main St, Springfield".into(),
+        address: None,
     };
     let event = Event::from(order.clone());
     let mut tx = pool.begin().await.expect("begin");

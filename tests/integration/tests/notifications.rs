@@ -265,6 +265,7 @@ fn created(order: Uuid, user: Uuid, total_minor: i64) -> Event {
         currency: "EUR".into(),
         payment_token: "tok_visa".into(),
         shipping_address: "1 Test Street, Springfield".into(),
+        address: None,
     }
     .into()
 }

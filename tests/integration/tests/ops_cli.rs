@@ -471,6 +471,7 @@ async fn tap_and_timeline_mask_personal_fields_unless_the_ops_principal_reveals_
                 currency: "EUR".into(),
                 payment_token: personal[0].into(),
                 shipping_address: personal[1].into(),
+                address: None,
             }
             .into(),
             UserRegistered {

@@ -252,8 +252,9 @@ async fn a_paid_order_gets_one_shipment_that_the_order_and_the_customer_follow_t
         .expect("admin view");
     assert_eq!(
         admin_view.body["shipping_address"],
-        "1 Test Street, Springfield"
+        "Test Shopper, 1 Test Street, 12345 Springfield, DE"
     );
+    assert_eq!(admin_view.body["country"], "DE");
     assert_eq!(admin_view.body["item_count"], 2);
 
     // The customer heard of each step once, in the feed and by e-mail.

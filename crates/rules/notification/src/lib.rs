@@ -608,6 +608,7 @@ mod tests {
             currency: "EUR".into(),
             payment_token: "tok_visa".into(),
             shipping_address: "x".into(),
+            address: None,
         }
         .into();
         let registered: Event = UserRegistered {

@@ -24,7 +24,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use events::{Event, EventType, OrderCancelled, OrderCreated, OrderLine, OrderPaid, OrderRejected};
+use events::{
+    Event, EventType, OrderCancelled, OrderCreated, OrderLine, OrderPaid, OrderRejected,
+    PostalAddress,
+};
 use serde::{Deserialize, Serialize};
 pub use shipping_rules::ShipmentStatus;
 
@@ -434,6 +437,103 @@ pub enum CheckoutError {
     TotalOverflow,
 }
 
+/// Where a checkout ships to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShippingAddress {
+    /// A postal address checked by [`postal_address`].
+    Postal(PostalAddress),
+    /// Free text, as every address was before OrderCreated v3: still accepted for a
+    /// deprecation period, and still what old events carry.
+    FreeText(String),
+}
+
+impl ShippingAddress {
+    /// The address on one line.
+    pub fn one_line(&self) -> String {
+        match self {
+            Self::Postal(address) => address.one_line(),
+            Self::FreeText(text) => text.clone(),
+        }
+    }
+
+    pub fn postal(&self) -> Option<&PostalAddress> {
+        match self {
+            Self::Postal(address) => Some(address),
+            Self::FreeText(_) => None,
+        }
+    }
+}
+
+/// Longest name, street line or city accepted, in characters.
+pub const MAX_ADDRESS_LINE: usize = 200;
+/// Longest postal code accepted, in characters.
+pub const MAX_POSTAL_CODE: usize = 16;
+
+/// A postal address as a customer sent it, checked field by field: each field trimmed, `name`,
+/// `line1`, `city` and `postal_code` required, `line2` optional (blank is absent), no control
+/// characters, a postal code of letters, digits, spaces and hyphens, and `country` an ISO 3166-1
+/// alpha-2 code (any case; stored upper case). The errors name each field that is wrong.
+pub fn postal_address(
+    sent: &PostalAddress,
+) -> Result<PostalAddress, std::collections::BTreeMap<&'static str, String>> {
+    let mut errors = std::collections::BTreeMap::new();
+    let mut text = |field: &'static str, value: &str, max: usize| -> String {
+        let value = value.trim();
+        if value.is_empty() {
+            errors.insert(field, "is required".to_owned());
+        } else if value.chars().count() > max || value.chars().any(char::is_control) {
+            errors.insert(field, format!("must be at most {max} printable characters"));
+        }
+        value.to_owned()
+    };
+    let name = text("name", &sent.name, MAX_ADDRESS_LINE);
+    let line1 = text("line1", &sent.line1, MAX_ADDRESS_LINE);
+    let city = text("city", &sent.city, MAX_ADDRESS_LINE);
+    let postal_code = text("postal_code", &sent.postal_code, MAX_POSTAL_CODE);
+    let line2 = sent
+        .line2
+        .as_deref()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned);
+    if line2.as_deref().is_some_and(|line| {
+        line.chars().count() > MAX_ADDRESS_LINE || line.chars().any(char::is_control)
+    }) {
+        errors.insert(
+            "line2",
+            format!("must be at most {MAX_ADDRESS_LINE} printable characters"),
+        );
+    }
+    if !errors.contains_key("postal_code")
+        && !postal_code
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == ' ' || c == '-')
+    {
+        errors.insert(
+            "postal_code",
+            "may hold only letters, digits, spaces and hyphens".to_owned(),
+        );
+    }
+    let country = sent.country.trim().to_ascii_uppercase();
+    if isocountry::CountryCode::for_alpha2(&country).is_err() {
+        errors.insert(
+            "country",
+            "must be an ISO 3166-1 alpha-2 country code, e.g. DE, FR or US".to_owned(),
+        );
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(PostalAddress {
+        name,
+        line1,
+        line2,
+        city,
+        postal_code,
+        country,
+    })
+}
+
 /// A checkout that passed [`price_order`]: what the customer agreed to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkout {
@@ -441,16 +541,16 @@ pub struct Checkout {
     pub total_minor: i64,
     pub currency: String,
     pub payment_token: String,
-    pub shipping_address: String,
+    pub address: ShippingAddress,
 }
 
 impl Checkout {
     /// Prices `lines` ([`price_order`]) for a checkout paying with `payment_token`, shipped to
-    /// `shipping_address`.
+    /// `address`.
     pub fn new(
         lines: Vec<PricedLine>,
         payment_token: String,
-        shipping_address: String,
+        address: ShippingAddress,
     ) -> Result<Self, CheckoutError> {
         let (total_minor, currency) = price_order(&lines)?;
         Ok(Self {
@@ -458,7 +558,7 @@ impl Checkout {
             total_minor,
             currency,
             payment_token,
-            shipping_address,
+            address,
         })
     }
 
@@ -480,7 +580,8 @@ impl Checkout {
             total_minor: self.total_minor,
             currency: self.currency.clone(),
             payment_token: self.payment_token.clone(),
-            shipping_address: self.shipping_address.clone(),
+            shipping_address: self.address.one_line(),
+            address: self.address.postal().cloned().map(Box::new),
         }
         .into()
     }
@@ -910,7 +1011,7 @@ mod tests {
         let checkout = Checkout::new(
             vec![line("A", 2, 1999, "EUR")],
             "tok_visa".into(),
-            "1 Main St".into(),
+            ShippingAddress::Postal(address()),
         )
         .expect("valid");
         let Event::OrderCreated(created) = checkout.created(ORDER, "u-1") else {
@@ -922,12 +1023,75 @@ mod tests {
         );
         assert_eq!(created.lines.len(), 1);
         assert_eq!(created.lines[0].quantity, 2);
+        // Readers of v1 and v2 still find the address, on one line.
+        assert_eq!(created.address.as_deref(), Some(&address()));
+        assert_eq!(
+            created.shipping_address,
+            "Ada Lovelace, 1 Main St, Flat 2, 10115 Berlin, DE"
+        );
         assert_eq!(order_of(&paid()), None);
         assert_eq!(order_of(&delivered()), Some(ORDER));
         assert_eq!(
-            Checkout::new(vec![], "t".into(), "a".into()),
+            Checkout::new(vec![], "t".into(), ShippingAddress::FreeText("a".into())),
             Err(CheckoutError::Empty)
         );
+    }
+
+    fn address() -> PostalAddress {
+        PostalAddress {
+            name: "Ada Lovelace".into(),
+            line1: "1 Main St".into(),
+            line2: Some("Flat 2".into()),
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country: "DE".into(),
+        }
+    }
+
+    #[test]
+    fn a_postal_address_is_trimmed_and_its_country_upper_cased() {
+        let sent = PostalAddress {
+            name: "  Ada Lovelace ".into(),
+            line2: Some("   ".into()),
+            country: "fr".into(),
+            ..address()
+        };
+        let checked = postal_address(&sent).expect("valid");
+        assert_eq!(checked.name, "Ada Lovelace");
+        assert_eq!(checked.line2, None, "a blank second line is no line");
+        assert_eq!(checked.country, "FR");
+        assert_eq!(postal_address(&address()), Ok(address()));
+    }
+
+    #[test]
+    fn a_postal_address_names_every_field_that_is_wrong() {
+        let sent = PostalAddress {
+            name: " ".into(),
+            line1: "x".repeat(MAX_ADDRESS_LINE + 1),
+            line2: Some("a\u{0}b".into()),
+            city: String::new(),
+            postal_code: "10115; DROP".into(),
+            country: "XX".into(),
+        };
+        let errors = postal_address(&sent).expect_err("invalid");
+        assert_eq!(
+            errors.keys().copied().collect::<Vec<_>>(),
+            ["city", "country", "line1", "line2", "name", "postal_code"]
+        );
+        assert!(
+            errors["country"].contains("ISO 3166-1 alpha-2"),
+            "{errors:?}"
+        );
+        for country in ["D", "DEU", "", "12", "UK"] {
+            let sent = PostalAddress {
+                country: country.into(),
+                ..address()
+            };
+            assert!(
+                postal_address(&sent).is_err_and(|errors| errors.contains_key("country")),
+                "{country:?} is no alpha-2 code"
+            );
+        }
     }
 
     #[test]

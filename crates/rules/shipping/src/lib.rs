@@ -7,11 +7,17 @@
 //! - The service learns each order (address, items) from OrderCreated, and schedules the
 //!   shipment of an order when OrderPaid arrives ([`input_of`], [`schedule`]).
 //! - A paid order gets exactly one shipment.
-//! - The carrier follows the parcel's size: up to 2 items fit a letterbox parcel
+//! - Within the shop's home country (`shipping.home_country`, default [`DEFAULT_HOME_COUNTRY`])
+//!   the carrier follows the parcel's size: up to 2 items fit a letterbox parcel
 //!   (`Bazaar Post`), up to 10 a standard parcel (`Bazaar Parcel`), more go by freight
-//!   (`Bazaar Freight`).
-//! - The carrier picks the parcel up on the next business day after payment: a payment on
-//!   Friday, Saturday or Sunday is picked up on Monday. Dates are UTC days.
+//!   (`Bazaar Freight`). A parcel to any other country goes with `Bazaar International`,
+//!   whatever its size.
+//! - The carrier picks a domestic parcel up on the next business day after payment: a payment
+//!   on Friday, Saturday or Sunday is picked up on Monday. An international parcel needs its
+//!   customs papers first and is picked up a business day later. Dates are UTC days.
+//! - An order whose OrderCreated carries only a free-text address (written before addresses
+//!   were structured, OrderCreated v1 and v2) has no country: it ships as domestic, as it did
+//!   when it was placed, so a replay plans the same shipment.
 //! - A tracking number is the carrier's prefix, 11 digits from the shipment id and a Luhn check
 //!   digit, so a mistyped number is caught before anyone looks it up.
 //! - A shipment only moves forward: scheduled → dispatched → delivered. Asking for the step it
@@ -46,10 +52,15 @@ pub enum ShippingInput {
     OrderPaid,
 }
 
+/// Where the shop ships from unless `shipping.home_country` says otherwise.
+pub const DEFAULT_HOME_COUNTRY: &str = "DE";
+
 /// What the shipping service keeps of an order from its OrderCreated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderFacts {
     pub shipping_address: String,
+    /// ISO 3166-1 alpha-2 code of the destination; `None` for a free-text address.
+    pub country: Option<String>,
     /// Units over every line: the parcel's size.
     pub item_count: i64,
     /// (SKU, quantity) of each line.
@@ -60,6 +71,10 @@ impl OrderFacts {
     pub fn of(order: &OrderCreated) -> Self {
         Self {
             shipping_address: order.shipping_address.clone(),
+            country: order
+                .address
+                .as_ref()
+                .map(|address| address.country.clone()),
             item_count: order
                 .lines
                 .iter()
@@ -100,13 +115,15 @@ pub enum Scheduling {
 
 /// Schedules the one shipment `shipment_id` of the paid order `order_id`, paid on `paid_on`
 /// (the day of the payment, not of handling: a replay plans the same pick-up). `order` is what
-/// its OrderCreated said; `scheduled` whether it has a shipment already.
+/// its OrderCreated said; `scheduled` whether it has a shipment already; `home_country` where
+/// the shop ships from.
 pub fn schedule(
     order_id: &str,
     order: Option<&OrderFacts>,
     scheduled: bool,
     paid_on: NaiveDate,
     shipment_id: Uuid,
+    home_country: &str,
 ) -> Scheduling {
     if scheduled {
         return Scheduling::AlreadyScheduled;
@@ -114,7 +131,8 @@ pub fn schedule(
     let Some(order) = order else {
         return Scheduling::UnknownOrder;
     };
-    let plan = plan_shipment(order.item_count, paid_on, shipment_id);
+    let destination = Destination::of(order.country.as_deref(), home_country);
+    let plan = plan_shipment(order.item_count, destination, paid_on, shipment_id);
     let emit = ShipmentScheduled {
         order_id: order_id.to_owned(),
         shipment_id: shipment_id.to_string(),
@@ -126,21 +144,40 @@ pub fn schedule(
     Scheduling::Schedule { plan, emit }
 }
 
+/// Whether a parcel crosses a border.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    Domestic,
+    International,
+}
+
+impl Destination {
+    /// A parcel to `country` from `home_country`; no country (a free-text address) is domestic.
+    pub fn of(country: Option<&str>, home_country: &str) -> Self {
+        match country {
+            Some(country) if !country.eq_ignore_ascii_case(home_country) => Self::International,
+            _ => Self::Domestic,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Carrier {
     Post,
     Parcel,
     Freight,
+    International,
 }
 
 impl Carrier {
-    pub const ALL: [Carrier; 3] = [Self::Post, Self::Parcel, Self::Freight];
+    pub const ALL: [Carrier; 4] = [Self::Post, Self::Parcel, Self::Freight, Self::International];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Post => "Bazaar Post",
             Self::Parcel => "Bazaar Parcel",
             Self::Freight => "Bazaar Freight",
+            Self::International => "Bazaar International",
         }
     }
 
@@ -149,16 +186,28 @@ impl Carrier {
             Self::Post => "BP",
             Self::Parcel => "BC",
             Self::Freight => "BF",
+            Self::International => "BI",
         }
     }
 }
 
-/// The carrier for a parcel of `item_count` items.
-pub fn choose_carrier(item_count: i64) -> Carrier {
-    match item_count {
-        ..=2 => Carrier::Post,
-        3..=10 => Carrier::Parcel,
-        _ => Carrier::Freight,
+/// The carrier for a parcel of `item_count` items going to `destination`.
+pub fn choose_carrier(item_count: i64, destination: Destination) -> Carrier {
+    match (destination, item_count) {
+        (Destination::International, _) => Carrier::International,
+        (Destination::Domestic, ..=2) => Carrier::Post,
+        (Destination::Domestic, 3..=10) => Carrier::Parcel,
+        (Destination::Domestic, _) => Carrier::Freight,
+    }
+}
+
+/// The day the carrier picks up a parcel to `destination` paid on `paid_on`: the next business
+/// day, or the one after for customs papers.
+pub fn pickup_date(paid_on: NaiveDate, destination: Destination) -> NaiveDate {
+    let next = next_business_day(paid_on);
+    match destination {
+        Destination::Domestic => next,
+        Destination::International => next_business_day(next),
     }
 }
 
@@ -228,12 +277,18 @@ pub struct Plan {
     pub tracking_number: String,
 }
 
-/// Schedules the shipment `shipment_id` of an order of `item_count` items paid on `paid_on`.
-pub fn plan_shipment(item_count: i64, paid_on: NaiveDate, shipment_id: Uuid) -> Plan {
-    let carrier = choose_carrier(item_count);
+/// Schedules the shipment `shipment_id` of an order of `item_count` items to `destination`,
+/// paid on `paid_on`.
+pub fn plan_shipment(
+    item_count: i64,
+    destination: Destination,
+    paid_on: NaiveDate,
+    shipment_id: Uuid,
+) -> Plan {
+    let carrier = choose_carrier(item_count, destination);
     Plan {
         carrier,
-        pickup_date: next_business_day(paid_on),
+        pickup_date: pickup_date(paid_on, destination),
         tracking_number: tracking_number(carrier, shipment_id),
     }
 }
@@ -375,13 +430,47 @@ mod tests {
     }
 
     #[test]
-    fn the_carrier_follows_the_parcel_size() {
-        assert_eq!(choose_carrier(1), Carrier::Post);
-        assert_eq!(choose_carrier(2), Carrier::Post);
-        assert_eq!(choose_carrier(3), Carrier::Parcel);
-        assert_eq!(choose_carrier(10), Carrier::Parcel);
-        assert_eq!(choose_carrier(11), Carrier::Freight);
+    fn at_home_the_carrier_follows_the_parcel_size_abroad_it_is_international() {
+        use Destination::{Domestic, International};
+        assert_eq!(choose_carrier(1, Domestic), Carrier::Post);
+        assert_eq!(choose_carrier(2, Domestic), Carrier::Post);
+        assert_eq!(choose_carrier(3, Domestic), Carrier::Parcel);
+        assert_eq!(choose_carrier(10, Domestic), Carrier::Parcel);
+        assert_eq!(choose_carrier(11, Domestic), Carrier::Freight);
+        for items in [1, 3, 11] {
+            assert_eq!(choose_carrier(items, International), Carrier::International);
+        }
         assert_eq!(Carrier::Parcel.name(), "Bazaar Parcel");
+    }
+
+    #[test]
+    fn a_parcel_is_international_only_with_a_country_other_than_home() {
+        assert_eq!(Destination::of(Some("DE"), "DE"), Destination::Domestic);
+        assert_eq!(Destination::of(Some("de"), "DE"), Destination::Domestic);
+        assert_eq!(
+            Destination::of(Some("FR"), "DE"),
+            Destination::International
+        );
+        // A free-text address (OrderCreated before v3) ships as it always did.
+        assert_eq!(Destination::of(None, "DE"), Destination::Domestic);
+    }
+
+    #[test]
+    fn an_international_parcel_is_picked_up_a_business_day_later() {
+        // Paid on a Friday: Monday at home, Tuesday abroad.
+        assert_eq!(
+            pickup_date(day("2026-03-06"), Destination::Domestic),
+            day("2026-03-09")
+        );
+        assert_eq!(
+            pickup_date(day("2026-03-06"), Destination::International),
+            day("2026-03-10")
+        );
+        // Paid on a Thursday: Friday at home, Monday abroad.
+        assert_eq!(
+            pickup_date(day("2026-03-05"), Destination::International),
+            day("2026-03-09")
+        );
     }
 
     #[test]
@@ -412,10 +501,15 @@ mod tests {
     #[test]
     fn a_plan_combines_carrier_pickup_and_tracking() {
         let id = Uuid::now_v7();
-        let plan = plan_shipment(4, day("2026-03-06"), id);
+        let plan = plan_shipment(4, Destination::Domestic, day("2026-03-06"), id);
         assert_eq!(plan.carrier, Carrier::Parcel);
         assert_eq!(plan.pickup_date, day("2026-03-09"));
         assert_eq!(plan.tracking_number, tracking_number(Carrier::Parcel, id));
+        let abroad = plan_shipment(4, Destination::International, day("2026-03-06"), id);
+        assert_eq!(abroad.carrier, Carrier::International);
+        assert_eq!(abroad.pickup_date, day("2026-03-10"));
+        assert!(abroad.tracking_number.starts_with("BI"));
+        assert!(is_valid_tracking_number(&abroad.tracking_number));
     }
 
     /// given a shipment status, when admins take steps, then where it ends and what was published.
@@ -487,6 +581,7 @@ mod tests {
     fn order(item_count: i64) -> OrderFacts {
         OrderFacts {
             shipping_address: "1 Main St".into(),
+            country: None,
             item_count,
             lines: vec![("TEE".into(), 1)],
         }
@@ -495,7 +590,7 @@ mod tests {
     #[test]
     fn a_paid_order_is_scheduled_once_and_only_when_known() {
         let id = Uuid::now_v7();
-        match schedule("o-1", Some(&order(3)), false, day("2026-03-06"), id) {
+        match schedule("o-1", Some(&order(3)), false, day("2026-03-06"), id, "DE") {
             Scheduling::Schedule { plan, emit } => {
                 assert_eq!(plan.carrier, Carrier::Parcel);
                 let Event::ShipmentScheduled(event) = emit else {
@@ -508,13 +603,37 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            schedule("o-1", Some(&order(3)), true, day("2026-03-06"), id),
+            schedule("o-1", Some(&order(3)), true, day("2026-03-06"), id, "DE"),
             Scheduling::AlreadyScheduled
         );
         assert_eq!(
-            schedule("o-1", None, false, day("2026-03-06"), id),
+            schedule("o-1", None, false, day("2026-03-06"), id, "DE"),
             Scheduling::UnknownOrder
         );
+    }
+
+    #[test]
+    fn a_paid_order_abroad_goes_international_and_a_free_text_one_as_before() {
+        let id = Uuid::now_v7();
+        let to = |country: Option<&str>| OrderFacts {
+            country: country.map(str::to_owned),
+            ..order(3)
+        };
+        let plan_of = |facts: &OrderFacts| match schedule(
+            "o-1",
+            Some(facts),
+            false,
+            day("2026-03-06"),
+            id,
+            "DE",
+        ) {
+            Scheduling::Schedule { plan, .. } => plan,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(plan_of(&to(Some("FR"))).carrier, Carrier::International);
+        assert_eq!(plan_of(&to(Some("FR"))).pickup_date, day("2026-03-10"));
+        assert_eq!(plan_of(&to(Some("DE"))).carrier, Carrier::Parcel);
+        assert_eq!(plan_of(&to(None)), plan_of(&to(Some("DE"))));
     }
 
     #[test]

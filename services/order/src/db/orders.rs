@@ -1,10 +1,10 @@
 //! Orders: their lines, their saga state and status history, and the queries that show them.
 
 use chrono::{DateTime, Utc};
-use events::Event;
+use events::{Event, PostalAddress};
 use messaging::outbox::{self, Cause};
 use order_rules::{Checkout, Decision, OrderState, OrderStatus};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
@@ -66,16 +66,22 @@ pub async fn insert_order(
 ) -> Result<(), OrderDbError> {
     let checkout = &order.checkout;
     sqlx::query(
-        "INSERT INTO orders (id, user_id, status, total_minor, currency, shipping_address, deadline_at,
-                             idempotency_key, request_digest)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO orders (id, user_id, status, total_minor, currency, shipping_address, address,
+                             deadline_at, idempotency_key, request_digest)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(id)
     .bind(order.user_id)
     .bind(state.status().as_str())
     .bind(checkout.total_minor)
     .bind(&checkout.currency)
-    .bind(&checkout.shipping_address)
+    .bind(checkout.address.one_line())
+    .bind(
+        checkout
+            .address
+            .postal()
+            .map(|address| sqlx::types::Json(Address::from(address.clone()))),
+    )
     .bind(order.deadline_at)
     .bind(&order.idempotency_key)
     .bind(&order.request_digest)
@@ -257,6 +263,72 @@ pub async fn overdue(tx: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, sql
     Ok(due.into_iter().map(|(id,)| id).collect())
 }
 
+/// A postal address as the API takes and shows it and an order keeps it (JSONB): the events
+/// crate's [`PostalAddress`] with its OpenAPI schema, which the events crate knows nothing of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PostalAddress)]
+pub struct Address {
+    /// The recipient.
+    #[schema(max_length = 200, example = "Ada Lovelace")]
+    pub name: String,
+    #[schema(max_length = 200, example = "1 Main St")]
+    pub line1: String,
+    /// Optional; blank is absent.
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub line2: Option<String>,
+    #[schema(max_length = 200, example = "Berlin")]
+    pub city: String,
+    /// Letters, digits, spaces and hyphens.
+    #[schema(max_length = 16, example = "10115")]
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 (any case when sent; upper case when shown).
+    #[schema(min_length = 2, max_length = 2, example = "DE")]
+    pub country: String,
+}
+
+impl From<Address> for PostalAddress {
+    fn from(address: Address) -> Self {
+        let Address {
+            name,
+            line1,
+            line2,
+            city,
+            postal_code,
+            country,
+        } = address;
+        Self {
+            name,
+            line1,
+            line2,
+            city,
+            postal_code,
+            country,
+        }
+    }
+}
+
+impl From<PostalAddress> for Address {
+    fn from(address: PostalAddress) -> Self {
+        let PostalAddress {
+            name,
+            line1,
+            line2,
+            city,
+            postal_code,
+            country,
+        } = address;
+        Self {
+            name,
+            line1,
+            line2,
+            city,
+            postal_code,
+            country,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct OrderRow {
     pub id: Uuid,
@@ -267,7 +339,11 @@ pub struct OrderRow {
     pub rejected_sku: Option<String>,
     pub total_minor: i64,
     pub currency: String,
+    /// The address on one line: as typed for a free-text address, else `address` formatted.
     pub shipping_address: String,
+    /// The structured address; `null` for an order placed with a free-text address.
+    #[schema(value_type = Option<Address>)]
+    pub address: Option<sqlx::types::Json<Address>>,
     pub refunded: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -285,7 +361,7 @@ pub struct OrderLineRow {
 
 const ORDER_COLUMNS: &str =
     "id, user_id, status, reason, rejected_sku, total_minor, trim(currency) AS currency,
-    shipping_address, refunded, created_at, updated_at";
+    shipping_address, address, refunded, created_at, updated_at";
 
 pub async fn order_of_user(
     pool: &PgPool,
