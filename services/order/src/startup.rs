@@ -1,8 +1,6 @@
 use std::time::Duration;
 
 use actix_web::web;
-use messaging::IdempotentConsumer;
-use messaging::consumer::ConsumerSettings;
 use platform::app::Application;
 use platform::fanout::NotifyFanout;
 
@@ -17,7 +15,6 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     let status_feed = NotifyFanout::new(crate::db::STATUS_CHANNEL);
     let streams = web::Data::new(status_feed.clone());
     let open_streams = web::Data::new(crate::http::OpenStreams::new(&config.streams));
-    let kafka = config.service.kafka.clone();
     let mut app = messaging::service::start(SERVICE, config.service, move |app| {
         app.migrations(&crate::db::MIGRATOR).routes(move |routes| {
             routes
@@ -29,14 +26,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
         })
     })
     .await?;
-    let consumer = IdempotentConsumer::new(
-        SERVICE,
-        app.pool().clone(),
-        kafka,
-        ConsumerSettings::for_topics(TOPICS),
-        OrderHandler,
-    );
-    app.spawn_worker(|shutdown| consumer.run(shutdown));
+    messaging::service::consume(&mut app, TOPICS, OrderHandler);
     let pool = app.pool().clone();
     app.spawn_worker(move |shutdown| status_feed.run(pool, shutdown));
     let pool = app.pool().clone();
