@@ -55,7 +55,7 @@ bench-checkout: ## Micro-benchmark: checkout → paid of the happy path, every s
 	@scripts/bench.sh checkout-bench $(ARGS)
 
 topics: ## Apply infra/kafka/topics.toml to the running broker
-	cargo run -q -p bazaar-cli -- topics apply
+	cargo run -q -p bazaar-cli -- --principal ops topics apply
 
 kafka: ## Start only the Kafka broker
 	@infra/kafka/kafkactl.sh start

@@ -85,11 +85,25 @@ poison() {
   local key="alert-drill-$(date +%s)"
   say "poison: an undecodable message on user-events, key $key (brokers $bootstrap)"
   start_clock
-  echo 'not an event' | kcat -P -b "$bootstrap" -t user-events -k "$key"
+  # As the ops principal (SCRAM; Debian's kcat cannot do SCRAM with Kafka 4), with Confluent's
+  # Python client from scripts/deps.sh.
+  "$BAZAAR_TEST_PYTHON" - "$bootstrap" "$key" <<'PY'
+import os, sys
+from confluent_kafka import Producer
+producer = Producer({
+    "bootstrap.servers": sys.argv[1],
+    "security.protocol": "SASL_PLAINTEXT",
+    "sasl.mechanism": "SCRAM-SHA-512",
+    "sasl.username": "ops",
+    "sasl.password": os.environ.get("BAZAAR_KAFKA_PASSWORD", "bazaar-local-ops"),
+})
+producer.produce("user-events", b"not an event", key=sys.argv[2])
+sys.exit(producer.flush(30))
+PY
   watch_alert BazaarKeyParked job=notification firing 60 || failed=1
   watch_alert BazaarMessageDeadLettered job=notification firing 60 || failed=1
   say "the first command: bazaar dlq list user-events"
-  "$bazaar" --bootstrap-servers "$bootstrap" --service-db "notification=$notification_db" \
+  "$bazaar" --principal ops --bootstrap-servers "$bootstrap" --service-db "notification=$notification_db" \
     dlq list user-events --service notification || true
   say "removing the drill's parked key; BazaarKeyParked resolves"
   start_clock

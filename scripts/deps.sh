@@ -8,10 +8,12 @@ if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
   exit 0
 fi
 
-# cmake + libcurl headers: rdkafka's cmake build of librdkafka. kcat: reading topics by hand.
-# openjdk + maven: the Kafka broker, assembled from Maven Central.
+# cmake + libcurl headers: rdkafka's cmake build of librdkafka; libssl-dev: its SASL/SCRAM (every
+# client authenticates to Kafka). kcat: reading topics by hand (its librdkafka cannot do SCRAM
+# with Kafka 4; locally the tests' principal may use PLAIN). openjdk + maven: the Kafka broker,
+# assembled from Maven Central (a JDK: kafkactl.sh runs KafkaAccess.java from source).
 # chromium: the storefront's browser tests (tests/browser), driven by playwright-core from npm.
-packages=(cmake libcurl4-openssl-dev pkg-config g++ make curl kcat postgresql openjdk-17-jre-headless maven python3-venv chromium)
+packages=(cmake libcurl4-openssl-dev libssl-dev pkg-config g++ make curl kcat postgresql openjdk-17-jdk-headless maven python3-venv chromium)
 # Node.js and npm run the browser tests; a machine that already has a node (e.g. Node 20 from
 # another source) keeps it.
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)

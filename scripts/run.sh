@@ -137,7 +137,7 @@ if $cluster; then
   export BAZAAR__KAFKA__REPLICATION_FACTOR="$brokers"
   export BAZAAR__KAFKA__SCHEMA_REGISTRY_URL="http://127.0.0.1:$registry_port"
   "$BIN_DIR/bazaar" wait-kafka --timeout-secs 60
-  "$BIN_DIR/bazaar" topics apply --replication-factor "$brokers"
+  "$BIN_DIR/bazaar" --principal ops topics apply --replication-factor "$brokers"
 
   say "starting the schema registry and the card processor simulator"
   if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$registry_port/readyz" 2>/dev/null; then
@@ -221,7 +221,7 @@ else
   "$REPO_ROOT/infra/postgres/pgctl.sh" start
   "$REPO_ROOT/infra/kafka/kafkactl.sh" start
   "$BIN_DIR/bazaar" wait-kafka --timeout-secs 60
-  "$BIN_DIR/bazaar" topics apply
+  "$BIN_DIR/bazaar" --principal ops topics apply
 
   say "loading the demo catalog"
   (cd "$REPO_ROOT" && "$(binary_of product)" seed-demo && "$(binary_of inventory)" seed-demo)

@@ -68,7 +68,7 @@ for build in "${tool_builds[@]}"; do
   fi
 done
 # Each test makes its own topics; drop those of runs more than an hour old.
-"$BIN_DIR/bazaar" topics prune-tests --older-than 1h
+"$BIN_DIR/bazaar" --principal ops topics prune-tests --older-than 1h
 if curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:8088/readyz 2>/dev/null; then
   say "schema registry already running on :8088; reusing it"
 else

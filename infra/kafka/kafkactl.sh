@@ -25,6 +25,13 @@ KAFKA_CONTROLLER_PORT="${BAZAAR_KAFKA_CONTROLLER_PORT:-9093}"
 # local cluster. `--nodes N` before the command sets it too.
 NODES="${BAZAAR_KAFKA_NODES:-1}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
+# Authentication (SASL/SCRAM) and ACLs: on by default; BAZAAR_KAFKA_AUTH=off lets anonymous
+# clients do anything (then clients set BAZAAR__KAFKA__SECURITY_PROTOCOL=plaintext).
+KAFKA_AUTH="${BAZAAR_KAFKA_AUTH:-on}"
+# The brokers' super user's password (SASL/PLAIN). The local default suits loopback only.
+ADMIN_PASSWORD="${BAZAAR_KAFKA_ADMIN_PASSWORD:-bazaar-local-admin}"
+# The principals and ACLs every start applies (`bazaar access --local`).
+ACCESS_FILE="${BAZAAR_KAFKA_ACCESS_FILE:-$SCRIPT_DIR/access.txt}"
 STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 
 # Broker JVM. One node: 1 GB heap; every test makes its own topics, and metadata for thousands
@@ -145,6 +152,13 @@ Commands:
   reset              Stop every node and delete its data (topics, offsets, metadata).
   log [N] [NODE]     Print the last N (default 40) lines of each node's log (or NODE's).
   bootstrap          Print the bootstrap servers for clients (every node).
+  access FILE|-      Upsert the principals' SCRAM credentials and create the ACLs that FILE
+                     lists (what 'bazaar access' prints), as the super user. Every start
+                     applies $ACCESS_FILE (BAZAAR_KAFKA_ACCESS_FILE).
+
+Authentication (BAZAAR_KAFKA_AUTH=on, the default): clients authenticate with SASL/SCRAM-SHA-512
+and ACLs decide what each principal may do; the super user 'admin' (SASL/PLAIN, password
+BAZAAR_KAFKA_ADMIN_PASSWORD) is the brokers' own. BAZAAR_KAFKA_AUTH=off: anonymous PLAINTEXT.
   java-tool CLASS [ARGS...]
                      Run a Kafka Java tool class with the cached classpath, e.g.
                        $(basename "$0") java-tool org.apache.kafka.tools.TopicCommand \\
@@ -324,7 +338,10 @@ broker_started_logged() {
 
 render_config() {
   mkdir -p "$N_DIR" "$N_DATA"
-  local line out=""
+  local line out="" plain_users="" tests_password
+  # The tests' principal may also use SASL/PLAIN (for kcat), with its password from the access file.
+  tests_password="$(awk '$1 == "user" && $2 == "tests" { print $3 }' "$ACCESS_FILE" 2>/dev/null || true)"
+  [[ -n "$tests_password" && "$tests_password" != - ]] && plain_users=" user_tests=\"$tests_password\""
   while IFS= read -r line || [[ -n "$line" ]]; do
     line="${line//@NODE_ID@/$N_ID}"
     line="${line//@HOST@/$KAFKA_HOST}"
@@ -338,14 +355,44 @@ render_config() {
     line="${line//@BROKER_SESSION_TIMEOUT_MS@/$BROKER_SESSION_TIMEOUT_MS}"
     line="${line//@BROKER_HEARTBEAT_INTERVAL_MS@/$BROKER_HEARTBEAT_INTERVAL_MS}"
     line="${line//@REPLICA_LAG_TIME_MAX_MS@/$REPLICA_LAG_TIME_MAX_MS}"
+    if [[ "$line" == @AUTH@* ]]; then
+      auth_on || continue
+      line="${line#@AUTH@}"
+    fi
+    line="${line//@PROTOCOL@/$(auth_on && echo SASL_PLAINTEXT || echo PLAINTEXT)}"
+    line="${line//@ADMIN_PASSWORD@/$ADMIN_PASSWORD}"
+    line="${line//@PLAIN_USERS@/$plain_users}"
     out+="$line"$'\n'
   done <"$SCRIPT_DIR/server.properties.template"
   # The comments name the placeholders; no setting may keep one.
   local left
   left="$(grep -v '^#' <<<"$out" | grep -o '@[A-Z_]*@' | head -n1 || true)"
   [[ -z "$left" ]] || die "unreplaced placeholder in server.properties.template: $left"
-  printf '%s' "$out" >"$N_CONFIG.tmp"
+  # The file holds the super user's password.
+  (umask 077 && printf '%s' "$out" >"$N_CONFIG.tmp")
   mv "$N_CONFIG.tmp" "$N_CONFIG"
+}
+
+auth_on() {
+  case "$KAFKA_AUTH" in
+    on) return 0 ;;
+    off) return 1 ;;
+    *) die "BAZAAR_KAFKA_AUTH must be on or off (got '$KAFKA_AUTH')" ;;
+  esac
+}
+
+# apply_access FILE|-: upserts the principals' SCRAM credentials and creates the ACLs the file
+# lists (`bazaar access` prints them), as the super user, in one JVM.
+apply_access() {
+  auth_on || { log "authentication is off (BAZAAR_KAFKA_AUTH=off): no principals or ACLs to apply"; return 0; }
+  ensure_installed
+  local source="$1"
+  [[ "$source" == - || -f "$source" ]] || die "no access file $source"
+  # shellcheck disable=SC2086
+  BAZAAR_KAFKA_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
+    java $KAFKA_TOOL_OPTS -Dlog4j2.configurationFile="$SCRIPT_DIR/tools-log4j2.properties" \
+    -cp "$LIB_DIR/*" "$SCRIPT_DIR/KafkaAccess.java" "$(bootstrap_servers)" "$source" \
+    || die "applying the principals and ACLs of $source failed"
 }
 
 # A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 chars), the same
@@ -525,6 +572,10 @@ cmd_start() {
   if ((NODES > 1)); then
     log "cluster ready; bootstrap servers $(bootstrap_servers)"
   fi
+  # Every start (re)applies the principals and ACLs, so a changed access file takes effect.
+  if auth_on && [[ -n "${pids[*]}" ]]; then
+    apply_access "$ACCESS_FILE"
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -654,6 +705,7 @@ main() {
     reset) cmd_reset ;;
     log | logs) cmd_log "$@" ;;
     bootstrap) bootstrap_servers ;;
+    access) (($# == 1)) || die "usage: $(basename "$0") access FILE|-"; apply_access "$1" ;;
     java-tool) cmd_java_tool "$@" ;;
     *) echo "kafkactl: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
   esac

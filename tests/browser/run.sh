@@ -88,7 +88,7 @@ else
   "$REPO_ROOT/infra/kafka/kafkactl.sh" status >/dev/null 2>&1 || kafka_started=true
   "$REPO_ROOT/infra/kafka/kafkactl.sh" start
   "$BIN_DIR/bazaar" wait-kafka --timeout-secs 60
-  "$BIN_DIR/bazaar" topics apply
+  "$BIN_DIR/bazaar" --principal ops topics apply
 
   say "loading the demo catalog"
   (cd "$REPO_ROOT" && "$(binary_of product)" seed-demo && "$(binary_of inventory)" seed-demo)

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -33,9 +32,19 @@ impl std::fmt::Debug for LagProbe {
     }
 }
 
+/// Lag is read as the read-only analyst principal (`BAZAAR_KAFKA_PASSWORD`, or the local one;
+/// `BAZAAR__KAFKA__SECURITY_PROTOCOL=plaintext` for a broker without authentication).
 fn consumer(bootstrap: &str, group: &str) -> anyhow::Result<BaseConsumer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let analyst = "analyst";
+    let mut settings = platform::config::KafkaSettings::local_defaults(analyst);
+    settings.bootstrap_servers = bootstrap.to_owned();
+    if let Ok(password) = std::env::var("BAZAAR_KAFKA_PASSWORD") {
+        settings.sasl_password = password.into();
+    }
+    if let Ok(protocol) = std::env::var("BAZAAR__KAFKA__SECURITY_PROTOCOL") {
+        settings.security_protocol = protocol;
+    }
+    Ok(messaging::client::base_config(&settings)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("client.id", "bazaar-stack-bench")

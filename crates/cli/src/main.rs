@@ -97,9 +97,8 @@ struct GlobalArgs {
     /// Only the ops principal may.
     #[arg(long, global = true)]
     reveal: bool,
-    /// Who runs the tool. Until Kafka authenticates its clients, a declaration that only
-    /// guards against revealing personal data by accident; it becomes the Kafka principal the
-    /// tool connects as.
+    /// Who runs the tool: the Kafka principal it authenticates as (SASL/SCRAM-SHA-512), whose
+    /// ACLs decide what it may do. The analyst's may read topics, never write them.
     #[arg(
         long,
         global = true,
@@ -108,15 +107,43 @@ struct GlobalArgs {
         default_value_t = Principal::Analyst
     )]
     principal: Principal,
+    /// The principal's Kafka password (the local one of `make run` by default).
+    #[arg(
+        long,
+        global = true,
+        env = "BAZAAR_KAFKA_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD",
+        value_parser = secret
+    )]
+    kafka_password: Option<SecretString>,
+    /// `sasl_plaintext`, `sasl_ssl` (across hosts), or `plaintext` for a broker that lets
+    /// anonymous clients in.
+    #[arg(
+        long,
+        global = true,
+        env = "BAZAAR__KAFKA__SECURITY_PROTOCOL",
+        default_value = "sasl_plaintext"
+    )]
+    security_protocol: String,
 }
 
 /// The roles people run the tool in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Principal {
-    /// Reads events with their personal fields masked.
+    /// Reads events with their personal fields masked; cannot write to any topic.
     Analyst,
-    /// Operates the deployment; may `--reveal`.
+    /// Operates the deployment (topics, replays, redrives); may `--reveal`.
     Ops,
+}
+
+impl Principal {
+    fn kafka_name(self) -> &'static str {
+        match self {
+            Self::Analyst => cmd::access::ANALYST,
+            Self::Ops => cmd::access::OPS,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +173,9 @@ enum Command {
     /// Check the global invariants across every service database and the processor's ledger:
     /// orders final, one charge per order, stock conserved, one shipment and each notice once.
     Check(cmd::check::CheckArgs),
+    /// Every Kafka principal and its ACLs, derived from the topic catalog and the services'
+    /// rules crates, as `infra/kafka/kafkactl.sh access` applies them.
+    Access(cmd::access::AccessArgs),
     /// Wait until a Kafka broker answers a metadata request.
     WaitKafka {
         /// Give up after this many seconds.
@@ -190,6 +220,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(user_info) = global.registry_user_info {
         kafka.schema_registry_user_info = user_info;
     }
+    let principal = global.principal.kafka_name();
+    kafka = kafka.as_principal(
+        principal,
+        global
+            .kafka_password
+            .unwrap_or_else(|| platform::config::local_kafka_password(principal)),
+    );
+    kafka.security_protocol = global.security_protocol;
     if global.reveal && global.principal != Principal::Ops {
         return Err(Exit::Refused(
             "--reveal shows personal data: only the ops principal may (--principal ops, or \
@@ -209,6 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         context.personal_data = PersonalData::Revealed;
     }
     match cli.command {
+        Command::Access(args) => cmd::access::run(&context, &args),
         Command::Topics(args) => cmd::topics::run(&context, args).await,
         Command::Services => {
             cmd::services::run(&context);

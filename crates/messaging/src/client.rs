@@ -10,6 +10,7 @@ use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{ClientConfig, Statistics};
+use secrecy::ExposeSecret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
@@ -29,6 +30,9 @@ pub enum KafkaError {
 /// connection on a LAN), so the waits stop growing at 1 s.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// The SASL mechanism every Bazaar principal authenticates with.
+pub const SASL_MECHANISM: &str = "SCRAM-SHA-512";
+
 /// Settings shared by every client: where the brokers are and who is asking.
 pub fn base_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -41,7 +45,28 @@ pub fn base_config(settings: &KafkaSettings) -> ClientConfig {
             "reconnect.backoff.max.ms",
             RECONNECT_BACKOFF_MAX.as_millis().to_string(),
         );
+    for (property, value) in auth_properties(settings) {
+        config.set(property, value);
+    }
     config
+}
+
+/// The librdkafka properties that authenticate a client as `settings` say (none when they do
+/// not): for Bazaar's clients and for other librdkafka-based tools (kcat, Confluent's Python
+/// client). The password is among them: never log them.
+pub fn auth_properties(settings: &KafkaSettings) -> Vec<(&'static str, String)> {
+    if !settings.authenticates() {
+        return Vec::new();
+    }
+    vec![
+        ("security.protocol", settings.security_protocol.clone()),
+        ("sasl.mechanism", SASL_MECHANISM.to_owned()),
+        ("sasl.username", settings.sasl_username.clone()),
+        (
+            "sasl.password",
+            settings.sasl_password.expose_secret().to_owned(),
+        ),
+    ]
 }
 
 pub fn admin_client(

@@ -135,6 +135,30 @@ pub struct KafkaSettings {
         serialize_with = "serialize_secret"
     )]
     pub schema_registry_user_info: SecretString,
+    /// The Kafka principal this process authenticates as (SASL/SCRAM-SHA-512); the brokers'
+    /// ACLs decide what it may read and write. Empty: no authentication (a broker that allows
+    /// anonymous clients).
+    #[serde(default)]
+    pub sasl_username: String,
+    /// The principal's SCRAM password; kept redacted in `Debug` output and never logged.
+    #[serde(default, serialize_with = "serialize_secret")]
+    pub sasl_password: SecretString,
+    /// `sasl_plaintext` (loopback, a private network), `sasl_ssl` across hosts (the brokers'
+    /// certificates checked against the system's CAs), or `plaintext`: no authentication, for a
+    /// broker that lets anonymous clients in.
+    #[serde(default = "default_security_protocol")]
+    pub security_protocol: String,
+}
+
+fn default_security_protocol() -> String {
+    "sasl_plaintext".into()
+}
+
+/// The SCRAM password of a principal in local runs and tests (`make run`, `make test`):
+/// `infra/kafka/kafkactl.sh` creates every principal with it (from `infra/kafka/access.txt`,
+/// which `bazaar access --local` writes). Every deployment sets its own.
+pub fn local_kafka_password(principal: &str) -> SecretString {
+    format!("bazaar-local-{principal}").into()
 }
 
 /// The registry credentials of local runs and tests (`make run`, `make test`): the registry's
@@ -155,6 +179,23 @@ impl KafkaSettings {
             replication_factor: 1,
             schema_registry_url: "http://127.0.0.1:8088".into(),
             schema_registry_user_info: local_schema_registry_user_info(),
+            sasl_username: name.to_owned(),
+            sasl_password: local_kafka_password(name),
+            security_protocol: default_security_protocol(),
+        }
+    }
+
+    /// Whether clients authenticate (SASL) as `sasl_username`.
+    pub fn authenticates(&self) -> bool {
+        !self.sasl_username.is_empty() && !self.security_protocol.eq_ignore_ascii_case("plaintext")
+    }
+
+    /// The same settings as another principal, e.g. a test's own.
+    pub fn as_principal(&self, principal: &str, password: SecretString) -> Self {
+        Self {
+            sasl_username: principal.to_owned(),
+            sasl_password: password,
+            ..self.clone()
         }
     }
 
@@ -270,5 +311,8 @@ mod tests {
             !printed.contains(LOCAL_SCHEMA_REGISTRY_USER_INFO),
             "{printed}"
         );
+        let password = local_kafka_password("sample");
+        assert!(!printed.contains(password.expose_secret()), "{printed}");
+        assert!(printed.contains("sasl_username: \"sample\""), "{printed}");
     }
 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bazaar_integration_tests::{
-    bootstrap_servers, fresh_database, schema_registry_url, unique_tag,
+    as_test_principal, bootstrap_servers, fresh_database, kafka_auth_env, schema_registry_url,
+    unique_tag,
 };
 use bazaar_invariants::{Checker, Expectations, Sources};
 use platform::config::KafkaSettings;
@@ -218,7 +219,7 @@ impl Cluster {
         } else {
             None
         };
-        let kafka = KafkaSettings {
+        let kafka = as_test_principal(KafkaSettings {
             bootstrap_servers: brokers
                 .as_ref()
                 .map_or_else(bootstrap_servers, KafkaCluster::bootstrap),
@@ -226,8 +227,8 @@ impl Cluster {
             group_id: format!("chaos-{tag}"),
             replication_factor: if brokers.is_some() { 3 } else { 1 },
             schema_registry_url: schema_registry_url(),
-            schema_registry_user_info: platform::config::local_schema_registry_user_info(),
-        };
+            ..KafkaSettings::local_defaults("chaos")
+        });
         messaging::topics::apply(&messaging::TopicCatalog::bundled()?, &kafka)
             .await
             .context("creating the cluster's topics")?;
@@ -348,6 +349,7 @@ impl Cluster {
                     if instances > 1 { "2000" } else { "0" }.into(),
                 ),
             ];
+            env.extend(kafka_auth_env(&kafka));
             if name != "auth" && name != "payment" {
                 // Through the gateway, keys come from whichever auth instance serves.
                 let jwks = if options.gateway {
@@ -774,6 +776,12 @@ impl Cluster {
             .args(["--topic-prefix", &self.kafka.topic_prefix])
             .args(["--registry", &self.kafka.schema_registry_url])
             .stdin(std::process::Stdio::null())
+            // As operators run it: the ops principal may move groups and redrive.
+            .env("BAZAAR_PRINCIPAL", "ops")
+            .env(
+                "BAZAAR__KAFKA__SECURITY_PROTOCOL",
+                &self.kafka.security_protocol,
+            )
             .env_remove("BAZAAR__KAFKA__TOPIC_PREFIX")
             .env_remove("BAZAAR_GROUP_PREFIX");
         for service in SERVICES {

@@ -70,17 +70,92 @@ pub async fn fresh_database(label: &str) -> anyhow::Result<DatabaseSettings> {
     })
 }
 
+/// The Kafka principal the tests (and the services they start) authenticate as: it may do
+/// anything to topics and groups whose names start with `test-` or `chaos-`, and nothing else
+/// (`infra/kafka/access.txt`, from `bazaar access --local`). Which service may do what is the
+/// security suite's concern (`tests/security.rs`), with the services' own principals.
+pub const TEST_PRINCIPAL: &str = "tests";
+
+/// Authenticates `settings` as the tests' principal: its password is
+/// `BAZAAR_KAFKA_PASSWORD_TESTS`, or the local one; `BAZAAR__KAFKA__SECURITY_PROTOCOL=plaintext`
+/// (a broker started with `BAZAAR_KAFKA_AUTH=off`) turns authentication off.
+pub fn as_test_principal(settings: KafkaSettings) -> KafkaSettings {
+    let password = std::env::var("BAZAAR_KAFKA_PASSWORD_TESTS").map_or_else(
+        |_| platform::config::local_kafka_password(TEST_PRINCIPAL),
+        Into::into,
+    );
+    let mut settings = settings.as_principal(TEST_PRINCIPAL, password);
+    if let Ok(protocol) = std::env::var("BAZAAR__KAFKA__SECURITY_PROTOCOL") {
+        settings.security_protocol = protocol;
+    }
+    settings
+}
+
+/// The librdkafka properties (`name=value`) another librdkafka client (kcat, Confluent's Python
+/// client) needs to connect as `settings` does, with the SASL `mechanism` given: kcat from
+/// Debian 12 (librdkafka 2.0.2) cannot do SCRAM with Kafka 4 (fixed in librdkafka 2.6.1), so it
+/// uses PLAIN, which the local brokers allow the tests' principal alone.
+pub fn librdkafka_auth_properties(settings: &KafkaSettings, mechanism: &str) -> Vec<String> {
+    messaging::client::auth_properties(settings)
+        .into_iter()
+        .map(|(property, value)| match property {
+            "sasl.mechanism" => format!("{property}={mechanism}"),
+            _ => format!("{property}={value}"),
+        })
+        .collect()
+}
+
+/// The environment (`BAZAAR__KAFKA__*`) that makes a service binary authenticate as `settings`
+/// do.
+pub fn kafka_auth_env(settings: &KafkaSettings) -> Vec<(String, String)> {
+    let password = messaging::client::auth_properties(settings)
+        .into_iter()
+        .find_map(|(property, value)| (property == "sasl.password").then_some(value))
+        .unwrap_or_default();
+    vec![
+        (
+            "BAZAAR__KAFKA__SASL_USERNAME".into(),
+            settings.sasl_username.clone(),
+        ),
+        ("BAZAAR__KAFKA__SASL_PASSWORD".into(), password),
+        (
+            "BAZAAR__KAFKA__SECURITY_PROTOCOL".into(),
+            settings.security_protocol.clone(),
+        ),
+    ]
+}
+
 /// Kafka settings whose topics and group are this test's alone.
 pub fn isolated_kafka(service: &str) -> KafkaSettings {
     let tag = unique_tag();
-    KafkaSettings {
-        bootstrap_servers: bootstrap_servers(),
+    as_test_principal(KafkaSettings {
         topic_prefix: format!("test-{tag}."),
         group_id: format!("test-{tag}-{service}"),
-        replication_factor: 1,
+        bootstrap_servers: bootstrap_servers(),
         schema_registry_url: schema_registry_url(),
-        schema_registry_user_info: platform::config::local_schema_registry_user_info(),
+        ..KafkaSettings::local_defaults(service)
+    })
+}
+
+/// The `bazaar` binary of this build (or `BAZAAR_CLI_BIN`).
+pub fn bazaar_binary() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("BAZAAR_CLI_BIN") {
+        return std::path::PathBuf::from(path);
     }
+    // This test runs from <target>/<profile>/deps/; the binary sits in <target>/<profile>/.
+    let test = std::env::current_exe().expect("path of the test binary");
+    let profile_dir = test
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target directory");
+    let binary = profile_dir.join(format!("bazaar{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "the bazaar binary is not at {}: build it first with `cargo build -p bazaar-cli` \
+         (`make test` builds every binary before running the tests), or set BAZAAR_CLI_BIN",
+        binary.display()
+    );
+    binary
 }
 
 /// Polls `probe` until it yields `Some`, failing with `what` once `deadline` has passed.

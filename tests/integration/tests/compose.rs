@@ -208,3 +208,104 @@ fn the_registry_needs_credentials_and_the_simulator_has_no_test_controls() {
         "the simulator's /_sim controls stay off"
     );
 }
+
+/// Kafka authenticates every client (issue 13, part 1): the brokers refuse what no ACL allows,
+/// every service connects as its own principal with the password kafka-access gives that
+/// principal, and every principal `bazaar access` derives gets a password there.
+#[test]
+fn every_kafka_client_is_its_own_principal_with_the_password_its_acls_were_made_for() {
+    let mut compose = compose();
+    compose.apply_merge().expect("merge keys");
+    let Value::Mapping(services) = &compose["services"] else {
+        panic!("services must be a mapping");
+    };
+    let get = |env: &[(String, String)], key: &str| {
+        env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    };
+    let mut brokers = 0;
+    for service in services.values() {
+        if !service["image"]
+            .as_str()
+            .is_some_and(|image| image.starts_with("apache/kafka"))
+        {
+            continue;
+        }
+        brokers += 1;
+        let env = environment(service);
+        assert_eq!(
+            get(&env, "KAFKA_AUTHORIZER_CLASS_NAME").as_deref(),
+            Some("org.apache.kafka.metadata.authorizer.StandardAuthorizer")
+        );
+        assert_eq!(
+            get(&env, "KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND").as_deref(),
+            Some("false")
+        );
+        assert_eq!(
+            get(&env, "KAFKA_SUPER_USERS").as_deref(),
+            Some("User:admin")
+        );
+        let protocols = get(&env, "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP").expect("protocols");
+        assert!(!protocols.contains(":PLAINTEXT"), "{protocols}");
+    }
+    assert_eq!(brokers, 3);
+
+    let access = environment(&compose["services"]["kafka-access"]);
+    let password_of = |principal: &str| {
+        let variable = format!(
+            "BAZAAR_KAFKA_PASSWORD_{}",
+            principal.to_uppercase().replace('-', "_")
+        );
+        get(&access, &variable).unwrap_or_else(|| panic!("kafka-access sets no {variable}"))
+    };
+    let deployed = std::fs::read_to_string(repo_root().join("infra/kafka/access.deploy.txt"))
+        .expect("infra/kafka/access.deploy.txt");
+    let mut principals = 0;
+    for line in deployed.lines().filter(|line| line.starts_with("user ")) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            fields.get(2),
+            Some(&"-"),
+            "a deployment's passwords are its own: {line}"
+        );
+        password_of(fields[1]);
+        principals += 1;
+    }
+    assert!(principals >= 9, "every service, ops and analyst");
+
+    let mut clients = 0;
+    for (name, service) in services {
+        let name = name.as_str().unwrap_or_default();
+        let env = environment(service);
+        if get(&env, "BAZAAR__KAFKA__BOOTSTRAP_SERVERS").is_none() {
+            continue;
+        }
+        clients += 1;
+        if name == "topics" {
+            let command = serde_norway::to_string(&service["command"]).unwrap_or_default();
+            assert!(command.contains("ops"), "topics runs as ops: {command}");
+            assert_eq!(get(&env, "BAZAAR_KAFKA_PASSWORD"), Some(password_of("ops")));
+            continue;
+        }
+        assert_eq!(
+            get(&env, "BAZAAR__KAFKA__SASL_USERNAME").as_deref(),
+            Some(name),
+            "{name}: its own principal"
+        );
+        assert_eq!(
+            get(&env, "BAZAAR__KAFKA__SASL_PASSWORD"),
+            Some(password_of(name)),
+            "{name}: the password its principal was created with"
+        );
+        assert!(
+            deployed.contains(&format!("user {name} ")),
+            "{name}: a principal of `bazaar access`"
+        );
+    }
+    assert!(clients >= 8, "every Kafka client of the deployment");
+    let registry = environment(&compose["services"][SCHEMA_REGISTRY]);
+    let store = get(&registry, "SCHEMA_REGISTRY_KAFKASTORE_SASL_JAAS_CONFIG").expect("store");
+    assert!(
+        store.contains(&password_of("schema-registry")),
+        "the registry's store authenticates as its principal"
+    );
+}

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use bazaar_integration_tests::{fresh_database, isolated_kafka, schema_registry_url};
+use bazaar_integration_tests::{
+    fresh_database, isolated_kafka, librdkafka_auth_properties, schema_registry_url,
+};
 use events::{Event, EventMetadata, OrderCreated, OrderLine};
 use messaging::relay::MarkPublished;
 use messaging::{Relay, RelaySettings};
@@ -73,6 +75,11 @@ async fn confluents_avro_deserializer_decodes_a_bazaar_event_through_the_registr
             .args(["--registry", &schema_registry_url()])
             .args(["--topic", &kafka.topic("order-events")])
             .args(["--count", "1", "--timeout", "60"])
+            .args(
+                librdkafka_auth_properties(&kafka, messaging::client::SASL_MECHANISM)
+                    .into_iter()
+                    .flat_map(|property| ["-X".to_owned(), property]),
+            )
             .output()
             .expect("run the Confluent client (installed by scripts/deps.sh)")
     })
@@ -108,6 +115,11 @@ async fn kcat_reads_keys_and_metadata_headers() {
             ])
             .args(["-o", "beginning", "-c", "1", "-e", "-q"])
             .args(["-f", "%k|%h\n"])
+            .args(
+                librdkafka_auth_properties(&kafka, "PLAIN")
+                    .into_iter()
+                    .flat_map(|property| ["-X".to_owned(), property]),
+            )
             .output()
             .expect("run kcat (installed by scripts/deps.sh)")
     })

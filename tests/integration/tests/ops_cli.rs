@@ -6,14 +6,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bazaar_integration_tests::offsets::wait_until_consumed;
 use bazaar_integration_tests::publisher::Publisher;
 use bazaar_integration_tests::stack::{Customer, Stack, StackOptions};
-use bazaar_integration_tests::{eventually, fresh_database, isolated_kafka};
+use bazaar_integration_tests::{bazaar_binary, eventually, fresh_database, isolated_kafka};
 use events::{
     Event, OrderCancelled, OrderCreated, OrderLine, PaymentRefunded, ReservationExpired,
     ShipmentDelivered, ShipmentDispatched, UserRegistered,
@@ -30,26 +29,6 @@ use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------------
 // Running the tool
-
-fn bazaar_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("BAZAAR_CLI_BIN") {
-        return PathBuf::from(path);
-    }
-    // This test runs from <target>/<profile>/deps/; the binary sits in <target>/<profile>/.
-    let test = std::env::current_exe().expect("path of the test binary");
-    let profile_dir = test
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("target directory");
-    let binary = profile_dir.join(format!("bazaar{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "the bazaar binary is not at {}: build it first with `cargo build -p bazaar-cli` \
-         (`make test` builds every binary before running the tests), or set BAZAAR_CLI_BIN",
-        binary.display()
-    );
-    binary
-}
 
 #[derive(Debug)]
 struct Run {
@@ -144,6 +123,15 @@ impl Bazaar {
             .stdin(Stdio::null())
             .env_remove("BAZAAR__KAFKA__TOPIC_PREFIX")
             .env_remove("BAZAAR_GROUP_PREFIX");
+        // As operators run it (the ops principal may move groups and redrive), unless the test
+        // is about who runs it: then it names the principal, or asks the default (analyst) to
+        // reveal.
+        if !args
+            .iter()
+            .any(|arg| matches!(*arg, "--principal" | "--reveal"))
+        {
+            command.env("BAZAAR_PRINCIPAL", "ops");
+        }
         command
     }
 

@@ -22,17 +22,27 @@ def main() -> int:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--count", type=int, default=1, help="stop after this many messages")
     parser.add_argument("--timeout", type=float, default=30.0, help="give up after this many seconds")
+    parser.add_argument(
+        "-X",
+        dest="properties",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a librdkafka property, e.g. sasl.username=tests (repeatable)",
+    )
     args = parser.parse_args()
 
     registry = SchemaRegistryClient({"url": args.registry})
     consumer = DeserializingConsumer(
         {
             "bootstrap.servers": args.bootstrap_servers,
-            "group.id": f"avro-tap-{uuid.uuid4()}",
+            # The tests' Kafka principal may use groups named test-… only.
+            "group.id": f"test-avro-tap-{uuid.uuid4()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "key.deserializer": StringDeserializer("utf_8"),
             "value.deserializer": AvroDeserializer(registry, return_record_name=True),
+            **dict(p.split("=", 1) for p in args.properties),
         }
     )
     consumer.subscribe([args.topic])

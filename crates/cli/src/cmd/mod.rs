@@ -1,5 +1,6 @@
 //! One module per verb.
 
+pub mod access;
 pub mod check;
 pub mod dlq;
 pub mod overview;
