@@ -155,15 +155,15 @@ Commands:
   access FILE|-      Upsert the principals' SCRAM credentials and create the ACLs that FILE
                      lists (what 'bazaar access' prints), as the super user. Every start
                      applies $ACCESS_FILE (BAZAAR_KAFKA_ACCESS_FILE).
-
-Authentication (BAZAAR_KAFKA_AUTH=on, the default): clients authenticate with SASL/SCRAM-SHA-512
-and ACLs decide what each principal may do; the super user 'admin' (SASL/PLAIN, password
-BAZAAR_KAFKA_ADMIN_PASSWORD) is the brokers' own. BAZAAR_KAFKA_AUTH=off: anonymous PLAINTEXT.
   java-tool CLASS [ARGS...]
                      Run a Kafka Java tool class with the cached classpath, e.g.
                        $(basename "$0") java-tool org.apache.kafka.tools.TopicCommand \\
                          --bootstrap-server $(bootstrap_servers) --describe
   -h, --help         Show this help.
+
+Authentication (BAZAAR_KAFKA_AUTH=on, the default): clients authenticate with SASL/SCRAM-SHA-512
+and ACLs decide what each principal may do; the super user 'admin' (SASL/PLAIN, password
+BAZAAR_KAFKA_ADMIN_PASSWORD) is the brokers' own. BAZAAR_KAFKA_AUTH=off: anonymous PLAINTEXT.
 
 Useful tool classes:
   org.apache.kafka.tools.TopicCommand

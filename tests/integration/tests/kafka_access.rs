@@ -15,6 +15,8 @@ use bazaar_integration_tests::publisher::Publisher;
 use bazaar_integration_tests::{bazaar_binary, eventually, isolated_kafka};
 use events::UserRegistered;
 use platform::config::{KafkaSettings, local_kafka_password};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -35,9 +37,16 @@ async fn topics_with_grants(label: &str) -> KafkaSettings {
     .await
     .expect("topics");
     let prefix = kafka.topic_prefix.clone();
+    let groups = group_prefix(&kafka);
     tokio::task::spawn_blocking(move || {
         let printed = Command::new(bazaar_binary())
-            .args(["access", "--topic-prefix", &prefix])
+            .args([
+                "access",
+                "--topic-prefix",
+                &prefix,
+                "--group-prefix",
+                &groups,
+            ])
             .output()
             .expect("bazaar access runs");
         assert!(printed.status.success(), "{printed:?}");
@@ -64,6 +73,11 @@ async fn topics_with_grants(label: &str) -> KafkaSettings {
     .await
     .expect("join");
     kafka
+}
+
+/// The test's consumer groups are `<group prefix><service>`, as a deployment's `bazaar-<service>`.
+fn group_prefix(kafka: &KafkaSettings) -> String {
+    format!("{}-", kafka.group_id)
 }
 
 /// `settings` as one of the deployment's principals, with its local password.
@@ -227,4 +241,66 @@ async fn the_analyst_can_tap_a_topic_but_cannot_produce() {
         );
     }
     publisher.stop().await.expect("stop");
+}
+
+/// The first message (its key) or error that a consumer of the logical `topic` in `group` gets.
+async fn consume_first(
+    kafka: &KafkaSettings,
+    group: &str,
+    topic: &str,
+) -> Result<Option<String>, KafkaError> {
+    let consumer: StreamConsumer = messaging::client::base_config(kafka)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer
+        .subscribe(&[&kafka.topic(topic)])
+        .expect("subscribe");
+    let message = tokio::time::timeout(DEADLINE, consumer.recv())
+        .await
+        .expect("a message or an error within the deadline")?;
+    Ok(message
+        .key()
+        .map(|key| String::from_utf8_lossy(key).into_owned()))
+}
+
+#[tokio::test]
+async fn a_service_reads_only_the_topics_it_consumes_in_its_own_group() {
+    let kafka = topics_with_grants("acl-readers").await;
+    let groups = group_prefix(&kafka);
+    produce(&as_principal(&kafka, "order"), "order-events")
+        .await
+        .expect("order writes order-events");
+    // payment consumes order-events, in its own group.
+    let read = consume_first(
+        &as_principal(&kafka, "payment"),
+        &format!("{groups}payment"),
+        "order-events",
+    )
+    .await;
+    assert_eq!(
+        read.expect("payment reads"),
+        Some("security-test".to_owned())
+    );
+    // auth consumes nothing; payment may not use order's group.
+    for (principal, group) in [("auth", "auth"), ("payment", "order")] {
+        let outcome = consume_first(
+            &as_principal(&kafka, principal),
+            &format!("{groups}{group}"),
+            "order-events",
+        )
+        .await;
+        assert!(
+            matches!(
+                outcome,
+                Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::TopicAuthorizationFailed
+                        | RDKafkaErrorCode::GroupAuthorizationFailed
+                ))
+            ),
+            "{principal} reading order-events in group {group}: {outcome:?}"
+        );
+    }
 }
