@@ -244,6 +244,7 @@ async fn every_verb_has_help_and_the_service_table_matches_the_services() {
         ("payment", payment_service::consumers::TOPICS),
         ("notification", notification_service::consumers::TOPICS),
         ("shipping", shipping_service::consumers::TOPICS),
+        ("product", product_service::consumers::TOPICS),
     ] {
         assert_eq!(consumes(name), topics, "bazaar's table for {name}");
     }
