@@ -16,7 +16,7 @@ use platform::fanout::{NotifyFanout, Signal, Subscription};
 use platform::http::ApiError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool, Postgres};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{OpenApi, PartialSchema, ToSchema};
@@ -447,10 +447,25 @@ struct OrderView {
     shipment: Option<ShipmentRow>,
 }
 
-async fn with_lines(pool: &PgPool, orders: Vec<OrderRow>) -> Result<Vec<OrderView>, ApiError> {
+/// A read-only transaction that sees one snapshot: an order's status and its shipment move in
+/// one commit of the consumer, and two plain reads could straddle it (a `dispatched` shipment on
+/// an order still `shipping_scheduled`).
+async fn snapshot(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// `orders` with their lines and shipments, read in `tx`'s snapshot.
+async fn with_lines(
+    tx: &mut PgConnection,
+    orders: Vec<OrderRow>,
+) -> Result<Vec<OrderView>, ApiError> {
     let ids: Vec<Uuid> = orders.iter().map(|order| order.id).collect();
-    let lines = db::lines_of(pool, &ids).await?;
-    let mut shipments = db::shipments_of(pool, &ids).await?;
+    let lines = db::lines_of(&mut *tx, &ids).await?;
+    let mut shipments = db::shipments_of(&mut *tx, &ids).await?;
     Ok(orders
         .into_iter()
         .map(|order| {
@@ -517,14 +532,14 @@ async fn list_orders(
         )])));
     }
     // One more than the page tells whether an older page exists.
-    let mut orders = db::orders_of_user(&pool, user.user_id, page.before, limit + 1).await?;
+    let mut tx = snapshot(&pool).await?;
+    let mut orders = db::orders_of_user(&mut *tx, user.user_id, page.before, limit + 1).await?;
     let more = orders.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     orders.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next = more.then(|| orders.last().map(|order| order.id)).flatten();
-    Ok(HttpResponse::Ok().json(OrderList {
-        items: with_lines(&pool, orders).await?,
-        next,
-    }))
+    let items = with_lines(&mut tx, orders).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(OrderList { items, next }))
 }
 
 /// Another user's order answers exactly like a missing one.
@@ -548,10 +563,12 @@ async fn get_order(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_order_id(&id)?;
-    let order = db::order_of_user(&pool, user.user_id, id)
+    let mut tx = snapshot(&pool).await?;
+    let order = db::order_of_user(&mut *tx, user.user_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such order"))?;
-    let mut views = with_lines(&pool, vec![order]).await?;
+    let mut views = with_lines(&mut tx, vec![order]).await?;
+    tx.commit().await?;
     views
         .pop()
         .map(|view| HttpResponse::Ok().json(view))
@@ -685,7 +702,7 @@ async fn order_events(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_order_id(&id)?;
     let after = last_event_id(&request)?;
-    let order = db::order_of_user(&pool, user.user_id, id)
+    let order = db::order_of_user(pool.get_ref(), user.user_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such order"))?;
     let permit = open_streams.open(user.user_id).ok_or_else(|| {

@@ -363,8 +363,8 @@ const ORDER_COLUMNS: &str =
     "id, user_id, status, reason, rejected_sku, total_minor, trim(currency) AS currency,
     shipping_address, address, refunded, created_at, updated_at";
 
-pub async fn order_of_user(
-    pool: &PgPool,
+pub async fn order_of_user<'c>(
+    db: impl sqlx::PgExecutor<'c>,
     user_id: Uuid,
     id: Uuid,
 ) -> Result<Option<OrderRow>, sqlx::Error> {
@@ -373,14 +373,14 @@ pub async fn order_of_user(
     )))
     .bind(id)
     .bind(user_id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
 }
 
 /// The user's orders, newest first, at most `limit`; with `before`, only those placed before
 /// that order of theirs (none when it is not theirs).
-pub async fn orders_of_user(
-    pool: &PgPool,
+pub async fn orders_of_user<'c>(
+    db: impl sqlx::PgExecutor<'c>,
     user_id: Uuid,
     before: Option<Uuid>,
     limit: i64,
@@ -394,16 +394,19 @@ pub async fn orders_of_user(
     .bind(user_id)
     .bind(before)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
 
-pub async fn lines_of(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<OrderLineRow>, sqlx::Error> {
+pub async fn lines_of<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    ids: &[Uuid],
+) -> Result<Vec<OrderLineRow>, sqlx::Error> {
     sqlx::query_as::<Postgres, OrderLineRow>(
         "SELECT order_id, sku, name, quantity, unit_price_minor FROM order_lines WHERE order_id = ANY($1) ORDER BY sku",
     )
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
 

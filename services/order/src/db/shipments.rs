@@ -3,7 +3,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use order_rules::{Shipment, ShipmentStatus};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -84,11 +84,14 @@ pub async fn save_shipment(
     Ok(())
 }
 
-pub async fn shipments_of(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<ShipmentRow>, sqlx::Error> {
+pub async fn shipments_of<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    ids: &[Uuid],
+) -> Result<Vec<ShipmentRow>, sqlx::Error> {
     sqlx::query_as::<Postgres, ShipmentRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {SHIPMENT_COLUMNS} FROM order_shipments WHERE order_id = ANY($1)"
     )))
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
