@@ -102,6 +102,9 @@ say "checking the documentation's links"
 say "linting (clippy, warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 say "building and running the tests"
+# The per-test databases this run makes are dropped when it passes (a failed run keeps them for
+# a look; the next run drops them an hour on).
+tests_started_ms=$(date +%s%3N)
 cargo_status=0
 cargo test --workspace --no-fail-fast "$@" || cargo_status=$?
 
@@ -113,6 +116,10 @@ if [ "${BAZAAR_BROWSER_TESTS:-$([ $# -eq 0 ] && echo 1 || echo 0)}" = 1 ]; then
   say "running the storefront's browser tests"
   browser_status=0
   BAZAAR_SKIP_BUILD=1 "$REPO_ROOT/tests/browser/run.sh" || browser_status=$?
+fi
+
+if [ "$cargo_status" = 0 ]; then
+  "$REPO_ROOT/infra/postgres/pgctl.sh" drop-test-dbs --since "$tests_started_ms"
 fi
 
 verdict() { case "$1" in 0) echo passed ;; skipped) echo skipped ;; *) echo "FAILED (exit $1)" ;; esac; }

@@ -131,6 +131,14 @@ impl Stats {
             .map_err(|error| error.to_string())
     }
 
+    /// Databases on the server: each costs PostgreSQL's autovacuum launcher a worker start per
+    /// `autovacuum_naptime`, whether anyone uses it or not.
+    pub async fn database_count(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM pg_database")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     pub async fn reset(&self) -> anyhow::Result<()> {
         sqlx::query("SELECT pg_stat_statements_reset()")
             .execute(&self.pool)

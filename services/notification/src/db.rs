@@ -161,10 +161,20 @@ pub async fn record_notice(
     source: &Source,
 ) -> Result<bool, sqlx::Error> {
     let id = Uuid::now_v7();
+    // The notice, its e-mail and the sender's wake-up in one round trip; a notice already
+    // stored inserts nothing, and so queues and wakes nothing.
     let inserted = sqlx::query(
-        "INSERT INTO notifications (id, user_id, order_id, kind, subject, body, source_event_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT DO NOTHING",
+        "WITH notice AS (
+             INSERT INTO notifications (id, user_id, order_id, kind, subject, body, source_event_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT DO NOTHING
+             RETURNING id
+         ), email AS (
+             INSERT INTO outgoing_emails (notification_id, message_id)
+             SELECT id, $9 FROM notice
+             RETURNING notification_id
+         )
+         SELECT pg_notify($10, '') FROM email",
     )
     .bind(id)
     .bind(user_id)
@@ -174,20 +184,12 @@ pub async fn record_notice(
     .bind(&notice.body)
     .bind(source.event_id)
     .bind(source.occurred_at)
-    .execute(&mut *tx)
+    .bind(&source.message_id)
+    .bind(MAIL_CHANNEL)
+    .fetch_optional(&mut *tx)
     .await?
-    .rows_affected()
-        > 0;
-    if !inserted {
-        return Ok(false);
-    }
-    sqlx::query("INSERT INTO outgoing_emails (notification_id, message_id) VALUES ($1, $2)")
-        .bind(id)
-        .bind(&source.message_id)
-        .execute(&mut *tx)
-        .await?;
-    wake_sender(tx).await?;
-    Ok(true)
+    .is_some();
+    Ok(inserted)
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]

@@ -102,24 +102,26 @@ pub async fn save(
 ) -> Result<(), PaymentDbError> {
     let after = &decision.state;
     if after != before {
+        // The row and, when a provider call became due, the worker's wake-up (delivered at
+        // commit) in one round trip.
         sqlx::query(
-            "UPDATE payments SET state = $2, charge_status = $3, refund_status = $4, updated_at = now(),
-                                 traceparent = COALESCE($5, traceparent)
-              WHERE order_id = $1",
+            "WITH updated AS (
+                 UPDATE payments SET state = $2, charge_status = $3, refund_status = $4, updated_at = now(),
+                                     traceparent = COALESCE($5, traceparent)
+                  WHERE order_id = $1
+              RETURNING order_id
+             )
+             SELECT pg_notify($6, '') FROM updated WHERE $7",
         )
         .bind(order_id)
         .bind(sqlx::types::Json(after))
         .bind(after.charge.as_str())
         .bind(after.refund.as_str())
         .bind(trace_of(cause).map(|trace| trace.to_string()))
+        .bind(WORK_CHANNEL)
+        .bind(decision.newly_due)
         .execute(&mut *tx)
         .await?;
-        if decision.newly_due {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(WORK_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
-        }
     }
     if let Some(record) = &decision.record {
         sqlx::query(

@@ -87,8 +87,10 @@ struct Args {
     /// rate's (or it has errors, paid/s below 90 % of offered, or lag not drained in 30 s).
     #[arg(long, default_value_t = 3.0)]
     knee_p50_factor: f64,
-    /// Seconds without load in which the idle CPU is measured (0 skips it).
-    #[arg(long, default_value_t = 20)]
+    /// Seconds without load, after the warm-up, in which the idle CPU is measured (0 skips
+    /// it). From 20 on, the first 11 are a settle that is not counted: the warm-up's last
+    /// commits, event streams closing, statistics arriving.
+    #[arg(long, default_value_t = 30)]
     idle_seconds: u64,
     /// Orders placed for the statement counts (0 skips them).
     #[arg(long, default_value_t = 200)]
@@ -389,6 +391,16 @@ async fn main() -> anyhow::Result<()> {
          The machine is shared: other people's builds and tests (and their use of the same Kafka broker and \
          PostgreSQL server) add noise; PostgreSQL backends of other databases are left out, Kafka cannot be split."
     ));
+    if let Some(count) = match &stats {
+        Some(stats) => stats.database_count().await.ok(),
+        None => None,
+    } {
+        notes.push(format!(
+            "Databases on the PostgreSQL server: {count} (Bazaar's own are 8; `make bench` drops test databases \
+             more than an hour old first). Each costs the autovacuum launcher a worker start a minute: 1,500 left \
+             by test runs kept it at ~5 % of a core."
+        ));
+    }
     notes.push(
         "PostgreSQL's CPU counts the postmaster and its children that existed at both ends of a window: \
          short-lived connections and autovacuum workers are missed."
@@ -809,12 +821,14 @@ impl Bench {
         if let Some(stats) = stats {
             stats.reset().await?;
         }
-        let from = self.probe.sample();
+        let reset_at = Instant::now();
         // The deliberate idle window. pg_stat_database learns of a backend's transactions up
         // to 10 s after it went idle (PostgreSQL 15), so the warm-up's may still arrive in the
-        // first 10 s: the transaction rate is taken over the rest of the window.
+        // first 10 s: the CPU and the transaction rate are taken over the rest of the window
+        // (the warm-up's tail cost Kafka 4 % of a core more in the first seconds).
         let settle = if self.args.idle_seconds >= 20 { 11 } else { 0 };
         tokio::time::sleep(Duration::from_secs(settle)).await;
+        let from = self.probe.sample();
         let before = match stats {
             Some(stats) => stats.read().await?,
             None => Counters::default(),
@@ -827,6 +841,7 @@ impl Bench {
             None => Counters::default(),
         };
         let counted = counted_from.elapsed().as_secs_f64().max(0.001);
+        let since_reset = reset_at.elapsed().as_secs_f64().max(0.001);
         let used = self.probe.between(&from, &to);
         let seconds = used.seconds;
         let (load_average, rustc_running) = cpu::machine_load();
@@ -834,7 +849,7 @@ impl Bench {
         for call in &after.statements {
             if !pg::is_transaction_control(&call.query) {
                 *statements_per_s.entry(call.database.clone()).or_default() +=
-                    call.calls as f64 / seconds;
+                    call.calls as f64 / since_reset;
             }
         }
         let transactions_per_s: BTreeMap<String, f64> = after
@@ -866,13 +881,13 @@ impl Bench {
         for (label, percent) in rows {
             println!("      {label:<45} {percent:5.1} %");
         }
-        // The idle counters over `seconds`: statements since the reset, transactions at the
-        // rate measured.
+        // The idle counters over the window since the reset: statements counted, transactions
+        // at the rate measured.
         let mut idle_counters = after.clone();
         for (db, n) in idle_counters.transactions.iter_mut() {
-            *n = (transactions_per_s.get(db).copied().unwrap_or(0.0) * seconds).round() as i64;
+            *n = (transactions_per_s.get(db).copied().unwrap_or(0.0) * since_reset).round() as i64;
         }
-        Ok((report, idle_counters, seconds))
+        Ok((report, idle_counters, since_reset))
     }
 
     /// Transactions and statements per checkout, per service database.
