@@ -594,7 +594,7 @@ pub fn render(
     let _ = writeln!(out, "## Idle\n");
     let _ = writeln!(
         out,
-        "The whole stack with no load (after a warm-up), as % of one core; the statement rates are what the services' \
+        "The whole stack with no load (after the ramp, once the consumers drained and the event streams closed, less an 11 s settle), as % of one core; the statement rates are what the services' \
          databases run by themselves.\n"
     );
     let mut idles: Vec<&RunReport> = Vec::new();

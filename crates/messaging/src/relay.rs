@@ -17,7 +17,6 @@ use chrono::{DateTime, Utc};
 use platform::config::KafkaSettings;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::{ClientContext, Statistics};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -192,7 +191,7 @@ impl Relay {
         let brokers = BrokerWatch::default();
         let producer = Self::create_producer(&kafka, &settings, &brokers)?;
         let registry = SchemaRegistryClient::of(&kafka);
-        let outbox = PgPoolOptions::new()
+        let outbox = platform::db::pool_options()
             .max_connections(1)
             .acquire_timeout(pool.options().get_acquire_timeout())
             .connect_lazy_with(

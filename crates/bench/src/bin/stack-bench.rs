@@ -45,6 +45,11 @@ struct Args {
     /// The gateway.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     gateway: String,
+    /// The order service's metrics: before the idle window the bench waits for its
+    /// `order_event_streams_open` to reach 0 (a stream whose customer left is found out by the
+    /// second keep-alive written into its closed connection: 30-60 s later).
+    #[arg(long, default_value = "http://127.0.0.1:8083/metrics")]
+    order_metrics: String,
     /// The checkout whose scripts started the stack: its run directory holds the pid files
     /// (`<repo>/.run/pids`, or BAZAAR_RUN_DIR), its infra/kafka/kafkactl.sh runs Kafka's tools.
     #[arg(long, default_value = ".")]
@@ -87,10 +92,10 @@ struct Args {
     /// rate's (or it has errors, paid/s below 90 % of offered, or lag not drained in 30 s).
     #[arg(long, default_value_t = 3.0)]
     knee_p50_factor: f64,
-    /// Seconds without load, after the warm-up, in which the idle CPU is measured (0 skips
-    /// it). From 20 on, the first 11 are a settle that is not counted: the warm-up's last
-    /// commits, event streams closing, statistics arriving.
-    #[arg(long, default_value_t = 30)]
+    /// Seconds without load, after the ramp, in which the idle CPU is measured (0 skips it).
+    /// From 20 on, the first 11 are a settle that is not counted: the last commits and
+    /// PostgreSQL's statistics arriving.
+    #[arg(long, default_value_t = 31)]
     idle_seconds: u64,
     /// Orders placed for the statement counts (0 skips them).
     #[arg(long, default_value_t = 200)]
@@ -305,23 +310,6 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let mut notes = Vec::new();
-    let idle = if bench.args.idle_seconds > 0 {
-        Some(bench.idle(stats.as_ref()).await?)
-    } else {
-        None
-    };
-    let idle_counters = idle
-        .as_ref()
-        .map(|(_, counters, seconds)| (counters.clone(), *seconds));
-    let idle = idle.map(|(report, _, _)| report);
-
-    let statements = match (&stats, bench.args.statement_orders) {
-        (Some(stats), orders) if orders > 0 => {
-            Some(bench.statements(stats, idle_counters.as_ref()).await?)
-        }
-        _ => None,
-    };
-
     let mut rates = Vec::new();
     let mut first_p50: Option<f64> = None;
     let rate_list = bench.args.rates.clone();
@@ -376,6 +364,25 @@ async fn main() -> anyhow::Result<()> {
             Some(result)
         }
         None => None,
+    };
+
+    // Idle after the load, not before it: a broker started a minute earlier still compiles its
+    // hot paths (Kafka burnt 6.6 % of a core idle 90 s after its start, 2.5 % four minutes on).
+    let idle = if bench.args.idle_seconds > 0 {
+        Some(bench.idle(stats.as_ref()).await?)
+    } else {
+        None
+    };
+    let idle_counters = idle
+        .as_ref()
+        .map(|(_, counters, seconds)| (counters.clone(), *seconds));
+    let idle = idle.map(|(report, _, _)| report);
+
+    let statements = match (&stats, bench.args.statement_orders) {
+        (Some(stats), orders) if orders > 0 => {
+            Some(bench.statements(stats, idle_counters.as_ref()).await?)
+        }
+        _ => None,
     };
 
     let floors = if bench.args.skip_floors {
@@ -807,6 +814,35 @@ impl Bench {
         })
     }
 
+    /// Waits until the order service holds no event stream, or `deadline` passes (then says
+    /// how many are left: the idle figure includes them).
+    async fn wait_streams_closed(&self, deadline: Duration) {
+        let started = Instant::now();
+        let client = reqwest::Client::new();
+        let mut open = None;
+        while started.elapsed() < deadline {
+            open = match client.get(&self.args.order_metrics).send().await {
+                Ok(answer) => answer.text().await.ok().and_then(|text| {
+                    text.lines()
+                        .find_map(|line| line.strip_prefix("order_event_streams_open "))
+                        .and_then(|value| value.trim().parse::<f64>().ok())
+                }),
+                Err(_) => None,
+            };
+            match open {
+                Some(count) if count <= 0.0 => return,
+                // No such metric (an older build, or another address): nothing to wait for.
+                None => return,
+                Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+        if let Some(count) = open {
+            println!(
+                "    {count:.0} event streams still open after {deadline:?}; the idle window includes them"
+            );
+        }
+    }
+
     /// CPU and database activity with no load at all.
     async fn idle(&self, stats: Option<&Stats>) -> anyhow::Result<(IdleReport, Counters, f64)> {
         self.wait_lag_zero(Instant::now(), Duration::from_secs(self.args.drain_timeout))
@@ -814,6 +850,7 @@ impl Bench {
             .ok_or_else(|| {
                 anyhow::anyhow!("the consumer groups did not drain before the idle window")
             })?;
+        self.wait_streams_closed(Duration::from_secs(90)).await;
         say(format!(
             "idle: measuring the stack with no load for {} s",
             self.args.idle_seconds
@@ -824,8 +861,7 @@ impl Bench {
         let reset_at = Instant::now();
         // The deliberate idle window. pg_stat_database learns of a backend's transactions up
         // to 10 s after it went idle (PostgreSQL 15), so the warm-up's may still arrive in the
-        // first 10 s: the CPU and the transaction rate are taken over the rest of the window
-        // (the warm-up's tail cost Kafka 4 % of a core more in the first seconds).
+        // first 10 s: the CPU and the transaction rate are taken over the rest of the window.
         let settle = if self.args.idle_seconds >= 20 { 11 } else { 0 };
         tokio::time::sleep(Duration::from_secs(settle)).await;
         let from = self.probe.sample();
