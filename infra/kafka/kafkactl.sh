@@ -155,6 +155,10 @@ Commands:
   access FILE|-      Upsert the principals' SCRAM credentials and create the ACLs that FILE
                      lists (what 'bazaar access' prints), as the super user. Every start
                      applies $ACCESS_FILE (BAZAAR_KAFKA_ACCESS_FILE).
+  client-properties FILE
+                     Write the client properties of the brokers' super user (SASL/PLAIN when
+                     authentication is on; empty when off) for Kafka's Java tools, e.g.
+                     EndToEndLatency's last argument or TopicCommand's --command-config.
   java-tool CLASS [ARGS...]
                      Run a Kafka Java tool class with the cached classpath, e.g.
                        $(basename "$0") java-tool org.apache.kafka.tools.TopicCommand \\
@@ -669,6 +673,20 @@ cmd_log() {
   done
 }
 
+# The super user's client properties: for Kafka's own tools, which run beside the broker.
+cmd_client_properties() {
+  (($# == 1)) || die "usage: $(basename "$0") client-properties FILE"
+  local file="$1"
+  (umask 077 && : >"$file") || die "cannot write $file"
+  if auth_on; then
+    cat >"$file" <<PROPERTIES
+security.protocol=SASL_PLAINTEXT
+sasl.mechanism=PLAIN
+sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$ADMIN_PASSWORD";
+PROPERTIES
+  fi
+}
+
 cmd_java_tool() {
   (($# >= 1)) || die "usage: $(basename "$0") java-tool CLASS [ARGS...]"
   ensure_installed
@@ -705,6 +723,7 @@ main() {
     reset) cmd_reset ;;
     log | logs) cmd_log "$@" ;;
     bootstrap) bootstrap_servers ;;
+    client-properties) cmd_client_properties "$@" ;;
     access) (($# == 1)) || die "usage: $(basename "$0") access FILE|-"; apply_access "$1" ;;
     java-tool) cmd_java_tool "$@" ;;
     *) echo "kafkactl: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;

@@ -53,7 +53,22 @@ pub fn kafka_end_to_end_latency(
     messages: u32,
     size: u32,
 ) -> anyhow::Result<(f64, f64, f64)> {
-    let output = std::process::Command::new(repo_root.join("infra/kafka/kafkactl.sh"))
+    let kafkactl = repo_root.join("infra/kafka/kafkactl.sh");
+    // The broker authenticates its clients: the tool connects as the super user.
+    let properties = std::env::temp_dir().join(format!(
+        "bazaar-bench-{}-client.properties",
+        std::process::id()
+    ));
+    let written = std::process::Command::new(&kafkactl)
+        .arg("client-properties")
+        .arg(&properties)
+        .output()?;
+    anyhow::ensure!(
+        written.status.success(),
+        "kafkactl client-properties failed: {}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let output = std::process::Command::new(&kafkactl)
         .args([
             "java-tool",
             "org.apache.kafka.tools.EndToEndLatency",
@@ -61,7 +76,10 @@ pub fn kafka_end_to_end_latency(
             topic,
         ])
         .args([messages.to_string(), "all".into(), size.to_string()])
-        .output()?;
+        .arg(&properties)
+        .output();
+    let _ = std::fs::remove_file(&properties);
+    let output = output?;
     let text = String::from_utf8_lossy(&output.stdout);
     anyhow::ensure!(
         output.status.success(),

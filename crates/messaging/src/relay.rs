@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use platform::config::KafkaSettings;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::{ClientContext, Statistics};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -191,7 +192,7 @@ impl Relay {
         let brokers = BrokerWatch::default();
         let producer = Self::create_producer(&kafka, &settings, &brokers)?;
         let registry = SchemaRegistryClient::of(&kafka);
-        let outbox = platform::db::pool_options()
+        let outbox = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(pool.options().get_acquire_timeout())
             .connect_lazy_with(

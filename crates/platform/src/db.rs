@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Connection, PgPool};
 
 use crate::config::DatabaseSettings;
 
@@ -22,34 +22,12 @@ pub fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, 
     settings.url().parse().map_err(DbError::InvalidUrl)
 }
 
-/// A pooled connection idle at least this long is pinged before it is handed out.
-pub const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
-
-/// Options of every pool a service keeps. sqlx pings each connection it hands out by default:
-/// a round trip before every transaction, a quarter of all the round trips a checkout made,
-/// and each one wakes a PostgreSQL backend and a thread here. Only connections idle for
-/// [`PING_IDLE_AFTER`] are pinged: one that was used a moment ago is as alive as a ping would
-/// show, and one broken since (the server restarted) fails its statement, which is retried as
-/// any transient database error is.
-pub fn pool_options() -> PgPoolOptions {
-    PgPoolOptions::new()
-        .test_before_acquire(false)
-        .before_acquire(|connection, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_IDLE_AFTER {
-                    connection.ping().await?;
-                }
-                Ok(true)
-            })
-        })
-}
-
 /// Connects (failing fast if the database is unreachable) and applies pending migrations.
 pub async fn connect_and_migrate(
     settings: &DatabaseSettings,
     migrator: &Migrator,
 ) -> Result<PgPool, DbError> {
-    let pool = pool_options()
+    let pool = PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
         .connect_with(connect_options(settings)?)
