@@ -33,6 +33,8 @@ if [ "$#" -lt 1 ] || [ "$1" = "--help" ] || [ "$1" = "-h" ]; then
   exit 0
 fi
 bench="$1"; shift
+# What the report says reproduces it (the option loop below consumes "$@").
+invocation="scripts/bench.sh $bench $*"
 BAZAAR_RELEASE=1
 use_profile
 
@@ -107,7 +109,7 @@ case "$bench" in
       args+=(--before "$REPO_ROOT/docs/benchmarks-baseline.json")
     fi
     say "running stack-bench (progress below; a full ramp takes several minutes)"
-    BAZAAR_BENCH_COMMAND="${BAZAAR_BENCH_COMMAND:-scripts/bench.sh stack $*}" \
+    BAZAAR_BENCH_COMMAND="${BAZAAR_BENCH_COMMAND:-$invocation}" \
       "$RELEASE_TARGET_DIR/release/stack-bench" --repo "$REPO_ROOT" --bin-dir "$BIN_DIR" "${args[@]}"
     ;;
   messaging-bench|checkout-bench)
