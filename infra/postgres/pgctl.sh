@@ -182,6 +182,15 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
   log "roles and databases provisioned: ${DATABASES[*]}"
 }
 
+# Test databases whose creation time (Unix ms) meets CONDITION, e.g. ">= 1796600000000", one
+# per line. Their names end in a UUID v7, whose first 48 bits are its creation time in ms.
+test_databases_created() {
+  superuser_psql -d postgres -At -c "
+    SELECT datname FROM pg_database
+     WHERE datname ~ '^bazaar_test_.*_[0-9a-f]{32}\$'
+       AND ('x' || substr(right(datname, 32), 1, 12))::bit(48)::bigint $1"
+}
+
 drop_test_dbs() {
   if [ "${1:-}" = "--since" ]; then
     [[ "${2:-}" =~ ^[0-9]+$ ]] || die "drop-test-dbs --since needs Unix epoch milliseconds, got '${2:-}'"
@@ -190,13 +199,8 @@ drop_test_dbs() {
   fi
   [ "$#" -eq 0 ] || die "drop-test-dbs takes no argument but --since MS (got '$1')"
   local names
-  # Test databases end in a UUID v7, whose first 48 bits are its creation time in ms: only
-  # those older than an hour are dropped, so tests running right now keep their databases.
-  names=$(superuser_psql -d postgres -At -c "
-    SELECT datname FROM pg_database
-     WHERE datname ~ '^bazaar_test_.*_[0-9a-f]{32}\$'
-       AND ('x' || substr(right(datname, 32), 1, 12))::bit(48)::bigint
-           < (extract(epoch FROM now() - interval '1 hour') * 1000)::bigint")
+  # Only those older than an hour: tests running right now keep their databases.
+  names=$(test_databases_created "< (extract(epoch FROM now() - interval '1 hour') * 1000)::bigint")
   if [ -z "$names" ]; then return 0; fi
   log "dropping $(wc -l <<<"$names") test database(s) from earlier runs"
   drop_databases "WITH (FORCE)" <<<"$names" >/dev/null
@@ -215,14 +219,9 @@ drop_databases() {
 # run on the same machine, started within this one) is left, and goes an hour later.
 drop_test_dbs_since() {
   local since="$1" names total dropped kept
-  names=$(superuser_psql -d postgres -At -c "
-    SELECT datname FROM pg_database
-     WHERE datname ~ '^bazaar_test_.*_[0-9a-f]{32}\$'
-       AND ('x' || substr(right(datname, 32), 1, 12))::bit(48)::bigint >= $since")
+  names=$(test_databases_created ">= $since")
   if [ -z "$names" ]; then return 0; fi
   total=$(wc -l <<<"$names")
-  # One session for all of them (a psql per database took 75 ms each); each DROP is its own
-  # statement outside a transaction, and a refused one does not stop the others.
   kept=$(drop_databases "" <<<"$names")
   dropped=$((total - kept))
   log "dropped $dropped test database(s) of this run; $kept in use left for later"

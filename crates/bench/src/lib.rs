@@ -46,6 +46,22 @@ impl Percentiles {
 }
 
 /// Runs Kafka's own EndToEndLatency tool and returns (average, p50, p99) in milliseconds.
+/// Runs `command` to its end; its output when it succeeded, else an error naming `what` with
+/// what it printed.
+pub fn run(
+    command: &mut std::process::Command,
+    what: &str,
+) -> anyhow::Result<std::process::Output> {
+    let output = command.output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(output)
+}
+
 pub fn kafka_end_to_end_latency(
     repo_root: &std::path::Path,
     bootstrap: &str,
@@ -59,15 +75,12 @@ pub fn kafka_end_to_end_latency(
         "bazaar-bench-{}-client.properties",
         std::process::id()
     ));
-    let written = std::process::Command::new(&kafkactl)
-        .arg("client-properties")
-        .arg(&properties)
-        .output()?;
-    anyhow::ensure!(
-        written.status.success(),
-        "kafkactl client-properties failed: {}",
-        String::from_utf8_lossy(&written.stderr)
-    );
+    run(
+        std::process::Command::new(&kafkactl)
+            .arg("client-properties")
+            .arg(&properties),
+        "kafkactl client-properties",
+    )?;
     let output = std::process::Command::new(&kafkactl)
         .args([
             "java-tool",

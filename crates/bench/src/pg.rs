@@ -211,14 +211,10 @@ pub async fn pgbench(admin_url: &str, seconds: u32) -> anyhow::Result<f64> {
         .find(|path| path.exists())
         .ok_or_else(|| anyhow::anyhow!("pgbench not found under /usr/lib/postgresql"))?;
     let outcome = tokio::task::spawn_blocking(move || {
-        let init = std::process::Command::new(&binary)
-            .args(["-i", "-q", "-s", "1", &url])
-            .output()?;
-        anyhow::ensure!(
-            init.status.success(),
-            "pgbench -i: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
+        crate::run(
+            std::process::Command::new(&binary).args(["-i", "-q", "-s", "1", &url]),
+            "pgbench -i",
+        )?;
         let run = std::process::Command::new(&binary)
             .args([
                 "-N",

@@ -398,10 +398,9 @@ async fn main() -> anyhow::Result<()> {
          The machine is shared: other people's builds and tests (and their use of the same Kafka broker and \
          PostgreSQL server) add noise; PostgreSQL backends of other databases are left out, Kafka cannot be split."
     ));
-    if let Some(count) = match &stats {
-        Some(stats) => stats.database_count().await.ok(),
-        None => None,
-    } {
+    if let Some(stats) = &stats
+        && let Ok(count) = stats.database_count().await
+    {
         notes.push(format!(
             "Databases on the PostgreSQL server: {count} (Bazaar's own are 8; `make bench` drops test databases \
              more than an hour old first). Each costs the autovacuum launcher a worker start a minute: 1,500 left \
@@ -818,10 +817,9 @@ impl Bench {
     /// how many are left: the idle figure includes them).
     async fn wait_streams_closed(&self, deadline: Duration) {
         let started = Instant::now();
-        let client = reqwest::Client::new();
         let mut open = None;
         while started.elapsed() < deadline {
-            open = match client.get(&self.args.order_metrics).send().await {
+            open = match self.gateway.http.get(&self.args.order_metrics).send().await {
                 Ok(answer) => answer.text().await.ok().and_then(|text| {
                     text.lines()
                         .find_map(|line| line.strip_prefix("order_event_streams_open "))
