@@ -48,12 +48,15 @@ pub fn build(config: Config) -> anyhow::Result<Gateway> {
         );
     }
     let client = proxy::client(pool_idle_timeout).context("building the upstream client")?;
-    // Health checks keep no connection: they must not disturb the pool requests use, and an
-    // instance that restarted is met on a new connection anyway.
-    let health_client = HttpClient::new(Duration::from_secs(1), |builder| {
+    // Health checks have a client of their own, so they never take a connection requests
+    // would use. It keeps a connection per instance rather than open one for every check (an
+    // accept, a task and a handshake in each service, every second, for an idle stack). One the
+    // instance closed (it stopped or restarted) is not handed out again, and a check that meets
+    // one as it closes is sent once more on a new connection (`HttpClient::send`).
+    let health_client = HttpClient::new(pool_idle_timeout, |builder| {
         builder
             .connect_timeout(Duration::from_secs(1))
-            .pool_max_idle_per_host(0)
+            .pool_max_idle_per_host(1)
     })
     .context("building the health-check client")?;
     let timeout = Duration::from_millis(config.upstreams.timeout_ms);

@@ -19,7 +19,7 @@ pub struct Config {
 /// Order event streams (`GET /orders/{id}/events`), each holding a connection open.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamSettings {
-    /// Streams one user may have open at once on one instance; one more answers 429.
+    /// Streams one user may have open at once on one instance; one more closes their oldest.
     pub max_per_user: u32,
     /// A stream that has sent no status change for this long is closed (keep-alive comments
     /// do not count); a client that still cares reconnects with `Last-Event-ID`.

@@ -4,6 +4,7 @@
 #![allow(unused_qualifications)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use platform::http::ApiError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, Postgres};
+use tokio_util::sync::CancellationToken;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{OpenApi, PartialSchema, ToSchema};
@@ -675,7 +677,10 @@ fn status_frame(change: &StatusChange) -> String {
 /// `Last-Event-ID` a reconnecting client sends), then each new one the moment it commits; the
 /// stream ends after a final status, or after `streams.idle_timeout_ms` without a change. Changes
 /// are pushed by the database's NOTIFY through [`platform::fanout`], so an open stream costs
-/// nothing while its order stands still; each user may have `streams.max_per_user` open.
+/// nothing while its order stands still. Each user may have `streams.max_per_user` open: one
+/// more closes their oldest, whose client (most often a page since left or reloaded, which the
+/// server only finds out at its next keep-alive writes) reconnects with `Last-Event-ID` if it is
+/// still there.
 #[utoipa::path(
     tag = "orders",
     security(("bearer" = [])),
@@ -688,7 +693,6 @@ fn status_frame(change: &StatusChange) -> String {
             content_type = "text/event-stream", body = StatusEvent),
         (status = 400, description = "Not an event id this stream sent", body = platform::http::ErrorBody),
         (status = 404, description = "No such order (or another user's)", body = platform::http::ErrorBody),
-        (status = 429, description = "The caller has as many streams open as allowed; close one", body = platform::http::ErrorBody),
     ),
 )]
 #[get("/orders/{id}/events")]
@@ -705,12 +709,7 @@ async fn order_events(
     let order = db::order_of_user(pool.get_ref(), user.user_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such order"))?;
-    let permit = open_streams.open(user.user_id).ok_or_else(|| {
-        ApiError::too_many_requests(
-            "too many open order event streams; close one before opening another",
-            None,
-        )
-    })?;
+    let permit = open_streams.open(user.user_id);
     // Subscribed before the first read: a change committed in between is heard, not lost.
     let stream = StatusStream {
         pool: pool.into_inner(),
@@ -727,7 +726,7 @@ async fn order_events(
             .is_ok_and(OrderStatus::is_final),
         idle_timeout: open_streams.idle_timeout,
         last_change_at: tokio::time::Instant::now(),
-        _permit: permit,
+        permit,
     };
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -758,13 +757,21 @@ fn last_event_id(request: &HttpRequest) -> Result<i64, ApiError> {
 /// A comment line now and then lets proxies keep the connection and shows a vanished client.
 const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// How many order event streams each user has open on this instance, against a limit: each
-/// holds a connection and a subscription for as long as the client keeps it.
+/// The order event streams each user has open on this instance, oldest first, against a limit:
+/// each holds a connection and a subscription for as long as the client keeps it.
 #[derive(Debug)]
 pub struct OpenStreams {
     max_per_user: u32,
     idle_timeout: Duration,
-    per_user: Arc<Mutex<HashMap<Uuid, u32>>>,
+    per_user: Arc<Mutex<HashMap<Uuid, VecDeque<OpenStream>>>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug)]
+struct OpenStream {
+    id: u64,
+    /// Cancelled to close the stream in favour of a newer one of the same user.
+    displaced: CancellationToken,
 }
 
 impl OpenStreams {
@@ -773,37 +780,52 @@ impl OpenStreams {
             max_per_user: settings.max_per_user,
             idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
             per_user: Arc::default(),
+            next_id: AtomicU64::new(0),
         }
     }
 
     /// A place for one more stream of `user`, held until the permit is dropped (the stream
-    /// ended or its client went away); `None` when the user has all their streams open.
-    fn open(&self, user: Uuid) -> Option<StreamPermit> {
+    /// ended or its client went away). When the user has all their streams open, the oldest is
+    /// told to close: a refusal would leave a customer who reloaded a page a few times without
+    /// live updates until the server noticed the pages were gone, while the limit still holds.
+    fn open(&self, user: Uuid) -> StreamPermit {
         let mut per_user = self.per_user.lock().unwrap_or_else(PoisonError::into_inner);
         let open = per_user.entry(user).or_default();
-        if *open >= self.max_per_user {
-            return None;
+        let excess = (open.len() + 1).saturating_sub(self.max_per_user.max(1) as usize);
+        for oldest in open.drain(..excess) {
+            oldest.displaced.cancel();
+            metrics::counter!("order_event_streams_displaced_total").increment(1);
         }
-        *open += 1;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let displaced = CancellationToken::new();
+        open.push_back(OpenStream {
+            id,
+            displaced: displaced.clone(),
+        });
         metrics::gauge!("order_event_streams_open").increment(1.0);
-        Some(StreamPermit {
+        StreamPermit {
             user,
+            id,
+            displaced,
             per_user: self.per_user.clone(),
-        })
+        }
     }
 }
 
 struct StreamPermit {
     user: Uuid,
-    per_user: Arc<Mutex<HashMap<Uuid, u32>>>,
+    id: u64,
+    displaced: CancellationToken,
+    per_user: Arc<Mutex<HashMap<Uuid, VecDeque<OpenStream>>>>,
 }
 
 impl Drop for StreamPermit {
     fn drop(&mut self) {
         let mut per_user = self.per_user.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(open) = per_user.get_mut(&self.user) {
-            *open = open.saturating_sub(1);
-            if *open == 0 {
+            // A displaced stream has already left the list.
+            open.retain(|stream| stream.id != self.id);
+            if open.is_empty() {
                 per_user.remove(&self.user);
             }
         }
@@ -825,7 +847,7 @@ struct StatusStream {
     idle_timeout: Duration,
     last_change_at: tokio::time::Instant,
     /// This stream's place among the user's open streams, given back when it is dropped.
-    _permit: StreamPermit,
+    permit: StreamPermit,
 }
 
 impl StatusStream {
@@ -874,6 +896,10 @@ impl StatusStream {
                     // The service is shutting down.
                     None => return None,
                 },
+                () = self.permit.displaced.cancelled() => {
+                    tracing::debug!(order_id = %self.order_id, "status stream displaced by a newer one of the same customer; closing it");
+                    return None;
+                }
                 () = tokio::time::sleep_until(self.last_change_at + self.idle_timeout) => {
                     tracing::debug!(order_id = %self.order_id, "status stream idle; closing it");
                     return None;

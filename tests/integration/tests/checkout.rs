@@ -608,7 +608,7 @@ async fn a_customers_orders_come_newest_first_a_page_at_a_time() {
 }
 
 #[tokio::test]
-async fn a_customer_may_hold_only_so_many_order_streams_and_an_idle_one_closes() {
+async fn a_new_order_stream_past_the_limit_closes_the_oldest_and_idle_ones_close() {
     let stack = stack().await;
     // An order instance with a small limit and a short idle bound, called directly.
     let mut config = stack.order_config.clone();
@@ -636,15 +636,28 @@ async fn a_customer_may_hold_only_so_many_order_streams_and_an_idle_one_closes()
         (first.status().as_u16(), second.status().as_u16()),
         (200, 200)
     );
+    // A third is one too many: it is served, and the oldest is closed in its favour, long
+    // before the idle bound would have closed it.
+    let opened = std::time::Instant::now();
     let third = open(customer.token.clone()).await;
-    assert_eq!(third.status(), 429, "a third stream is one too many");
-    // The limit is per customer: someone else still gets theirs (a 404: not their order).
+    assert_eq!(third.status(), 200, "the newest stream is served");
+    let text = tokio::time::timeout(Duration::from_secs(20), first.text())
+        .await
+        .expect("the oldest stream is closed")
+        .expect("the stream's text");
+    assert!(text.contains("\"paid\""), "{text}");
+    assert!(
+        opened.elapsed() < Duration::from_millis(1_000),
+        "closed for the newer stream, not for idling: {:?}",
+        opened.elapsed()
+    );
+    // The limit is per customer: someone else's stream displaces none of these (a 404: not
+    // their order).
     let stranger = open(stack.customer().token).await;
     assert_eq!(stranger.status(), 404);
 
-    // With no change for the idle bound, the server ends both streams (each read returns).
-    let opened = std::time::Instant::now();
-    for stream in [first, second] {
+    // With no change for the idle bound, the server ends the other two (each read returns).
+    for stream in [second, third] {
         let text = tokio::time::timeout(Duration::from_secs(20), stream.text())
             .await
             .expect("an idle stream is closed by the server")
