@@ -34,7 +34,15 @@ if [ "$#" -lt 1 ] || [ "$1" = "--help" ] || [ "$1" = "-h" ]; then
 fi
 bench="$1"; shift
 # What the report says reproduces it (the option loop below consumes "$@").
-invocation="scripts/bench.sh $bench $*"
+# Quoted where needed, so that the report's copy of it can be pasted back into a shell.
+invocation="scripts/bench.sh $bench"
+for argument in "$@"; do
+  if [[ "$argument" =~ ^[A-Za-z0-9_./,=:@%+-]+$ ]]; then
+    invocation+=" $argument"
+  else
+    invocation+=" '${argument//\'/\'\\\'\'}'"
+  fi
+done
 BAZAAR_RELEASE=1
 use_profile
 
