@@ -215,8 +215,8 @@ pub async fn pgbench(admin_url: &str, seconds: u32) -> anyhow::Result<f64> {
             std::process::Command::new(&binary).args(["-i", "-q", "-s", "1", &url]),
             "pgbench -i",
         )?;
-        let run = std::process::Command::new(&binary)
-            .args([
+        let run = crate::run(
+            std::process::Command::new(&binary).args([
                 "-N",
                 "-n",
                 "-c",
@@ -226,14 +226,10 @@ pub async fn pgbench(admin_url: &str, seconds: u32) -> anyhow::Result<f64> {
                 "-T",
                 &seconds.to_string(),
                 &url,
-            ])
-            .output()?;
+            ]),
+            "pgbench",
+        )?;
         let text = String::from_utf8_lossy(&run.stdout);
-        anyhow::ensure!(
-            run.status.success(),
-            "pgbench: {text}{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
         text.lines()
             .find(|line| line.starts_with("tps = "))
             .and_then(|line| line.trim_start_matches("tps = ").split_whitespace().next())

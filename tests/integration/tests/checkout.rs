@@ -629,6 +629,14 @@ async fn a_new_order_stream_past_the_limit_closes_the_oldest_and_idle_ones_close
         let request = stack.http.get(&url).bearer_auth(token);
         async move { request.send().await.expect("the stream answers") }
     };
+    // The whole of a stream the server ends, which sent the order's history up to `paid`.
+    let read_to_its_end = |stream: reqwest::Response, why_ended: &'static str| async move {
+        let text = tokio::time::timeout(Duration::from_secs(20), stream.text())
+            .await
+            .expect(why_ended)
+            .expect("the stream's text");
+        assert!(text.contains("\"paid\""), "{text}");
+    };
 
     let first = open(customer.token.clone()).await;
     let second = open(customer.token.clone()).await;
@@ -641,11 +649,7 @@ async fn a_new_order_stream_past_the_limit_closes_the_oldest_and_idle_ones_close
     let opened = std::time::Instant::now();
     let third = open(customer.token.clone()).await;
     assert_eq!(third.status(), 200, "the newest stream is served");
-    let text = tokio::time::timeout(Duration::from_secs(20), first.text())
-        .await
-        .expect("the oldest stream is closed")
-        .expect("the stream's text");
-    assert!(text.contains("\"paid\""), "{text}");
+    read_to_its_end(first, "the oldest stream is closed").await;
     assert!(
         opened.elapsed() < Duration::from_millis(1_000),
         "closed for the newer stream, not for idling: {:?}",
@@ -658,11 +662,7 @@ async fn a_new_order_stream_past_the_limit_closes_the_oldest_and_idle_ones_close
 
     // With no change for the idle bound, the server ends the other two (each read returns).
     for stream in [second, third] {
-        let text = tokio::time::timeout(Duration::from_secs(20), stream.text())
-            .await
-            .expect("an idle stream is closed by the server")
-            .expect("the stream's text");
-        assert!(text.contains("\"paid\""), "{text}");
+        read_to_its_end(stream, "an idle stream is closed by the server").await;
     }
     assert!(
         opened.elapsed() >= Duration::from_millis(1_000),

@@ -1,6 +1,7 @@
 //! `bazaar topics`: every topic of the catalog with partitions, end offsets and the lag of
 //! each consumer group that reads it.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -120,10 +121,9 @@ async fn apply(
     Ok(())
 }
 
-/// When a test topic was made, from the UUID v7 in its `test-<uuid>.` prefix.
-fn test_topic_created_ms(name: &str) -> Option<u64> {
-    let uuid = test_prefix(name)?.strip_prefix("test-")?;
-    u64::from_str_radix(uuid.get(..12)?, 16).ok()
+/// When the test of a `test-<uuid>` prefix began: the first 48 bits of its UUID v7.
+fn prefix_created_ms(prefix: &str) -> Option<u64> {
+    u64::from_str_radix(prefix.strip_prefix("test-")?.get(..12)?, 16).ok()
 }
 
 /// The `test-<uuid>` that starts the names of one test's topics (`test-<uuid>.<topic>`) and
@@ -169,7 +169,7 @@ async fn prune_tests(context: &Context, made: MadeWhen) -> anyhow::Result<()> {
     let settings = context.kafka.clone();
     let config = messaging::client::base_config(&settings);
     let (names, busy) =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<String>, HashSet<String>)> {
             let consumer: rdkafka::consumer::BaseConsumer = config.create()?;
             let timeout = std::time::Duration::from_secs(30);
             let metadata = rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, timeout)?;
@@ -194,8 +194,10 @@ async fn prune_tests(context: &Context, made: MadeWhen) -> anyhow::Result<()> {
     let stale: Vec<String> = names
         .into_iter()
         .filter(|name| {
-            test_topic_created_ms(name).is_some_and(|created| made.covers(created, now_ms))
-                && test_prefix(name).is_none_or(|prefix| !busy.iter().any(|b| b == prefix))
+            test_prefix(name).is_some_and(|prefix| {
+                !busy.contains(prefix)
+                    && prefix_created_ms(prefix).is_some_and(|made_ms| made.covers(made_ms, now_ms))
+            })
         })
         .collect();
     let admin = messaging::client::admin_client(&settings)?;
@@ -480,7 +482,12 @@ async fn list(context: &Context, args: &TopicsArgs) -> anyhow::Result<()> {
 mod prune_tests {
     use std::time::Duration;
 
-    use super::{MadeWhen, test_prefix, test_topic_created_ms};
+    use super::{MadeWhen, prefix_created_ms, test_prefix};
+
+    /// When a test topic was made, as pruning reads it.
+    fn test_topic_created_ms(name: &str) -> Option<u64> {
+        test_prefix(name).and_then(prefix_created_ms)
+    }
 
     #[test]
     fn a_topic_is_pruned_by_age_or_by_the_run_that_made_it() {
