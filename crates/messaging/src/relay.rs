@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use platform::config::KafkaSettings;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::{ClientContext, Statistics};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -138,12 +138,7 @@ enum Active {
 pub struct Relay {
     /// The service's pool: the relay lock's session and the outbox listener come from it.
     pool: PgPool,
-    /// Where rows are read, marked and purged: a connection of the relay's own whose commits
-    /// do not wait for their WAL flush (`synchronous_commit = off`). A mark lost to a crash of
-    /// PostgreSQL leaves its rows pending, to be published again and dropped as duplicates by
-    /// every consumer's inbox, exactly as a relay crash between Kafka's ack and the mark does;
-    /// a lost purge is redone. The marks were about a quarter of the commits a checkout flushed.
-    outbox: PgPool,
+    outbox: OutboxSession,
     kafka: KafkaSettings,
     settings: RelaySettings,
     registry: SchemaRegistryClient,
@@ -192,14 +187,13 @@ impl Relay {
         let brokers = BrokerWatch::default();
         let producer = Self::create_producer(&kafka, &settings, &brokers)?;
         let registry = SchemaRegistryClient::of(&kafka);
-        let outbox = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(pool.options().get_acquire_timeout())
-            .connect_lazy_with(
-                (*pool.connect_options())
-                    .clone()
-                    .options([("synchronous_commit", "off")]),
-            );
+        let outbox = OutboxSession {
+            options: (*pool.connect_options())
+                .clone()
+                .options([("synchronous_commit", "off")]),
+            connect_timeout: pool.options().get_acquire_timeout(),
+            connection: None,
+        };
         Ok(Self {
             pool,
             outbox,
@@ -397,16 +391,7 @@ impl Relay {
 
     /// Publishes up to one batch of pending rows and returns how many were acknowledged.
     pub async fn publish_pending(&mut self, mark: MarkPublished) -> Result<usize, RelayError> {
-        let rows: Vec<PendingRow> = sqlx::query_as(
-            "SELECT id, topic, message_key, payload_format, payload, headers, created_at
-               FROM messaging_outbox
-              WHERE published_at IS NULL
-              ORDER BY id
-              LIMIT $1",
-        )
-        .bind(self.settings.batch_size)
-        .fetch_all(&self.outbox)
-        .await?;
+        let rows = self.outbox.pending(self.settings.batch_size).await?;
         self.record_backlog().await;
         if rows.is_empty() {
             return Ok(0);
@@ -462,12 +447,7 @@ impl Relay {
         if mark == MarkPublished::Yes && !acknowledged.is_empty() {
             // The window a relay crash leaves: in Kafka, still pending here.
             self.exit_after_ack.maybe_exit();
-            sqlx::query(
-                "UPDATE messaging_outbox SET published_at = clock_timestamp() WHERE id = ANY($1)",
-            )
-            .bind(&acknowledged)
-            .execute(&self.outbox)
-            .await?;
+            self.outbox.mark_published(&acknowledged).await?;
         }
         metrics::counter!("outbox_published_total").increment(acknowledged.len() as u64);
         match failure {
@@ -499,29 +479,15 @@ impl Relay {
             return;
         }
         self.backlog_recorded_at = Some(Instant::now());
-        let backlog: Result<(i64, Option<f64>), sqlx::Error> = sqlx::query_as(
-            "SELECT count(*), EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8
-               FROM messaging_outbox WHERE published_at IS NULL",
-        )
-        .fetch_one(&self.outbox)
-        .await;
-        if let Ok((count, oldest)) = backlog {
+        if let Ok((count, oldest)) = self.outbox.backlog().await {
             metrics::gauge!("outbox_backlog").set(count as f64);
             metrics::gauge!("outbox_oldest_unpublished_age_seconds").set(oldest.unwrap_or(0.0));
         }
     }
 
     /// Deletes rows published longer ago than the retention period.
-    pub async fn purge(&self) -> Result<u64, sqlx::Error> {
-        let retention_secs = self.settings.retention.as_secs_f64();
-        let deleted = sqlx::query(
-            "DELETE FROM messaging_outbox
-              WHERE published_at < clock_timestamp() - make_interval(secs => $1)",
-        )
-        .bind(retention_secs)
-        .execute(&self.outbox)
-        .await?
-        .rows_affected();
+    pub async fn purge(&mut self) -> Result<u64, sqlx::Error> {
+        let deleted = self.outbox.purge(self.settings.retention).await?;
         if deleted > 0 {
             tracing::info!(deleted, "purged published outbox rows");
         }
@@ -544,5 +510,94 @@ impl Backoff {
 
     pub(crate) fn reset(&mut self) {
         self.attempt = 0;
+    }
+}
+
+/// Where the relay reads, marks and purges rows: a session of its own whose commits do not wait
+/// for their WAL flush (`synchronous_commit = off`). A mark lost to a crash of PostgreSQL leaves
+/// its rows pending, to be published again and dropped as duplicates by every consumer's inbox,
+/// exactly as a relay crash between Kafka's ack and the mark does; a lost purge is redone. The
+/// marks were about a quarter of the commits a checkout flushed.
+///
+/// One connection, not a pool of one: sqlx pings a pooled connection each time it goes back to
+/// the pool, a round trip more for each statement of every round.
+struct OutboxSession {
+    options: PgConnectOptions,
+    connect_timeout: Duration,
+    /// Opened at first use, and again after a statement failed: a failure is likelier a lost
+    /// session (a server restart) than anything a new session would repeat.
+    connection: Option<PgConnection>,
+}
+
+impl OutboxSession {
+    async fn pending(&mut self, batch_size: i64) -> Result<Vec<PendingRow>, sqlx::Error> {
+        let connection = self.connection().await?;
+        let result = sqlx::query_as(
+            "SELECT id, topic, message_key, payload_format, payload, headers, created_at
+               FROM messaging_outbox
+              WHERE published_at IS NULL
+              ORDER BY id
+              LIMIT $1",
+        )
+        .bind(batch_size)
+        .fetch_all(connection)
+        .await;
+        self.keep_if_ok(result)
+    }
+
+    async fn mark_published(&mut self, ids: &[i64]) -> Result<(), sqlx::Error> {
+        let connection = self.connection().await?;
+        let result = sqlx::query(
+            "UPDATE messaging_outbox SET published_at = clock_timestamp() WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .execute(connection)
+        .await;
+        self.keep_if_ok(result).map(drop)
+    }
+
+    /// How many rows are pending, and the age in seconds of the oldest.
+    async fn backlog(&mut self) -> Result<(i64, Option<f64>), sqlx::Error> {
+        let connection = self.connection().await?;
+        let result = sqlx::query_as(
+            "SELECT count(*), EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8
+               FROM messaging_outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(connection)
+        .await;
+        self.keep_if_ok(result)
+    }
+
+    /// Deletes rows published longer than `retention` ago; returns how many.
+    async fn purge(&mut self, retention: Duration) -> Result<u64, sqlx::Error> {
+        let connection = self.connection().await?;
+        let result = sqlx::query(
+            "DELETE FROM messaging_outbox
+              WHERE published_at < clock_timestamp() - make_interval(secs => $1)",
+        )
+        .bind(retention.as_secs_f64())
+        .execute(connection)
+        .await;
+        self.keep_if_ok(result).map(|done| done.rows_affected())
+    }
+
+    /// The session, opened if there is none (a failed open leaves none).
+    async fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        if self.connection.is_none() {
+            let connect = PgConnection::connect_with(&self.options);
+            let connection = tokio::time::timeout(self.connect_timeout, connect)
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)??;
+            self.connection = Some(connection);
+        }
+        Ok(self.connection.as_mut().expect("opened above"))
+    }
+
+    /// Drops the session after a failed statement; the next statement opens a new one.
+    fn keep_if_ok<T>(&mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        if result.is_err() {
+            self.connection = None;
+        }
+        result
     }
 }

@@ -3,7 +3,6 @@ use std::time::Duration;
 use actix_web::web;
 use auth_kit::JwtVerifier;
 use platform::app::Application;
-use sqlx::postgres::PgPoolOptions;
 
 use crate::addresses::TrustedProxies;
 use crate::config::{Config, SERVICE};
@@ -24,7 +23,7 @@ pub async fn build(config: Config) -> anyhow::Result<Application> {
     });
     // The service checks its own tokens against the keys in its database. The routes exist
     // before the application's pool does, so the key source has a small lazy pool of its own.
-    let key_pool = PgPoolOptions::new()
+    let key_pool = platform::db::pool_options()
         .max_connections(2)
         .acquire_timeout(Duration::from_millis(
             config.service.database.acquire_timeout_ms,
