@@ -193,15 +193,34 @@ pub struct OrderCreated {
     pub address: Option<Box<PostalAddress>>,
 }
 
-/// A postal address; `country` is an ISO 3166-1 alpha-2 code.
+/// A postal address.
+// The order service's API takes and shows it as it is (its OpenAPI schema: the `openapi`
+// feature), and an order keeps it as JSONB; the schema's limits are the ones that service checks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PostalAddress {
+    /// The recipient.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 200, example = "Ada Lovelace")
+    )]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(max_length = 200, example = "1 Main St"))]
     pub line1: String,
+    /// Optional; blank is absent.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub line2: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(max_length = 200, example = "Berlin"))]
     pub city: String,
+    /// Letters, digits, spaces and hyphens.
+    #[cfg_attr(feature = "openapi", schema(max_length = 16, example = "10115"))]
     pub postal_code: String,
+    /// ISO 3166-1 alpha-2 (any case when sent; upper case when shown).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 2, max_length = 2, example = "DE")
+    )]
     pub country: String,
 }
 

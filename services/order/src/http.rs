@@ -12,6 +12,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
 use auth_kit::AuthenticatedUser;
 use chrono::Utc;
+use events::PostalAddress;
 use messaging::trace::RequestTrace;
 use platform::fanout::{NotifyFanout, Signal, Subscription};
 use platform::http::ApiError;
@@ -216,7 +217,7 @@ struct CheckoutRequest {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 enum ShippingAddressInput {
-    Postal(db::Address),
+    Postal(PostalAddress),
     /// Deprecated since 2026-12-06, accepted until the `Sunset` date each answer to it carries
     /// (2027-06-30): free text, not blank, at most 500 characters, no NUL. Such an order has no
     /// country and ships as domestic.
@@ -236,12 +237,8 @@ struct OrderAccepted {
 enum CheckoutFailure {
     #[error("{0}")]
     Invalid(#[from] CheckoutError),
-    #[error("{field}: {message}")]
-    Field {
-        field: &'static str,
-        message: String,
-    },
-    #[error("{0:?}")]
+    /// Fields of the request that are not valid, each with why.
+    #[error("invalid fields: {0:?}")]
     Fields(BTreeMap<String, String>),
     #[error("this Idempotency-Key was used for a different request")]
     KeyReused,
@@ -251,13 +248,16 @@ enum CheckoutFailure {
     Outbox(#[from] messaging::outbox::OutboxError),
 }
 
+impl CheckoutFailure {
+    fn field(field: &str, message: impl Into<String>) -> Self {
+        Self::Fields(BTreeMap::from([(field.to_owned(), message.into())]))
+    }
+}
+
 impl From<OrderDbError> for CheckoutFailure {
     fn from(error: OrderDbError) -> Self {
         match error {
-            OrderDbError::UnknownSku { .. } => Self::Field {
-                field: "items",
-                message: error.to_string(),
-            },
+            OrderDbError::UnknownSku { .. } => Self::field("items", error.to_string()),
             OrderDbError::Database(error) => Self::Database(error),
             OrderDbError::Outbox(error) => Self::Outbox(error),
         }
@@ -268,7 +268,6 @@ impl From<CheckoutFailure> for ApiError {
     fn from(failure: CheckoutFailure) -> Self {
         match failure {
             CheckoutFailure::Invalid(error) => field_error("items", error.to_string()),
-            CheckoutFailure::Field { field, message } => field_error(field, message),
             CheckoutFailure::Fields(fields) => ApiError::validation(fields),
             CheckoutFailure::KeyReused => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -357,14 +356,14 @@ async fn place_order(
         || request.payment_token.chars().count() > MAX_PAYMENT_TOKEN
         || request.payment_token.chars().any(char::is_control)
     {
-        return Err(CheckoutFailure::Field {
-            field: "payment_token",
-            message: format!("must be 1-{MAX_PAYMENT_TOKEN} printable characters"),
-        });
+        return Err(CheckoutFailure::field(
+            "payment_token",
+            format!("must be 1-{MAX_PAYMENT_TOKEN} printable characters"),
+        ));
     }
     let address = match &request.shipping_address {
         ShippingAddressInput::Postal(sent) => {
-            let checked = order_rules::postal_address(&sent.clone().into()).map_err(|errors| {
+            let checked = order_rules::postal_address(sent).map_err(|errors| {
                 CheckoutFailure::Fields(
                     errors
                         .into_iter()
@@ -376,13 +375,13 @@ async fn place_order(
         }
         ShippingAddressInput::FreeText(text) => {
             if text.trim().is_empty() || text.chars().count() > MAX_ADDRESS || text.contains('\0') {
-                return Err(CheckoutFailure::Field {
-                    field: "shipping_address",
-                    message: format!(
+                return Err(CheckoutFailure::field(
+                    "shipping_address",
+                    format!(
                         "must be 1-{MAX_ADDRESS} characters, or a postal address \
                          {{name, line1, line2, city, postal_code, country}}"
                     ),
-                });
+                ));
             }
             ShippingAddress::FreeText(text.trim().to_owned())
         }
@@ -411,7 +410,9 @@ async fn place_order(
             .iter()
             .map(|line| (line.sku.clone(), line.quantity))
             .collect(),
-        None => db::cart(pool, user_id)
+        // In the checkout's transaction, which clears the cart it read: not on a second
+        // connection, for which a pool that every checkout holds one of could wait forever.
+        None => db::cart(&mut *tx, user_id)
             .await?
             .into_iter()
             .map(|line| (line.sku, line.quantity))

@@ -219,7 +219,7 @@ async fn settle<P: PaymentProvider>(
             db::release(&mut tx, order_id, None).await?;
         }
         Err(error) => {
-            let attempts = db::attempts(pool, order_id).await.unwrap_or(0);
+            let attempts = db::attempts(&mut *tx, order_id).await?;
             let delay = backoff(settings, attempts);
             tracing::warn!(order_id, %error, attempts, retry_in = ?delay, "payment provider call failed; will retry");
             if work == Work::Charge {

@@ -235,10 +235,13 @@ pub async fn release(
 }
 
 /// Attempts made so far on a row (for backoff).
-pub async fn attempts(pool: &PgPool, order_id: &str) -> Result<i32, sqlx::Error> {
+pub async fn attempts<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    order_id: &str,
+) -> Result<i32, sqlx::Error> {
     let (attempts,): (i32,) = sqlx::query_as("SELECT attempts FROM payments WHERE order_id = $1")
         .bind(order_id)
-        .fetch_one(pool)
+        .fetch_one(db)
         .await?;
     Ok(attempts)
 }

@@ -290,6 +290,19 @@ enum Identity {
 }
 
 impl Stack {
+    /// Every service, shipping and notification included, with the demo catalog loaded: where
+    /// a test of whole orders, from checkout to delivery, starts. Panics if it cannot start.
+    pub async fn with_fulfilment() -> Self {
+        let stack = Self::start(StackOptions {
+            fulfilment: true,
+            ..StackOptions::default()
+        })
+        .await
+        .expect("stack starts");
+        stack.seed_demo().await.expect("demo catalog");
+        stack
+    }
+
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
         crate::init_test_logging();
         let kafka = isolated_kafka("stack");

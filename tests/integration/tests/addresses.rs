@@ -9,9 +9,7 @@ use std::time::Duration;
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
 use bazaar_integration_tests::publisher::Publisher;
-use bazaar_integration_tests::stack::{
-    Service, Stack, StackOptions, home_address, service_settings,
-};
+use bazaar_integration_tests::stack::{Service, Stack, home_address, service_settings};
 use bazaar_integration_tests::{eventually, fresh_database, isolated_kafka};
 use chrono::{NaiveDate, Utc};
 use events::{Event, EventMetadata, OrderCreated, OrderLine, OrderPaid, PostalAddress};
@@ -22,17 +20,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use shipping_rules::{Destination, next_business_day, pickup_date};
 use uuid::Uuid;
-
-async fn stack() -> Stack {
-    let stack = Stack::start(StackOptions {
-        fulfilment: true,
-        ..StackOptions::default()
-    })
-    .await
-    .expect("stack starts");
-    stack.seed_demo().await.expect("demo catalog");
-    stack
-}
 
 fn address_in(country: &str) -> Value {
     json!({
@@ -67,7 +54,7 @@ async fn shipment_of(stack: &Stack, token: &str, order_id: &str) -> Value {
 
 #[tokio::test]
 async fn a_postal_address_is_checked_field_by_field_and_a_parcel_abroad_goes_international() {
-    let stack = stack().await;
+    let stack = Stack::with_fulfilment().await;
     let customer = stack.customer();
 
     // Every wrong field is named, under shipping_address.
@@ -156,7 +143,7 @@ async fn a_postal_address_is_checked_field_by_field_and_a_parcel_abroad_goes_int
 
 #[tokio::test]
 async fn the_free_text_address_is_still_taken_with_a_deprecation_notice_and_ships_at_home() {
-    let stack = stack().await;
+    let stack = Stack::with_fulfilment().await;
     let customer = stack.customer();
     let answer = stack
         .http

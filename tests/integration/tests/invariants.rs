@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bazaar_integration_tests::eventually;
-use bazaar_integration_tests::stack::{Stack, StackOptions, demo_catalog, demo_initial_stock};
+use bazaar_integration_tests::stack::{Stack, demo_catalog, demo_initial_stock};
 use bazaar_invariants::{Expectations, Invariant, Outcome};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -62,13 +62,7 @@ async fn bazaar_check(stack: &Stack, extra: &[&str]) -> (i32, Value) {
 
 #[tokio::test]
 async fn every_saga_outcome_keeps_the_invariants_and_corrupted_rows_are_reported() {
-    let stack = Stack::start(StackOptions {
-        fulfilment: true,
-        ..StackOptions::default()
-    })
-    .await
-    .expect("stack starts");
-    stack.seed_demo().await.expect("demo catalog");
+    let stack = Stack::with_fulfilment().await;
     let alice = stack.customer();
     let bob = stack.customer();
     stack.register(&alice, "Alice").await.expect("alice");

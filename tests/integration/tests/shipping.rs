@@ -8,23 +8,12 @@ use std::time::{Duration, Instant};
 use bazaar_integration_tests::eventually;
 use bazaar_integration_tests::offsets::wait_until_consumed;
 use bazaar_integration_tests::proof::{is_marker_mail, mail_sender_rounds};
-use bazaar_integration_tests::stack::{Customer, Stack, StackOptions};
+use bazaar_integration_tests::stack::{Customer, Stack};
 use chrono::Utc;
 use events::{EventMetadata, OrderPaid};
 use reqwest::Method;
 use serde_json::Value;
 use shipping_rules::{is_valid_tracking_number, next_business_day};
-
-async fn stack() -> Stack {
-    let stack = Stack::start(StackOptions {
-        fulfilment: true,
-        ..StackOptions::default()
-    })
-    .await
-    .expect("stack starts");
-    stack.seed_demo().await.expect("demo catalog");
-    stack
-}
 
 async fn order(stack: &Stack, customer: &Customer, order_id: &str) -> Value {
     let answer = stack
@@ -98,7 +87,7 @@ fn eml_count(stack: &Stack) -> usize {
 
 #[tokio::test]
 async fn a_paid_order_gets_one_shipment_that_the_order_and_the_customer_follow_to_delivery() {
-    let stack = stack().await;
+    let stack = Stack::with_fulfilment().await;
     let customer = stack.customer();
     stack
         .register(&customer, "Erin Example")

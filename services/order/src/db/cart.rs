@@ -16,7 +16,10 @@ pub struct CartLine {
     pub available: bool,
 }
 
-pub async fn cart(pool: &PgPool, user_id: Uuid) -> Result<Vec<CartLine>, sqlx::Error> {
+pub async fn cart<'c>(
+    db: impl sqlx::PgExecutor<'c>,
+    user_id: Uuid,
+) -> Result<Vec<CartLine>, sqlx::Error> {
     sqlx::query_as::<Postgres, CartLine>(
         "SELECT c.sku, r.product_name || ' – ' || r.variant_name AS name, c.quantity,
                 r.price_minor AS unit_price_minor, r.currency, r.available
@@ -24,7 +27,7 @@ pub async fn cart(pool: &PgPool, user_id: Uuid) -> Result<Vec<CartLine>, sqlx::E
           WHERE c.user_id = $1 ORDER BY c.added_at, c.sku",
     )
     .bind(user_id)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
 

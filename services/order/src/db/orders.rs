@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use events::{Event, PostalAddress};
 use messaging::outbox::{self, Cause};
 use order_rules::{Checkout, Decision, OrderState, OrderStatus};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
@@ -65,10 +65,24 @@ pub async fn insert_order(
     cause: Cause<'_>,
 ) -> Result<(), OrderDbError> {
     let checkout = &order.checkout;
+    let lines = &checkout.lines;
+    // The order, its lines and its first history entry in one statement, as `save` writes a
+    // change: each round trip costs PostgreSQL and this service more than the work in it.
     sqlx::query(
-        "INSERT INTO orders (id, user_id, status, total_minor, currency, shipping_address, address,
-                             deadline_at, idempotency_key, request_digest)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "WITH new_order AS (
+             INSERT INTO orders (id, user_id, status, total_minor, currency, shipping_address,
+                                 address, deadline_at, idempotency_key, request_digest)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+          RETURNING id
+         ), lines AS (
+             INSERT INTO order_lines (order_id, sku, name, quantity, unit_price_minor)
+             SELECT new_order.id, line.sku, line.name, line.quantity, line.unit_price_minor
+               FROM new_order,
+                    unnest($12::text[], $13::text[], $14::int4[], $15::int8[])
+                        AS line (sku, name, quantity, unit_price_minor)
+         )
+         INSERT INTO order_status_history (order_id, status, reason)
+         SELECT id, $3, $11 FROM new_order",
     )
     .bind(id)
     .bind(order.user_id)
@@ -80,45 +94,37 @@ pub async fn insert_order(
         checkout
             .address
             .postal()
-            .map(|address| sqlx::types::Json(Address::from(address.clone()))),
+            .map(|address| sqlx::types::Json(address.clone())),
     )
     .bind(order.deadline_at)
     .bind(&order.idempotency_key)
     .bind(&order.request_digest)
+    .bind(state.reason.as_deref())
+    .bind(
+        lines
+            .iter()
+            .map(|line| line.sku.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        lines
+            .iter()
+            .map(|line| line.name.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(lines.iter().map(|line| line.quantity).collect::<Vec<_>>())
+    .bind(
+        lines
+            .iter()
+            .map(|line| line.unit_price_minor)
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *tx)
     .await?;
-    for line in &checkout.lines {
-        sqlx::query(
-            "INSERT INTO order_lines (order_id, sku, name, quantity, unit_price_minor) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id)
-        .bind(&line.sku)
-        .bind(&line.name)
-        .bind(line.quantity)
-        .bind(line.unit_price_minor)
-        .execute(&mut *tx)
-        .await?;
-    }
-    record_status(tx, id, state.status(), state.reason.as_deref()).await?;
+    record_status_metrics(id, state.status());
     for event in emit {
         outbox::publish(tx, event, cause).await?;
     }
-    Ok(())
-}
-
-async fn record_status(
-    tx: &mut PgConnection,
-    id: Uuid,
-    status: OrderStatus,
-    reason: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO order_status_history (order_id, status, reason) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(status.as_str())
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
-    record_status_metrics(id, status);
     Ok(())
 }
 
@@ -272,72 +278,6 @@ pub async fn overdue(tx: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, sql
     Ok(due.into_iter().map(|(id,)| id).collect())
 }
 
-/// A postal address as the API takes and shows it and an order keeps it (JSONB): the events
-/// crate's [`PostalAddress`] with its OpenAPI schema, which the events crate knows nothing of.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = PostalAddress)]
-pub struct Address {
-    /// The recipient.
-    #[schema(max_length = 200, example = "Ada Lovelace")]
-    pub name: String,
-    #[schema(max_length = 200, example = "1 Main St")]
-    pub line1: String,
-    /// Optional; blank is absent.
-    #[serde(default)]
-    #[schema(max_length = 200)]
-    pub line2: Option<String>,
-    #[schema(max_length = 200, example = "Berlin")]
-    pub city: String,
-    /// Letters, digits, spaces and hyphens.
-    #[schema(max_length = 16, example = "10115")]
-    pub postal_code: String,
-    /// ISO 3166-1 alpha-2 (any case when sent; upper case when shown).
-    #[schema(min_length = 2, max_length = 2, example = "DE")]
-    pub country: String,
-}
-
-impl From<Address> for PostalAddress {
-    fn from(address: Address) -> Self {
-        let Address {
-            name,
-            line1,
-            line2,
-            city,
-            postal_code,
-            country,
-        } = address;
-        Self {
-            name,
-            line1,
-            line2,
-            city,
-            postal_code,
-            country,
-        }
-    }
-}
-
-impl From<PostalAddress> for Address {
-    fn from(address: PostalAddress) -> Self {
-        let PostalAddress {
-            name,
-            line1,
-            line2,
-            city,
-            postal_code,
-            country,
-        } = address;
-        Self {
-            name,
-            line1,
-            line2,
-            city,
-            postal_code,
-            country,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct OrderRow {
     pub id: Uuid,
@@ -351,8 +291,8 @@ pub struct OrderRow {
     /// The address on one line: as typed for a free-text address, else `address` formatted.
     pub shipping_address: String,
     /// The structured address; `null` for an order placed with a free-text address.
-    #[schema(value_type = Option<Address>)]
-    pub address: Option<sqlx::types::Json<Address>>,
+    #[schema(value_type = Option<PostalAddress>)]
+    pub address: Option<sqlx::types::Json<PostalAddress>>,
     pub refunded: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
