@@ -190,7 +190,8 @@ impl Relay {
         let outbox = OutboxSession {
             options: (*pool.connect_options())
                 .clone()
-                .options([("synchronous_commit", "off")]),
+                .options([("synchronous_commit", "off")])
+                .application_name(&outbox_session_name(service)),
             connect_timeout: pool.options().get_acquire_timeout(),
             connection: None,
         };
@@ -511,6 +512,11 @@ impl Backoff {
     pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
+}
+
+/// The `application_name` of a relay's outbox session, as `pg_stat_activity` shows it.
+pub fn outbox_session_name(service: &str) -> String {
+    format!("{service} outbox relay")
 }
 
 /// Where the relay reads, marks and purges rows: a session of its own whose commits do not wait

@@ -10,6 +10,8 @@ use messaging::{Relay, RelaySettings};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+const SERVICE: &str = "test";
+
 /// The backend holding this database's relay lock, if any.
 async fn lock_holder(pool: &PgPool) -> Option<i32> {
     sqlx::query_as::<_, (i32,)>(
@@ -46,14 +48,19 @@ async fn unpublished(pool: &PgPool) -> i64 {
         .map_or(-1, |(count,)| count)
 }
 
-#[tokio::test]
-async fn a_relay_whose_lock_session_dies_takes_the_lock_again_and_keeps_publishing() {
-    bazaar_integration_tests::init_test_logging();
-    let database = fresh_database("relay_lock").await.expect("database");
+/// A relay running on a fresh database and topics of its own (`name` tells them apart).
+async fn running_relay(
+    name: &str,
+) -> (
+    PgPool,
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let database = fresh_database(name).await.expect("database");
     let pool = platform::db::connect_and_migrate(&database, &messaging::migrations::migrator())
         .await
         .expect("migrations");
-    let kafka = isolated_kafka("relay_lock");
+    let kafka = isolated_kafka(name);
     messaging::topics::apply(
         &messaging::TopicCatalog::bundled().expect("catalog"),
         &kafka,
@@ -61,7 +68,7 @@ async fn a_relay_whose_lock_session_dies_takes_the_lock_again_and_keeps_publishi
     .await
     .expect("topics");
     let relay = Relay::new(
-        "test",
+        SERVICE,
         pool.clone(),
         kafka,
         RelaySettings {
@@ -74,14 +81,32 @@ async fn a_relay_whose_lock_session_dies_takes_the_lock_again_and_keeps_publishi
     .expect("relay");
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(relay.run(shutdown.clone()));
+    (pool, shutdown, task)
+}
+
+async fn stop(shutdown: CancellationToken, task: tokio::task::JoinHandle<anyhow::Result<()>>) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("stops within 30 s")
+        .expect("no panic")
+        .expect("clean stop");
+}
+
+async fn all_published(pool: &PgPool, what: &str) {
+    eventually(what, Duration::from_secs(30), || async {
+        (unpublished(pool).await == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_relay_whose_lock_session_dies_takes_the_lock_again_and_keeps_publishing() {
+    bazaar_integration_tests::init_test_logging();
+    let (pool, shutdown, task) = running_relay("relay_lock").await;
 
     append_level(&pool, 1).await;
-    eventually(
-        "the first event to be published",
-        Duration::from_secs(30),
-        || async { (unpublished(&pool).await == 0).then_some(()) },
-    )
-    .await;
+    all_published(&pool, "the first event to be published").await;
     let first = eventually(
         "the relay to hold its lock",
         Duration::from_secs(10),
@@ -106,17 +131,55 @@ async fn a_relay_whose_lock_session_dies_takes_the_lock_again_and_keeps_publishi
     assert!(!task.is_finished(), "the relay must not stop");
 
     append_level(&pool, 2).await;
-    eventually(
-        "an event appended after the loss to be published",
-        Duration::from_secs(30),
-        || async { (unpublished(&pool).await == 0).then_some(()) },
+    all_published(&pool, "an event appended after the loss to be published").await;
+    stop(shutdown, task).await;
+}
+
+/// The relay reads and marks rows on a session of its own, beside the lock's: losing it must
+/// not stop publishing either.
+#[tokio::test]
+async fn a_relay_whose_outbox_session_dies_opens_another_and_keeps_publishing() {
+    bazaar_integration_tests::init_test_logging();
+    let (pool, shutdown, task) = running_relay("relay_outbox").await;
+    let outbox_session = || async {
+        sqlx::query_as::<_, (i32,)>(
+            "SELECT pid FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name = $1",
+        )
+        .bind(messaging::relay::outbox_session_name(SERVICE))
+        .fetch_optional(&pool)
+        .await
+        .ok()
+        .flatten()
+        .map(|(pid,)| pid)
+    };
+
+    append_level(&pool, 1).await;
+    all_published(&pool, "the first event to be published").await;
+    let first = eventually(
+        "the relay's outbox session",
+        Duration::from_secs(10),
+        outbox_session,
     )
     .await;
+    let lock = lock_holder(&pool).await.expect("the relay holds its lock");
+    assert_ne!(first, lock, "the outbox session is not the lock's");
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), task)
+    let (terminated,): (bool,) = sqlx::query_as("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .fetch_one(&pool)
         .await
-        .expect("stops within 30 s")
-        .expect("no panic")
-        .expect("clean stop");
+        .expect("terminate");
+    assert!(terminated);
+    append_level(&pool, 2).await;
+    all_published(&pool, "an event appended after the loss to be published").await;
+    let second = outbox_session().await.expect("a new outbox session");
+    assert_ne!(first, second);
+    assert_eq!(
+        lock_holder(&pool).await,
+        Some(lock),
+        "the lock's session was not touched"
+    );
+    assert!(!task.is_finished(), "the relay must not stop");
+    stop(shutdown, task).await;
 }
