@@ -242,6 +242,7 @@ impl Relay {
         {
             tracing::debug!(%error, "closing the relay lock's session");
         }
+        self.outbox.close().await;
         tracing::info!(service = self.service, "outbox relay stopped");
         Ok(())
     }
@@ -597,6 +598,16 @@ impl OutboxSession {
             self.connection = Some(connection);
         }
         Ok(self.connection.as_mut().expect("opened above"))
+    }
+
+    /// Ends the session with a goodbye to the server (a session merely dropped shows in its log
+    /// as an unexpected end of file).
+    async fn close(&mut self) {
+        if let Some(connection) = self.connection.take()
+            && let Err(error) = connection.close().await
+        {
+            tracing::debug!(%error, "closing the relay's outbox session");
+        }
     }
 
     /// Drops the session after a failed statement; the next statement opens a new one.

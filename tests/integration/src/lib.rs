@@ -158,6 +158,20 @@ pub fn bazaar_binary() -> std::path::PathBuf {
     binary
 }
 
+/// Cancels a background task (a relay, a consumer) and waits for it to end cleanly: within
+/// 30 s, without a panic or an error.
+pub async fn stop_task(
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("stops within 30 s")
+        .expect("no panic")
+        .expect("clean stop");
+}
+
 /// Polls `probe` until it yields `Some`, failing with `what` once `deadline` has passed.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> T
 where

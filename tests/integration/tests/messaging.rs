@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bazaar_integration_tests::{eventually, fresh_database, isolated_kafka};
+use bazaar_integration_tests::{eventually, fresh_database, isolated_kafka, stop_task};
 use events::{Event, EventMetadata, OrderCancelled, StockLevelChanged};
 use futures::StreamExt;
 use messaging::consumer::ConsumerSettings;
@@ -205,15 +205,6 @@ fn cancel(order: &str, reason: &str) -> Event {
     .into()
 }
 
-async fn stop(shutdown: CancellationToken, task: tokio::task::JoinHandle<anyhow::Result<()>>) {
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("stops within 30 s")
-        .expect("no panic")
-        .expect("clean stop");
-}
-
 /// Total messages in a topic, from its watermarks. A broker busy with other tests may fail a
 /// metadata or watermark request now and then: asked again until a 30 s deadline.
 async fn messages_in(kafka: &KafkaSettings, topic: &str) -> i64 {
@@ -301,7 +292,7 @@ async fn an_event_published_twice_after_a_relay_crash_has_one_effect() {
         },
     )
     .await;
-    stop(shutdown, task).await;
+    stop_task(shutdown, task).await;
     assert_eq!(fixture.effect_count().await, 2, "each effect exactly once");
     assert_eq!(fixture.effects_of("SKU-A").await, vec![7]);
 }
@@ -328,8 +319,8 @@ async fn ten_thousand_events_over_many_keys_keep_per_key_order() {
         .wait_for_effects(keys * per_key, Duration::from_secs(180))
         .await;
     let elapsed = started.elapsed();
-    stop(consumer_stop, consumer_task).await;
-    stop(relay_stop, relay_task).await;
+    stop_task(consumer_stop, consumer_task).await;
+    stop_task(relay_stop, relay_task).await;
 
     for key in 0..keys {
         let values = fixture.effects_of(&format!("SKU-{key:02}")).await;
@@ -452,8 +443,8 @@ async fn a_poison_message_parks_its_key_while_other_keys_flow_and_redrive_releas
         "poison (-1) replayed in its place"
     );
 
-    stop(consumer_stop, consumer_task).await;
-    stop(relay_stop, relay_task).await;
+    stop_task(consumer_stop, consumer_task).await;
+    stop_task(relay_stop, relay_task).await;
 }
 
 #[tokio::test]
@@ -502,8 +493,8 @@ async fn an_undecodable_message_is_dead_lettered_without_stopping_the_partition(
         keys[0].error
     );
     assert!(fixture.effects_of("SKU-X").await.is_empty());
-    stop(consumer_stop, consumer_task).await;
-    stop(relay_stop, relay_task).await;
+    stop_task(consumer_stop, consumer_task).await;
+    stop_task(relay_stop, relay_task).await;
 }
 
 #[tokio::test]
@@ -525,7 +516,7 @@ async fn a_consumer_stopped_mid_stream_resumes_from_its_stored_offset() {
     fixture
         .wait_for_effects(first_half.len() as i64, Duration::from_secs(60))
         .await;
-    stop(first_stop, first_task).await;
+    stop_task(first_stop, first_task).await;
     let after_first = fixture.effect_count().await;
     assert_eq!(
         after_first,
@@ -540,8 +531,8 @@ async fn a_consumer_stopped_mid_stream_resumes_from_its_stored_offset() {
     fixture
         .wait_for_effects(total, Duration::from_secs(60))
         .await;
-    stop(second_stop, second_task).await;
-    stop(relay_stop, relay_task).await;
+    stop_task(second_stop, second_task).await;
+    stop_task(relay_stop, relay_task).await;
 
     let (count, distinct): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM effects")
@@ -612,8 +603,8 @@ async fn a_row_the_database_refuses_is_dead_lettered_at_once_and_its_key_parked(
     assert_eq!(dead_letters[1]["dlq-reason"], "parked");
     assert_eq!(fixture.effects_of("order-A").await, vec![1]);
 
-    stop(consumer_stop, consumer_task).await;
-    stop(relay_stop, relay_task).await;
+    stop_task(consumer_stop, consumer_task).await;
+    stop_task(relay_stop, relay_task).await;
 }
 
 /// The largest `consumer_retrying_attempts` of any partition of `topic` in this process.
@@ -671,8 +662,8 @@ async fn a_transient_failure_is_retried_and_a_metric_shows_it_until_it_passes() 
         "a transient failure parks nothing"
     );
 
-    stop(consumer_stop, consumer_task).await;
-    stop(relay_stop, relay_task).await;
+    stop_task(consumer_stop, consumer_task).await;
+    stop_task(relay_stop, relay_task).await;
 }
 
 /// Reads `count` messages of a topic from the beginning and returns their headers.

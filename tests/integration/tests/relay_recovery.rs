@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bazaar_integration_tests::{eventually, fresh_database, isolated_kafka};
+use bazaar_integration_tests::{eventually, fresh_database, isolated_kafka, stop_task};
 use events::{Event, EventMetadata, StockLevelChanged};
 use messaging::{Relay, RelaySettings};
 use sqlx::PgPool;
@@ -84,15 +84,6 @@ async fn running_relay(
     (pool, shutdown, task)
 }
 
-async fn stop(shutdown: CancellationToken, task: tokio::task::JoinHandle<anyhow::Result<()>>) {
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("stops within 30 s")
-        .expect("no panic")
-        .expect("clean stop");
-}
-
 async fn all_published(pool: &PgPool, what: &str) {
     eventually(what, Duration::from_secs(30), || async {
         (unpublished(pool).await == 0).then_some(())
@@ -132,7 +123,7 @@ async fn a_relay_whose_lock_session_dies_takes_the_lock_again_and_keeps_publishi
 
     append_level(&pool, 2).await;
     all_published(&pool, "an event appended after the loss to be published").await;
-    stop(shutdown, task).await;
+    stop_task(shutdown, task).await;
 }
 
 /// The relay reads and marks rows on a session of its own, beside the lock's: losing it must
@@ -181,5 +172,5 @@ async fn a_relay_whose_outbox_session_dies_opens_another_and_keeps_publishing() 
         "the lock's session was not touched"
     );
     assert!(!task.is_finished(), "the relay must not stop");
-    stop(shutdown, task).await;
+    stop_task(shutdown, task).await;
 }
