@@ -33,6 +33,7 @@ use crate::dead_letter;
 use crate::fault::{self, CrashPoint};
 use crate::record::{PayloadError, Record, RecordDecoder};
 use crate::relay::Backoff;
+use crate::worker::Wakeups;
 
 /// What a handler reports when it cannot apply an event.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,9 @@ impl From<sqlx::Error> for HandlerError {
         }
     }
 }
+
+/// How often the consumer asks its [`BrokerWatch`] whether its client is stuck; no I/O.
+const BROKER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// SQLSTATE classes of errors the same statement on the same data meets every time: 22, data
 /// exception (a value out of range, text PostgreSQL cannot store), and 23, integrity constraint
@@ -168,7 +172,8 @@ pub struct ConsumerSettings {
     /// message; `None` retries until shutdown. While a message is being retried,
     /// `consumer_retrying_attempts{topic, partition}` shows how many times.
     pub max_transient_attempts: Option<u32>,
-    /// How often to look for parked keys whose redrive was requested.
+    /// How often to look for parked keys whose redrive was requested, besides when the table of
+    /// parked keys announces a change (migration 0002): the fallback for a lost notification.
     pub redrive_poll_interval: Duration,
     pub session_timeout: Duration,
     /// Most messages taken from the client at once, and so most of one partition handled in
@@ -185,7 +190,7 @@ impl ConsumerSettings {
         Self {
             topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
             max_transient_attempts: Some(DEFAULT_MAX_TRANSIENT_ATTEMPTS),
-            redrive_poll_interval: Duration::from_secs(1),
+            redrive_poll_interval: Duration::from_secs(30),
             session_timeout: Duration::from_secs(10),
             // Enough to spread a commit over a hundred events; few enough that a transaction
             // holds its row locks briefly, and that a failed batch re-does little.
@@ -354,13 +359,17 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// commits the stored offsets. A client that librdkafka leaves without any broker (see
     /// [`BrokerWatch`]) is replaced by a new one, which rejoins the group.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut redrive_timer = tokio::time::interval(self.settings.redrive_poll_interval);
-        redrive_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut parked_keys_changed = Wakeups::new(
+            &self.pool,
+            dead_letter::PARKED_KEYS_CHANNEL,
+            self.settings.redrive_poll_interval,
+        )
+        .await;
         loop {
             let brokers = BrokerWatch::default();
             let consumer = Arc::new(self.subscribe(&brokers)?);
             match self
-                .consume(&consumer, &brokers, &mut redrive_timer, &shutdown)
+                .consume(&consumer, &brokers, &mut parked_keys_changed, &shutdown)
                 .await?
             {
                 Ended::Shutdown => {
@@ -416,20 +425,24 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         &self,
         consumer: &StreamConsumer<LagReporter>,
         brokers: &BrokerWatch,
-        redrive_timer: &mut tokio::time::Interval,
+        parked_keys_changed: &mut Wakeups,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Ended> {
         let mut stream = consumer.stream();
+        let mut broker_check = tokio::time::interval(BROKER_CHECK_INTERVAL);
+        broker_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(Ended::Shutdown),
-                _ = redrive_timer.tick() => {
+                _ = broker_check.tick() => {
                     if brokers.stranded_for() >= STRANDED_AFTER
                         || brokers.unsettled_for() >= UNSETTLED_AFTER
                     {
                         return Ok(Ended::Stranded);
                     }
+                }
+                () = parked_keys_changed.next(&self.pool) => {
                     if let Err(error) = dead_letter::redrive_requested(self, shutdown).await {
                         tracing::warn!(error = %format!("{error:#}"), "redrive round failed");
                     }

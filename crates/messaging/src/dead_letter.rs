@@ -50,6 +50,9 @@ pub async fn parked_keys(pool: &PgPool) -> Result<Vec<ParkedKey>, sqlx::Error> {
     .await
 }
 
+/// Announces every change to the parked keys (migration 0002): consumers listen on it.
+pub const PARKED_KEYS_CHANNEL: &str = "messaging_parked_keys";
+
 /// Asks the consumer to replay the parked messages of `key` (or of every key of `topic`) in
 /// order. Returns how many keys were marked.
 pub async fn request_redrive(

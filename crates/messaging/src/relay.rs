@@ -8,6 +8,10 @@
 //! - Pending rows are selected by `published_at IS NULL`, never by "id greater than the last one
 //!   seen": a transaction that took a lower id but committed later is still picked up.
 //! - No database connection is held while waiting for Kafka.
+//! - Acknowledged rows are marked published by the statement that selects the next round's
+//!   rows, or on their own when no round follows within [`MARK_WITHIN`]: under load a round
+//!   costs one statement, not two. A crash in between publishes those rows again, as a crash
+//!   between Kafka's acknowledgement and the mark always could; every inbox drops them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +36,10 @@ const RELAY_LOCK_KEY: i64 = 0x6261_7a61_6172; // "bazaar"
 const NOTIFY_CHANNEL: &str = "messaging_outbox";
 /// How long to wait before listening again after the outbox listener failed.
 const LISTENER_RETRY: Duration = Duration::from_millis(500);
+/// How long acknowledged rows may wait for the next round's statement to mark them before they
+/// are marked on their own. Longer merges more marks at low rates; it is also how much a relay
+/// crash or failover publishes twice.
+pub const MARK_WITHIN: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -63,8 +71,9 @@ impl Default for RelaySettings {
     }
 }
 
-/// Whether a publish round marks its rows. `No` exists for fault-injection tests: it behaves as
-/// a relay that crashed after Kafka acknowledged the rows but before it could mark them.
+/// Whether a publish round marks its rows: with the next round's select, or by
+/// [`Relay::mark_acknowledged`]. `No` exists for fault-injection tests: it behaves as a relay
+/// that crashed after Kafka acknowledged the rows but before it could mark them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MarkPublished {
     Yes,
@@ -148,6 +157,8 @@ pub struct Relay {
     service: &'static str,
     backlog_recorded_at: Option<Instant>,
     exit_after_ack: CrashPoint,
+    /// Rows Kafka acknowledged that are not marked published yet.
+    acknowledged: Vec<i64>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -210,6 +221,7 @@ impl Relay {
                 fault::RELAY_EXIT_AFTER_ACK,
                 fault::RELAY_EXIT_CODE,
             ),
+            acknowledged: Vec::new(),
         })
     }
 
@@ -227,6 +239,7 @@ impl Relay {
                 Active::SteppedDown(reason) => {
                     tracing::warn!(service = self.service, %reason, "outbox relay stepped down; competing for the lock again");
                     metrics::counter!("outbox_relay_step_downs_total").increment(1);
+                    self.let_go_of_acknowledged().await;
                 }
             }
         }
@@ -332,20 +345,49 @@ impl Relay {
             if failed {
                 continue;
             }
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                notification = listener.try_recv() => {
-                    // Ok(None): the connection was lost and is re-established by the next call;
-                    // the loop looks at the outbox at once for what was committed meanwhile.
-                    if let Err(error) = notification {
-                        tracing::warn!(%error, "outbox listener failed; looking again shortly");
-                        tokio::time::sleep(LISTENER_RETRY).await;
+            if !self.acknowledged.is_empty() {
+                // The next round's statement marks them, if a commit calls for one soon.
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    notification = listener.try_recv() => {
+                        woken(notification).await;
+                        continue;
+                    }
+                    () = tokio::time::sleep(MARK_WITHIN) => {
+                        if let Err(error) = self.mark_acknowledged().await {
+                            tracing::warn!(%error, "marking published outbox rows failed; marking them with the next round");
+                        }
                     }
                 }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                notification = listener.try_recv() => woken(notification).await,
                 () = tokio::time::sleep(self.settings.poll_interval) => {}
             }
         }
+        self.let_go_of_acknowledged().await;
         Active::Stopped(lock)
+    }
+
+    /// Marks the rows Kafka acknowledged that no round has marked yet.
+    pub async fn mark_acknowledged(&mut self) -> Result<(), RelayError> {
+        if !self.acknowledged.is_empty() {
+            self.outbox.mark_published(&self.acknowledged).await?;
+            self.acknowledged.clear();
+        }
+        Ok(())
+    }
+
+    /// Marks what is acknowledged before this relay stops being the active one, or forgets it
+    /// when it cannot: those rows are then published again by whichever relay is active, and
+    /// dropped by every inbox. Forgetting matters: a relay that becomes active again later
+    /// must not mark rows that were made pending again meanwhile.
+    async fn let_go_of_acknowledged(&mut self) {
+        if let Err(error) = self.mark_acknowledged().await {
+            tracing::warn!(%error, rows = self.acknowledged.len(), "acknowledged outbox rows left unmarked; they will be published again");
+            self.acknowledged.clear();
+        }
     }
 
     fn create_producer(
@@ -393,7 +435,11 @@ impl Relay {
 
     /// Publishes up to one batch of pending rows and returns how many were acknowledged.
     pub async fn publish_pending(&mut self, mark: MarkPublished) -> Result<usize, RelayError> {
-        let rows = self.outbox.pending(self.settings.batch_size).await?;
+        let rows = self
+            .outbox
+            .mark_then_select(&self.acknowledged, self.settings.batch_size)
+            .await?;
+        self.acknowledged.clear();
         self.record_backlog().await;
         if rows.is_empty() {
             return Ok(0);
@@ -449,7 +495,7 @@ impl Relay {
         if mark == MarkPublished::Yes && !acknowledged.is_empty() {
             // The window a relay crash leaves: in Kafka, still pending here.
             self.exit_after_ack.maybe_exit();
-            self.outbox.mark_published(&acknowledged).await?;
+            self.acknowledged.extend_from_slice(&acknowledged);
         }
         metrics::counter!("outbox_published_total").increment(acknowledged.len() as u64);
         match failure {
@@ -497,6 +543,16 @@ impl Relay {
     }
 }
 
+/// What a wake-up of the outbox listener means for the loop.
+async fn woken(notification: Result<Option<sqlx::postgres::PgNotification>, sqlx::Error>) {
+    // Ok(None): the connection was lost and is re-established by the next call; the loop looks
+    // at the outbox at once for what was committed meanwhile.
+    if let Err(error) = notification {
+        tracing::warn!(%error, "outbox listener failed; looking again shortly");
+        tokio::time::sleep(LISTENER_RETRY).await;
+    }
+}
+
 /// Exponential backoff from 100 ms to 10 s.
 #[derive(Debug, Default)]
 pub(crate) struct Backoff {
@@ -537,16 +593,27 @@ struct OutboxSession {
 }
 
 impl OutboxSession {
-    async fn pending(&mut self, batch_size: i64) -> Result<Vec<PendingRow>, sqlx::Error> {
+    /// Marks `acknowledged` published and selects up to `batch_size` pending rows, in one
+    /// statement. Its select sees the rows as they were before its update, hence the exclusion.
+    async fn mark_then_select(
+        &mut self,
+        acknowledged: &[i64],
+        batch_size: i64,
+    ) -> Result<Vec<PendingRow>, sqlx::Error> {
         let connection = self.connection().await?;
         let result = sqlx::query_as(
-            "SELECT id, topic, message_key, payload_format, payload, headers, created_at
+            "WITH marked AS (
+                 UPDATE messaging_outbox SET published_at = clock_timestamp()
+                  WHERE id = ANY($2) AND published_at IS NULL
+             )
+             SELECT id, topic, message_key, payload_format, payload, headers, created_at
                FROM messaging_outbox
-              WHERE published_at IS NULL
+              WHERE published_at IS NULL AND id <> ALL($2)
               ORDER BY id
               LIMIT $1",
         )
         .bind(batch_size)
+        .bind(acknowledged)
         .fetch_all(connection)
         .await;
         self.keep_if_ok(result)

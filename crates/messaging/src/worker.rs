@@ -100,17 +100,74 @@ impl PollingWorker {
 
     /// A listener on `channel`; `None` (polling only) while the database refuses one.
     async fn listen(&self, pool: &PgPool, channel: &'static str) -> Option<PgListener> {
-        let listening = async {
-            let mut listener = platform::db::listener(pool).await?;
-            listener.listen(channel).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        match listening.await {
+        match listen(pool, channel).await {
             Ok(listener) => Some(listener),
             Err(error) => {
                 tracing::warn!(worker = self.name, channel, %error, "cannot listen; polling only");
                 None
             }
+        }
+    }
+}
+
+async fn listen(pool: &PgPool, channel: &'static str) -> Result<PgListener, sqlx::Error> {
+    let mut listener = platform::db::listener(pool).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
+/// When a loop that also does other things (a consumer fetching) should look at its database:
+/// when `channel` is notified, when its listening connection was lost (what was announced
+/// meanwhile is gone), and every `interval` as the fallback. Cancel-safe: it can be one branch
+/// of a `select!` that other branches win most of the time, without its interval restarting.
+#[derive(Debug)]
+pub struct Wakeups {
+    channel: &'static str,
+    listener: Option<PgListener>,
+    fallback: tokio::time::Interval,
+}
+
+impl Wakeups {
+    /// Listens on `channel`; while the database refuses, the fallback ticks try again. The first
+    /// wake-up is at once.
+    pub async fn new(pool: &PgPool, channel: &'static str, interval: Duration) -> Self {
+        let mut fallback = tokio::time::interval(interval);
+        fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wakeups = Self {
+            channel,
+            listener: None,
+            fallback,
+        };
+        wakeups.listen_again(pool).await;
+        wakeups
+    }
+
+    async fn listen_again(&mut self, pool: &PgPool) {
+        match listen(pool, self.channel).await {
+            Ok(listener) => self.listener = Some(listener),
+            Err(error) => {
+                tracing::warn!(channel = self.channel, %error, "cannot listen; looking at the fallback interval");
+            }
+        }
+    }
+
+    /// Resolves when it is time to look.
+    pub async fn next(&mut self, pool: &PgPool) {
+        let Some(listener) = self.listener.as_mut() else {
+            self.fallback.tick().await;
+            self.listen_again(pool).await;
+            return;
+        };
+        tokio::select! {
+            _ = self.fallback.tick() => {}
+            notification = listener.try_recv() => match notification {
+                // Ok(None): the connection was lost; the next call reconnects.
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(channel = self.channel, %error, "listener failed; looking at the fallback interval");
+                    self.listener = None;
+                }
+            },
         }
     }
 }

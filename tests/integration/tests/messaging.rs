@@ -298,6 +298,62 @@ async fn an_event_published_twice_after_a_relay_crash_has_one_effect() {
 }
 
 #[tokio::test]
+async fn a_round_marks_what_the_previous_round_published_and_never_publishes_it_again() {
+    let fixture = Fixture::new("marks").await;
+    fixture
+        .append(&[level("SKU-A", 1), level("SKU-B", 2)])
+        .await;
+    let unpublished = || async {
+        sqlx::query_as::<_, (i64,)>(
+            "SELECT count(*) FROM messaging_outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&fixture.pool)
+        .await
+        .expect("count")
+        .0
+    };
+
+    let mut relay = fixture.relay();
+    assert_eq!(
+        relay
+            .publish_pending(MarkPublished::Yes)
+            .await
+            .expect("publish"),
+        2
+    );
+    assert_eq!(
+        unpublished().await,
+        2,
+        "acknowledged rows wait for the next statement"
+    );
+
+    fixture.append(&[level("SKU-C", 3)]).await;
+    assert_eq!(
+        relay
+            .publish_pending(MarkPublished::Yes)
+            .await
+            .expect("publish"),
+        1,
+        "the next round marks the first two and publishes only the new row"
+    );
+    assert_eq!(unpublished().await, 1);
+    relay.mark_acknowledged().await.expect("mark");
+    assert_eq!(unpublished().await, 0);
+    assert_eq!(
+        relay
+            .publish_pending(MarkPublished::Yes)
+            .await
+            .expect("publish"),
+        0
+    );
+    assert_eq!(
+        messages_in(&fixture.kafka, "stock-levels").await,
+        3,
+        "each event once"
+    );
+}
+
+#[tokio::test]
 async fn ten_thousand_events_over_many_keys_keep_per_key_order() {
     let fixture = Fixture::new("order").await;
     let keys = 50;
@@ -418,9 +474,10 @@ async fn a_poison_message_parks_its_key_while_other_keys_flow_and_redrive_releas
     .await
     .expect("redrive");
     assert_eq!(marked, 1);
+    // Well inside the consumer's 30 s fallback poll: the request's NOTIFY starts the redrive.
     eventually(
         "order-A to be released",
-        Duration::from_secs(30),
+        Duration::from_secs(10),
         || async {
             messaging::dead_letter::parked_keys(&fixture.pool)
                 .await
