@@ -101,7 +101,10 @@ pub async fn run_payment_worker<P: PaymentProvider>(
 }
 
 /// One round: claims the due charges, then the due refunds, and settles each claimed batch
-/// with the provider, its calls side by side. Busy when anything was claimed.
+/// with the provider, its calls side by side. Busy only when a claim filled its batch: work
+/// that became due meanwhile announced itself on [`db::WORK_CHANNEL`] (as does a refund a
+/// settlement makes due), and the worker's listener kept that wake-up for the next wait. An
+/// empty round after every call was two claim statements per payment.
 async fn settle_due<P: PaymentProvider>(
     pool: &PgPool,
     provider: &Arc<P>,
@@ -114,7 +117,9 @@ async fn settle_due<P: PaymentProvider>(
         if claimed.is_empty() {
             continue;
         }
-        round = Round::Busy;
+        if Round::of(claimed.len(), settings.concurrency) == Round::Busy {
+            round = Round::Busy;
+        }
         let calls = claimed.into_iter().map(|claimed| async move {
             let db::Claimed { order_id, state, trace } = &claimed;
             let span = provider_span(work, order_id, trace.as_ref());
