@@ -231,7 +231,9 @@ impl Relay {
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut lock = None;
         while let Some(connection) = self.become_active(&shutdown).await {
-            match self.publish_while_active(connection, &shutdown).await {
+            let active = self.publish_while_active(connection, &shutdown).await;
+            self.let_go_of_acknowledged().await;
+            match active {
                 Active::Stopped(connection) => {
                     lock = Some(connection);
                     break;
@@ -239,7 +241,6 @@ impl Relay {
                 Active::SteppedDown(reason) => {
                     tracing::warn!(service = self.service, %reason, "outbox relay stepped down; competing for the lock again");
                     metrics::counter!("outbox_relay_step_downs_total").increment(1);
-                    self.let_go_of_acknowledged().await;
                 }
             }
         }
@@ -366,7 +367,6 @@ impl Relay {
                 () = tokio::time::sleep(self.settings.poll_interval) => {}
             }
         }
-        self.let_go_of_acknowledged().await;
         Active::Stopped(lock)
     }
 

@@ -160,6 +160,15 @@ pub fn bazaar_binary() -> std::path::PathBuf {
 
 /// Cancels a background task (a relay, a consumer) and waits for it to end cleanly: within
 /// 30 s, without a panic or an error.
+/// How many rows of a database's outbox its relay has not marked published yet.
+pub async fn unpublished_outbox_rows(pool: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM messaging_outbox WHERE published_at IS NULL")
+            .fetch_one(pool)
+            .await?;
+    Ok(count)
+}
+
 pub async fn stop_task(
     shutdown: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,

@@ -70,11 +70,7 @@ impl Publisher {
 
     /// How many appended events the relay has not published yet.
     pub async fn unpublished(&self) -> anyhow::Result<i64> {
-        let (count,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM messaging_outbox WHERE published_at IS NULL")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(count)
+        Ok(crate::unpublished_outbox_rows(&self.pool).await?)
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {

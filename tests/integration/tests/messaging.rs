@@ -304,13 +304,9 @@ async fn a_round_marks_what_the_previous_round_published_and_never_publishes_it_
         .append(&[level("SKU-A", 1), level("SKU-B", 2)])
         .await;
     let unpublished = || async {
-        sqlx::query_as::<_, (i64,)>(
-            "SELECT count(*) FROM messaging_outbox WHERE published_at IS NULL",
-        )
-        .fetch_one(&fixture.pool)
-        .await
-        .expect("count")
-        .0
+        bazaar_integration_tests::unpublished_outbox_rows(&fixture.pool)
+            .await
+            .expect("count")
     };
 
     let mut relay = fixture.relay();

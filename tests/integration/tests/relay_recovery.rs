@@ -42,10 +42,9 @@ async fn append_level(pool: &PgPool, on_hand: i64) {
 }
 
 async fn unpublished(pool: &PgPool) -> i64 {
-    sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM messaging_outbox WHERE published_at IS NULL")
-        .fetch_one(pool)
+    bazaar_integration_tests::unpublished_outbox_rows(pool)
         .await
-        .map_or(-1, |(count,)| count)
+        .unwrap_or(-1)
 }
 
 /// A relay running on a fresh database and topics of its own (`name` tells them apart).
