@@ -21,9 +21,10 @@ use std::time::Duration;
 use events::{Event, EventMetadata};
 use futures::{FutureExt, StreamExt};
 use platform::config::KafkaSettings;
+use platform::db::Sessions;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::{ClientContext, Statistics};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -196,7 +197,7 @@ impl ConsumerSettings {
             // holds its row locks briefly, and that a failed batch re-does little.
             max_batch: 100,
             // Two keep both cores of a small machine busy while one batch waits on its commit;
-            // each is a connection taken from the service's pool.
+            // each is a database session of the consumer's own (beside the service's pool).
             concurrent_partitions: 2,
         }
     }
@@ -305,6 +306,11 @@ impl From<HandlerError> for Failure {
     }
 }
 
+/// The `application_name` of a consumer's database sessions, as `pg_stat_activity` shows them.
+pub fn consumer_session_name(service: &str) -> String {
+    format!("{service} consumer")
+}
+
 /// Why a message failed, and whether trying again could help.
 #[derive(Debug)]
 pub(crate) enum Failure {
@@ -316,6 +322,9 @@ pub(crate) enum Failure {
 pub struct IdempotentConsumer<H> {
     service: &'static str,
     pool: PgPool,
+    /// Where batches are handled, one session per partition handled at the same time; the
+    /// rarer work (dead letters, redrives) takes connections from `pool`.
+    sessions: Sessions,
     kafka: KafkaSettings,
     settings: ConsumerSettings,
     handler: Arc<H>,
@@ -343,6 +352,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         let decoder = RecordDecoder::new(crate::registry::SchemaRegistryClient::of(&kafka));
         Self {
             service,
+            sessions: Sessions::beside(&pool, &consumer_session_name(service)),
             pool,
             kafka,
             settings,
@@ -400,6 +410,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 }
             }
         }
+        self.sessions.close().await;
         tracing::info!(service = self.service, "consumer stopped");
         Ok(())
     }
@@ -583,8 +594,29 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         if to_claim.is_empty() {
             return Ok(vec![Handled::Ignored; batch.len()]);
         }
-        let mut tx = self.pool.begin().await.map_err(transient)?;
-        let Claimed { parked, mut new } = claim(&mut tx, &batch[0].topic, &to_claim)
+        let mut session = self.sessions.take();
+        let result = match session.connection().await {
+            Ok(connection) => {
+                self.apply_batch(connection, batch, decoded, &wanted, &to_claim, shutdown)
+                    .await
+            }
+            Err(error) => Err(transient(error)),
+        };
+        session.keep_if_ok(result)
+    }
+
+    /// [`Self::try_batch`]'s transaction, on `connection`.
+    async fn apply_batch(
+        &self,
+        connection: &mut PgConnection,
+        batch: &[Record],
+        decoded: &[ReceivedEvent],
+        wanted: &[bool],
+        to_claim: &[&ReceivedEvent],
+        shutdown: Option<&CancellationToken>,
+    ) -> Result<Vec<Handled>, Failure> {
+        let mut tx = connection.begin().await.map_err(transient)?;
+        let Claimed { parked, mut new } = claim(&mut tx, &batch[0].topic, to_claim)
             .await
             .map_err(transient)?;
         let to_handle: Vec<&ReceivedEvent> = to_claim
@@ -600,7 +632,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 .map_err(Failure::from)?;
         }
         let mut outcomes = Vec::with_capacity(batch.len());
-        for ((record, received), wanted) in batch.iter().zip(decoded).zip(wanted) {
+        for ((record, received), &wanted) in batch.iter().zip(decoded).zip(wanted) {
             // The whole batch is in the inbox already, so it commits whole or not at all: on
             // shutdown it is rolled back and comes again after the restart.
             if shutdown.is_some_and(CancellationToken::is_cancelled) {

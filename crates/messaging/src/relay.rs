@@ -21,7 +21,6 @@ use chrono::{DateTime, Utc};
 use platform::config::KafkaSettings;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::{ClientContext, Statistics};
-use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -199,12 +198,13 @@ impl Relay {
         let producer = Self::create_producer(&kafka, &settings, &brokers)?;
         let registry = SchemaRegistryClient::of(&kafka);
         let outbox = OutboxSession {
-            options: (*pool.connect_options())
-                .clone()
-                .options([("synchronous_commit", "off")])
-                .application_name(&outbox_session_name(service)),
-            connect_timeout: pool.options().get_acquire_timeout(),
-            connection: None,
+            session: platform::db::Session::new(
+                (*pool.connect_options())
+                    .clone()
+                    .options([("synchronous_commit", "off")])
+                    .application_name(&outbox_session_name(service)),
+                pool.options().get_acquire_timeout(),
+            ),
         };
         Ok(Self {
             pool,
@@ -256,7 +256,7 @@ impl Relay {
         {
             tracing::debug!(%error, "closing the relay lock's session");
         }
-        self.outbox.close().await;
+        self.outbox.session.close().await;
         tracing::info!(service = self.service, "outbox relay stopped");
         Ok(())
     }
@@ -582,14 +582,9 @@ pub fn outbox_session_name(service: &str) -> String {
 /// exactly as a relay crash between Kafka's ack and the mark does; a lost purge is redone. The
 /// marks were about a quarter of the commits a checkout flushed.
 ///
-/// One connection, not a pool of one: sqlx pings a pooled connection each time it goes back to
-/// the pool, a round trip more for each statement of every round.
+/// One session, not a pool of one: see [`platform::db::Session`].
 struct OutboxSession {
-    options: PgConnectOptions,
-    connect_timeout: Duration,
-    /// Opened at first use, and again after a statement failed: a failure is likelier a lost
-    /// session (a server restart) than anything a new session would repeat.
-    connection: Option<PgConnection>,
+    session: platform::db::Session,
 }
 
 impl OutboxSession {
@@ -600,7 +595,7 @@ impl OutboxSession {
         acknowledged: &[i64],
         batch_size: i64,
     ) -> Result<Vec<PendingRow>, sqlx::Error> {
-        let connection = self.connection().await?;
+        let connection = self.session.connection().await?;
         let result = sqlx::query_as(
             "WITH marked AS (
                  UPDATE messaging_outbox SET published_at = clock_timestamp()
@@ -616,35 +611,35 @@ impl OutboxSession {
         .bind(acknowledged)
         .fetch_all(connection)
         .await;
-        self.keep_if_ok(result)
+        self.session.keep_if_ok(result)
     }
 
     async fn mark_published(&mut self, ids: &[i64]) -> Result<(), sqlx::Error> {
-        let connection = self.connection().await?;
+        let connection = self.session.connection().await?;
         let result = sqlx::query(
             "UPDATE messaging_outbox SET published_at = clock_timestamp() WHERE id = ANY($1)",
         )
         .bind(ids)
         .execute(connection)
         .await;
-        self.keep_if_ok(result).map(drop)
+        self.session.keep_if_ok(result).map(drop)
     }
 
     /// How many rows are pending, and the age in seconds of the oldest.
     async fn backlog(&mut self) -> Result<(i64, Option<f64>), sqlx::Error> {
-        let connection = self.connection().await?;
+        let connection = self.session.connection().await?;
         let result = sqlx::query_as(
             "SELECT count(*), EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8
                FROM messaging_outbox WHERE published_at IS NULL",
         )
         .fetch_one(connection)
         .await;
-        self.keep_if_ok(result)
+        self.session.keep_if_ok(result)
     }
 
     /// Deletes rows published longer than `retention` ago; returns how many.
     async fn purge(&mut self, retention: Duration) -> Result<u64, sqlx::Error> {
-        let connection = self.connection().await?;
+        let connection = self.session.connection().await?;
         let result = sqlx::query(
             "DELETE FROM messaging_outbox
               WHERE published_at < clock_timestamp() - make_interval(secs => $1)",
@@ -652,36 +647,8 @@ impl OutboxSession {
         .bind(retention.as_secs_f64())
         .execute(connection)
         .await;
-        self.keep_if_ok(result).map(|done| done.rows_affected())
-    }
-
-    /// The session, opened if there is none (a failed open leaves none).
-    async fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
-        if self.connection.is_none() {
-            let connect = PgConnection::connect_with(&self.options);
-            let connection = tokio::time::timeout(self.connect_timeout, connect)
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)??;
-            self.connection = Some(connection);
-        }
-        Ok(self.connection.as_mut().expect("opened above"))
-    }
-
-    /// Ends the session with a goodbye to the server (a session merely dropped shows in its log
-    /// as an unexpected end of file).
-    async fn close(&mut self) {
-        if let Some(connection) = self.connection.take()
-            && let Err(error) = connection.close().await
-        {
-            tracing::debug!(%error, "closing the relay's outbox session");
-        }
-    }
-
-    /// Drops the session after a failed statement; the next statement opens a new one.
-    fn keep_if_ok<T>(&mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
-        if result.is_err() {
-            self.connection = None;
-        }
-        result
+        self.session
+            .keep_if_ok(result)
+            .map(|done| done.rows_affected())
     }
 }

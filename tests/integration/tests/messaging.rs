@@ -606,6 +606,70 @@ async fn a_consumer_stopped_mid_stream_resumes_from_its_stored_offset() {
     }
 }
 
+/// The backends of the consumer's own sessions (not its pool's, nor its listener's).
+async fn consumer_sessions(pool: &PgPool) -> Vec<i32> {
+    sqlx::query_as::<_, (i32,)>(
+        "SELECT pid FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name = $1 ORDER BY pid",
+    )
+    .bind(messaging::consumer::consumer_session_name("test"))
+    .fetch_all(pool)
+    .await
+    .expect("sessions")
+    .into_iter()
+    .map(|(pid,)| pid)
+    .collect()
+}
+
+#[tokio::test]
+async fn a_consumer_whose_sessions_die_opens_others_and_loses_nothing() {
+    let fixture = Fixture::new("consumer_session").await;
+    let (relay_stop, relay_task) = fixture.start_relay();
+    let (consumer_stop, consumer_task) = fixture.start_consumer(&["stock-levels"]);
+    fixture.append(&[level("SKU-1", 1)]).await;
+    fixture.wait_for_effects(1, Duration::from_secs(60)).await;
+    let first = consumer_sessions(&fixture.pool).await;
+    assert!(
+        !first.is_empty(),
+        "the batch ran on a session of the consumer's own"
+    );
+
+    let (terminated,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM unnest($1::int[]) AS pid",
+    )
+    .bind(&first)
+    .fetch_one(&fixture.pool)
+    .await
+    .expect("terminate");
+    assert_eq!(terminated, first.len() as i64);
+    fixture
+        .append(&[level("SKU-1", 2), level("SKU-2", 3)])
+        .await;
+    fixture.wait_for_effects(3, Duration::from_secs(60)).await;
+    let second = consumer_sessions(&fixture.pool).await;
+    assert!(
+        second.iter().all(|pid| !first.contains(pid)) && !second.is_empty(),
+        "new sessions ({second:?}) replaced the terminated ({first:?})"
+    );
+    assert!(!consumer_task.is_finished(), "the consumer must not stop");
+    stop_task(consumer_stop, consumer_task).await;
+    stop_task(relay_stop, relay_task).await;
+    assert_eq!(fixture.effects_of("SKU-1").await, vec![1, 2]);
+    assert_eq!(fixture.effects_of("SKU-2").await, vec![3]);
+    // A backend leaves pg_stat_activity a moment after its client said goodbye.
+    eventually(
+        "a stopped consumer to close its sessions",
+        Duration::from_secs(10),
+        || async {
+            consumer_sessions(&fixture.pool)
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_row_the_database_refuses_is_dead_lettered_at_once_and_its_key_parked() {
     let fixture = Fixture::new("poison-row").await;
