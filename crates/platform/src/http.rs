@@ -477,6 +477,11 @@ where
             .default_service(web::to(unknown_route))
     })
     .keep_alive(keep_alive)
+    // Every answer leaves at once: with Nagle's algorithm on (the OS default, which actix keeps),
+    // an event-stream frame written after the response head waited for the head's ACK, which a
+    // peer on a kept-alive connection delays by 40 ms. Through the gateway, customers saw each
+    // order's statuses 40 ms late.
+    .tcp_nodelay(true)
     .shutdown_timeout(10)
     // Signals are handled by stop_on_signal, which drains before stopping.
     .disable_signals()
