@@ -1,7 +1,7 @@
 //! What the benchmark reads from PostgreSQL: order statuses (read-only, from the order
 //! service's database), and the server's statement and transaction counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -65,6 +65,24 @@ pub async fn status_counts(
         .into_iter()
         .map(|(status, within, all)| (status, (within, all)))
         .collect())
+}
+
+/// When each of `orders` that reached `status` had it written into its history (the row's
+/// `clock_timestamp()`, a moment before its transaction commits and its NOTIFY goes out).
+pub async fn status_written_at(
+    order_db: &PgPool,
+    orders: &[Uuid],
+    status: &str,
+) -> anyhow::Result<HashMap<Uuid, DateTime<Utc>>> {
+    let rows: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT order_id, min(at) FROM order_status_history
+          WHERE order_id = ANY($1) AND status = $2 GROUP BY order_id",
+    )
+    .bind(orders)
+    .bind(status)
+    .fetch_all(order_db)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Waits until every order is final or the deadline passes; returns how long it took (None

@@ -777,6 +777,15 @@ impl Bench {
         let mut accept: Vec<Duration> = flows.iter().filter_map(|f| f.accepted).collect();
         let mut paid: Vec<Duration> = flows.iter().filter_map(|f| f.paid_on_stream).collect();
         let mut shipped: Vec<Duration> = flows.iter().filter_map(|f| f.shipped_on_stream).collect();
+        let paid_written = pg::status_written_at(&self.order_db, &orders, "paid").await?;
+        let mut pushed: Vec<Duration> = flows
+            .iter()
+            .filter_map(|f| {
+                let seen = f.sent_at? + f.paid_on_stream?;
+                let written = SystemTime::from(*paid_written.get(&f.order?)?);
+                seen.duration_since(written).ok()
+            })
+            .collect();
         Ok(RateReport {
             offered,
             seconds: duration.as_secs_f64(),
@@ -789,6 +798,7 @@ impl Bench {
             accept: Percentiles::of(&mut accept),
             watched: flows.iter().filter(|f| f.watched).count(),
             paid_on_stream: Percentiles::of(&mut paid),
+            paid_pushed: Percentiles::of(&mut pushed),
             shipped_on_stream: Percentiles::of(&mut shipped),
             paid_per_s: within("paid") as f64 / window,
             shipped_per_s: within("shipping_scheduled") as f64 / window,
