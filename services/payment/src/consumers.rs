@@ -100,38 +100,35 @@ pub async fn run_payment_worker<P: PaymentProvider>(
     .await
 }
 
-/// One round: claims the due charges, then the due refunds, and settles each claimed batch
-/// with the provider, its calls side by side. Busy only when a claim filled its batch: work
-/// that became due meanwhile announced itself on [`db::WORK_CHANNEL`] (as does a refund a
-/// settlement makes due), and the worker's listener kept that wake-up for the next wait. An
-/// empty round after every call was two claim statements per payment.
+/// One round: claims due charges and refunds (one statement, at most `concurrency`) and settles
+/// them with the provider, the calls side by side. Busy only when a claim filled its batch: work that became
+/// due meanwhile announced itself on [`db::WORK_CHANNEL`] (as does a refund a settlement makes
+/// due), and the worker's listener kept that wake-up for the next wait. An empty round after
+/// every call was two claim statements per payment.
 async fn settle_due<P: PaymentProvider>(
     pool: &PgPool,
     provider: &Arc<P>,
     settings: &WorkerSettings,
     lease: Duration,
 ) -> Result<Round, PaymentDbError> {
-    let mut round = Round::Idle;
-    for work in [Work::Charge, Work::Refund] {
-        let claimed = db::claim(pool, work, settings.concurrency, lease).await?;
-        if claimed.is_empty() {
-            continue;
+    let claimed = db::claim_due(pool, settings.concurrency, lease).await?;
+    let round = Round::of(claimed.len(), settings.concurrency);
+    let calls = claimed.iter().map(|claimed| async move {
+        let db::Claimed {
+            work,
+            order_id,
+            state,
+            trace,
+        } = claimed;
+        let span = provider_span(*work, order_id, trace.as_ref());
+        if let Err(error) = settle(pool, provider.as_ref(), settings, *work, order_id, state, trace.as_ref())
+            .instrument(span)
+            .await
+        {
+            tracing::warn!(order_id, error = %error, "payment work failed; its lease will lapse and it is retried");
         }
-        if Round::of(claimed.len(), settings.concurrency) == Round::Busy {
-            round = Round::Busy;
-        }
-        let calls = claimed.into_iter().map(|claimed| async move {
-            let db::Claimed { order_id, state, trace } = &claimed;
-            let span = provider_span(work, order_id, trace.as_ref());
-            if let Err(error) = settle(pool, provider.as_ref(), settings, work, order_id, state, trace.as_ref())
-                .instrument(span)
-                .await
-            {
-                tracing::warn!(order_id, error = %error, "payment work failed; its lease will lapse and it is retried");
-            }
-        });
-        futures::future::join_all(calls).await;
-    }
+    });
+    futures::future::join_all(calls).await;
     Ok(round)
 }
 

@@ -144,9 +144,10 @@ pub async fn save(
     Ok(())
 }
 
-/// A payment a worker claimed: its state and the trace of its checkout.
+/// A payment a worker claimed: what is due on it, its state and the trace of its checkout.
 #[derive(Debug, Clone)]
 pub struct Claimed {
+    pub work: Work,
     pub order_id: String,
     pub state: PaymentState,
     pub trace: Option<TraceParent>,
@@ -159,50 +160,62 @@ pub enum Work {
     Refund,
 }
 
-/// Claims up to `limit` due rows for `lease`; other workers skip them meanwhile.
-pub async fn claim(
+/// Claims up to `limit` due payments for `lease`, charges before refunds, in one statement;
+/// other workers skip them meanwhile.
+pub async fn claim_due(
     pool: &PgPool,
-    work: Work,
     limit: i64,
     lease: std::time::Duration,
 ) -> Result<Vec<Claimed>, PaymentDbError> {
-    // The statuses are written into the statements, not bound: the planner then uses the
-    // partial indexes of due work.
-    let statement = match work {
-        // A claimed charge counts as attempted from now on (`payment_rules::claim_charge`, set
-        // here in the statement that claims the row): a cancellation arriving while the call is
-        // in flight must wait for its outcome (and refund it) rather than forget it.
-        Work::Charge => format!(
-            "UPDATE payments SET lease_until = now() + make_interval(secs => $2),
+    // The statuses are written into the statement, not bound: the planner then uses the
+    // partial indexes of due work. A claimed charge counts as attempted from now on
+    // (`payment_rules::claim_charge`, set here in the statement that claims the row): a
+    // cancellation arriving while the call is in flight must wait for its outcome (and refund
+    // it) rather than forget it. A row is never both (a refund falls due only once a charge
+    // succeeded), and the refunds' select leaves out what the charges' claimed, since one
+    // statement must not update a row twice.
+    let statement = format!(
+        "WITH charges AS (
+             UPDATE payments SET lease_until = now() + make_interval(secs => $2),
                                  state = jsonb_set(state, '{{attempted}}', 'true')
               WHERE order_id IN (
                   SELECT order_id FROM payments
-                   WHERE charge_status = '{}' AND next_attempt_at <= now()
+                   WHERE charge_status = '{charge_due}' AND next_attempt_at <= now()
                      AND (lease_until IS NULL OR lease_until < now())
                    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-              RETURNING order_id, state, traceparent",
-            ChargeStatus::Due.as_str()
-        ),
-        Work::Refund => format!(
-            "UPDATE payments SET lease_until = now() + make_interval(secs => $2)
+              RETURNING order_id, state, traceparent
+         ), refunds AS (
+             UPDATE payments SET lease_until = now() + make_interval(secs => $2)
               WHERE order_id IN (
                   SELECT order_id FROM payments
-                   WHERE refund_status = '{}' AND next_attempt_at <= now()
+                   WHERE refund_status = '{refund_due}' AND next_attempt_at <= now()
                      AND (lease_until IS NULL OR lease_until < now())
-                   ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-              RETURNING order_id, state, traceparent",
-            RefundStatus::Due.as_str()
-        ),
-    };
-    let rows: Vec<(String, sqlx::types::Json<PaymentState>, Option<String>)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(statement))
-            .bind(limit)
-            .bind(lease.as_secs_f64())
-            .fetch_all(pool)
-            .await?;
+                   ORDER BY next_attempt_at
+                   LIMIT greatest($1 - (SELECT count(*) FROM charges), 0)
+                     FOR UPDATE SKIP LOCKED)
+                AND order_id NOT IN (SELECT order_id FROM charges)
+              RETURNING order_id, state, traceparent
+         )
+         SELECT true, order_id, state, traceparent FROM charges
+         UNION ALL
+         SELECT false, order_id, state, traceparent FROM refunds",
+        charge_due = ChargeStatus::Due.as_str(),
+        refund_due = RefundStatus::Due.as_str(),
+    );
+    let rows: Vec<(
+        bool,
+        String,
+        sqlx::types::Json<PaymentState>,
+        Option<String>,
+    )> = sqlx::query_as(sqlx::AssertSqlSafe(statement))
+        .bind(limit)
+        .bind(lease.as_secs_f64())
+        .fetch_all(pool)
+        .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, state, trace)| Claimed {
+        .map(|(charge, id, state, trace)| Claimed {
+            work: if charge { Work::Charge } else { Work::Refund },
             order_id: id,
             state: state.0,
             trace: trace.and_then(|text| text.parse().ok()),
