@@ -198,13 +198,8 @@ impl Relay {
         let producer = Self::create_producer(&kafka, &settings, &brokers)?;
         let registry = SchemaRegistryClient::of(&kafka);
         let outbox = OutboxSession {
-            session: platform::db::Session::new(
-                (*pool.connect_options())
-                    .clone()
-                    .options([("synchronous_commit", "off")])
-                    .application_name(&outbox_session_name(service)),
-                pool.options().get_acquire_timeout(),
-            ),
+            session: platform::db::Session::beside(&pool, &outbox_session_name(service))
+                .with_setting("synchronous_commit", "off"),
         };
         Ok(Self {
             pool,

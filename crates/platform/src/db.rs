@@ -98,7 +98,7 @@ pub struct Session {
 
 impl Session {
     /// A session with `options`; connecting gives up after `connect_timeout`.
-    pub fn new(options: PgConnectOptions, connect_timeout: Duration) -> Self {
+    fn new(options: PgConnectOptions, connect_timeout: Duration) -> Self {
         Self {
             options,
             connect_timeout,
@@ -107,12 +107,26 @@ impl Session {
         }
     }
 
-    /// A session on `pool`'s database, with the pool's settings.
-    pub fn beside(pool: &PgPool) -> Self {
+    /// A session on `pool`'s database, with the pool's settings, named `application_name` (as
+    /// `pg_stat_activity` shows it); nothing is opened until used.
+    pub fn beside(pool: &PgPool, application_name: &str) -> Self {
         Self::new(
-            (*pool.connect_options()).clone(),
+            (*pool.connect_options())
+                .clone()
+                .application_name(application_name),
             pool.options().get_acquire_timeout(),
         )
+    }
+
+    /// The same session with a server setting of its own (`SET name = value` at connection).
+    pub fn with_setting(mut self, name: &str, value: &str) -> Self {
+        self.options = self.options.options([(name, value)]);
+        self
+    }
+
+    /// Another session like this one, not opened yet.
+    fn unopened_copy(&self) -> Self {
+        Self::new(self.options.clone(), self.connect_timeout)
     }
 
     /// The session's connection, opened if there is none (a failed open leaves none). Settle
@@ -159,20 +173,16 @@ impl Session {
 /// task takes one and gives it back when done, so there are never more than tasks at once.
 #[derive(Debug)]
 pub struct Sessions {
-    options: PgConnectOptions,
-    connect_timeout: Duration,
+    /// What every new session is like; never opened itself.
+    prototype: Session,
     idle: Mutex<Vec<Session>>,
 }
 
 impl Sessions {
-    /// Sessions on `pool`'s database, with the pool's settings, named `application_name` (as
-    /// `pg_stat_activity` shows them); none is opened until used.
+    /// Sessions like [`Session::beside`]; none is opened until used.
     pub fn beside(pool: &PgPool, application_name: &str) -> Self {
         Self {
-            options: (*pool.connect_options())
-                .clone()
-                .application_name(application_name),
-            connect_timeout: pool.options().get_acquire_timeout(),
+            prototype: Session::beside(pool, application_name),
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -185,9 +195,7 @@ impl Sessions {
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
         TakenSession {
-            session: Some(
-                idle.unwrap_or_else(|| Session::new(self.options.clone(), self.connect_timeout)),
-            ),
+            session: Some(idle.unwrap_or_else(|| self.prototype.unopened_copy())),
             sessions: self,
         }
     }

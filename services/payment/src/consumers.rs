@@ -101,10 +101,10 @@ pub async fn run_payment_worker<P: PaymentProvider>(
 }
 
 /// One round: claims due charges and refunds (one statement, at most `concurrency`) and settles
-/// them with the provider, the calls side by side. Busy only when a claim filled its batch: work that became
-/// due meanwhile announced itself on [`db::WORK_CHANNEL`] (as does a refund a settlement makes
-/// due), and the worker's listener kept that wake-up for the next wait. An empty round after
-/// every call was two claim statements per payment.
+/// them with the provider, the calls side by side. Busy only when the claim filled its batch:
+/// work that became due meanwhile announced itself on [`db::WORK_CHANNEL`] (as does a refund a
+/// settlement makes due), and the worker's listener kept that wake-up for the next wait. An
+/// empty round after every call was a claim statement more per payment.
 async fn settle_due<P: PaymentProvider>(
     pool: &PgPool,
     provider: &Arc<P>,
