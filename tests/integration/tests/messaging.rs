@@ -188,6 +188,14 @@ impl EventHandler for RecordingHandler {
     }
 }
 
+/// One publish round that marks its rows; how many Kafka acknowledged.
+async fn published(relay: &mut Relay) -> usize {
+    relay
+        .publish_pending(MarkPublished::Yes)
+        .await
+        .expect("publish")
+}
+
 fn level(sku: &str, on_hand: i64) -> Event {
     StockLevelChanged {
         sku: sku.into(),
@@ -256,20 +264,8 @@ async fn an_event_published_twice_after_a_relay_crash_has_one_effect() {
     );
     // The restarted relay finds the rows still pending and publishes them again.
     let mut restarted = fixture.relay();
-    assert_eq!(
-        restarted
-            .publish_pending(MarkPublished::Yes)
-            .await
-            .expect("republish"),
-        2
-    );
-    assert_eq!(
-        restarted
-            .publish_pending(MarkPublished::Yes)
-            .await
-            .expect("nothing left"),
-        0
-    );
+    assert_eq!(published(&mut restarted).await, 2);
+    assert_eq!(published(&mut restarted).await, 0);
     assert_eq!(
         messages_in(&fixture.kafka, "stock-levels").await,
         4,
@@ -310,13 +306,7 @@ async fn a_round_marks_what_the_previous_round_published_and_never_publishes_it_
     };
 
     let mut relay = fixture.relay();
-    assert_eq!(
-        relay
-            .publish_pending(MarkPublished::Yes)
-            .await
-            .expect("publish"),
-        2
-    );
+    assert_eq!(published(&mut relay).await, 2);
     assert_eq!(
         unpublished().await,
         2,
@@ -325,23 +315,14 @@ async fn a_round_marks_what_the_previous_round_published_and_never_publishes_it_
 
     fixture.append(&[level("SKU-C", 3)]).await;
     assert_eq!(
-        relay
-            .publish_pending(MarkPublished::Yes)
-            .await
-            .expect("publish"),
+        published(&mut relay).await,
         1,
         "the next round marks the first two and publishes only the new row"
     );
     assert_eq!(unpublished().await, 1);
     relay.mark_acknowledged().await.expect("mark");
     assert_eq!(unpublished().await, 0);
-    assert_eq!(
-        relay
-            .publish_pending(MarkPublished::Yes)
-            .await
-            .expect("publish"),
-        0
-    );
+    assert_eq!(published(&mut relay).await, 0);
     assert_eq!(
         messages_in(&fixture.kafka, "stock-levels").await,
         3,
