@@ -31,27 +31,28 @@ pub async fn append(
     event: &Event,
     metadata: &EventMetadata,
 ) -> Result<(), OutboxError> {
+    insert_all(tx, &[record(event, metadata)?]).await
+}
+
+/// The outbox row of `event` with `metadata`, its payload encoded.
+fn record(event: &Event, metadata: &EventMetadata) -> Result<OutboxRecord, OutboxError> {
     let payload = events::encode(event).map_err(|source| OutboxError::Encode {
         event_type: event.type_name(),
         source,
     })?;
-    insert(
-        tx,
-        &OutboxRecord {
-            event_id: metadata.event_id,
-            topic: event.topic().to_owned(),
-            key: event.key(),
-            event_type: event.type_name().to_owned(),
-            format: PayloadFormat::Avro,
-            payload,
-            headers: metadata
-                .to_headers()
-                .into_iter()
-                .map(|(name, value)| (name.to_owned(), value))
-                .collect(),
-        },
-    )
-    .await
+    Ok(OutboxRecord {
+        event_id: metadata.event_id,
+        topic: event.topic().to_owned(),
+        key: event.key(),
+        event_type: event.type_name().to_owned(),
+        format: PayloadFormat::Avro,
+        payload,
+        headers: metadata
+            .to_headers()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect(),
+    })
 }
 
 /// Why an event is published, which decides its lineage.
@@ -88,24 +89,54 @@ pub async fn publish(
     event: &Event,
     cause: Cause<'_>,
 ) -> Result<(), OutboxError> {
-    let mut metadata = cause.metadata(event);
-    if !platform::telemetry::exporting() {
-        return append(tx, event, &metadata).await;
+    publish_all(tx, std::slice::from_ref(event), cause).await
+}
+
+/// Appends `events`, in this order, to the outbox within the caller's transaction, each with
+/// the lineage `cause` gives it: one statement for all of them, where a [`publish`] per event
+/// costs a round trip each.
+pub async fn publish_all(
+    tx: &mut PgConnection,
+    events: &[Event],
+    cause: Cause<'_>,
+) -> Result<(), OutboxError> {
+    if events.is_empty() {
+        return Ok(());
     }
-    // Spans exported: the append is a span, and the event carries it as its parent, so the
+    let mut metadata: Vec<EventMetadata> =
+        events.iter().map(|event| cause.metadata(event)).collect();
+    let records = |metadata: &[EventMetadata]| {
+        events
+            .iter()
+            .zip(metadata)
+            .map(|(event, metadata)| record(event, metadata))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    if !platform::telemetry::exporting() {
+        return insert_all(tx, &records(&metadata)?).await;
+    }
+    // Spans exported: the append is a span, and each event carries it as its parent, so the
     // relay's publish and every consumer's handling hang under it in the same trace (a new
     // trace when the cause had none).
-    let span = tracing::info_span!("outbox_append", event_type = event.type_name());
-    if let Some(own) = platform::telemetry::trace_context(&span)
-        && (own.trace_id == metadata.traceparent.trace_id || matches!(cause, Cause::Origin(None)))
-    {
-        metadata.traceparent = TraceParent {
-            trace_id: own.trace_id,
-            span_id: own.span_id,
-            sampled: own.sampled,
-        };
+    let span = tracing::info_span!(
+        "outbox_append",
+        event_type = events[0].type_name(),
+        events = events.len()
+    );
+    if let Some(own) = platform::telemetry::trace_context(&span) {
+        for metadata in &mut metadata {
+            if own.trace_id == metadata.traceparent.trace_id || matches!(cause, Cause::Origin(None))
+            {
+                metadata.traceparent = TraceParent {
+                    trace_id: own.trace_id,
+                    span_id: own.span_id,
+                    sampled: own.sampled,
+                };
+            }
+        }
     }
-    append(tx, event, &metadata).instrument(span).await
+    let records = records(&metadata)?;
+    insert_all(tx, &records).instrument(span).await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,23 +171,52 @@ pub struct OutboxRecord {
 
 /// Writes a prepared record; dead-lettering uses it to forward original bytes untouched.
 pub async fn insert(tx: &mut PgConnection, record: &OutboxRecord) -> Result<(), OutboxError> {
-    let headers: Vec<[&str; 2]> = record
-        .headers
+    insert_all(tx, std::slice::from_ref(record)).await
+}
+
+/// Writes prepared records in one statement; their ids (the relay's order) follow the slice.
+async fn insert_all(tx: &mut PgConnection, records: &[OutboxRecord]) -> Result<(), OutboxError> {
+    let column = |field: fn(&OutboxRecord) -> &str| records.iter().map(field).collect::<Vec<_>>();
+    let headers: Vec<sqlx::types::Json<Vec<[&str; 2]>>> = records
         .iter()
-        .map(|(name, value)| [name.as_str(), value.as_str()])
+        .map(|record| {
+            sqlx::types::Json(
+                record
+                    .headers
+                    .iter()
+                    .map(|(name, value)| [name.as_str(), value.as_str()])
+                    .collect(),
+            )
+        })
         .collect();
     sqlx::query(
         "INSERT INTO messaging_outbox
             (event_id, topic, message_key, event_type, payload_format, payload, headers)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         SELECT event_id, topic, message_key, event_type, payload_format, payload, headers
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[],
+                       $7::jsonb[])
+                WITH ORDINALITY
+                AS appended (event_id, topic, message_key, event_type, payload_format, payload,
+                             headers, position)
+          ORDER BY position",
     )
-    .bind(record.event_id)
-    .bind(&record.topic)
-    .bind(&record.key)
-    .bind(&record.event_type)
-    .bind(record.format.as_str())
-    .bind(&record.payload)
-    .bind(sqlx::types::Json(headers))
+    .bind(
+        records
+            .iter()
+            .map(|record| record.event_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(|record| &record.topic))
+    .bind(column(|record| &record.key))
+    .bind(column(|record| &record.event_type))
+    .bind(column(|record| record.format.as_str()))
+    .bind(
+        records
+            .iter()
+            .map(|record| record.payload.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .bind(headers)
     .execute(tx)
     .await?;
     Ok(())

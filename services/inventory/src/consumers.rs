@@ -94,13 +94,16 @@ pub async fn reserve(
     ) else {
         return Ok(None);
     };
+    let mut emit = Vec::new();
     if let Reservation::Granted(granted) = &reservation {
         db::insert_reservation(tx, order_id, granted, expires_at).await?;
         for line in granted {
-            db::move_stock(tx, line, inventory_rules::StockMovement::Reserve, cause).await?;
+            let level = db::move_stock(tx, line, inventory_rules::StockMovement::Reserve).await?;
+            emit.push(level.changed());
         }
     }
-    outbox::publish(tx, &event, cause).await?;
+    emit.push(event);
+    outbox::publish_all(tx, &emit, cause).await?;
     Ok(Some(reservation))
 }
 
@@ -111,21 +114,24 @@ pub async fn apply(
     input: ReservationInput,
     cause: Cause<'_>,
 ) -> Result<(), StockError> {
-    let status = db::lock_reservation(tx, order_id).await?;
+    let (status, lines) = match db::lock_reservation(tx, order_id).await? {
+        Some((status, lines)) => (Some(status), lines),
+        None => (None, Vec::new()),
+    };
     let Some(decision) = inventory_rules::react(order_id, status, input) else {
         return Ok(());
     };
+    let mut emit = Vec::new();
     if let Some(movement) = decision.movement {
-        for line in db::reservation_lines(tx, order_id).await? {
-            db::move_stock(tx, &line, movement, cause).await?;
+        for line in &lines {
+            emit.push(db::move_stock(tx, line, movement).await?.changed());
         }
     }
     if Some(decision.status) != status {
         db::set_reservation_status(tx, order_id, decision.status).await?;
     }
-    if let Some(event) = &decision.emit {
-        outbox::publish(tx, event, cause).await?;
-    }
+    emit.extend(decision.emit);
+    outbox::publish_all(tx, &emit, cause).await?;
     Ok(())
 }
 

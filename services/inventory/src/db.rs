@@ -134,17 +134,30 @@ pub async fn lock_levels(
         .collect())
 }
 
-/// The status of an order's reservation, its row locked; `None` when the order has none.
+/// An order's reservation, its row locked: its status and its lines in SKU order; `None` when
+/// the order has none. One statement: each one a consumer's transaction saves is a round trip.
 pub async fn lock_reservation(
     tx: &mut PgConnection,
     order_id: &str,
-) -> Result<Option<ReservationStatus>, sqlx::Error> {
-    let current: Option<(String,)> =
-        sqlx::query_as("SELECT status FROM reservations WHERE order_id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    Ok(current.and_then(|(status,)| ReservationStatus::parse(&status)))
+) -> Result<Option<(ReservationStatus, Vec<Requested>)>, sqlx::Error> {
+    let current: Option<(String, Vec<String>, Vec<i64>)> = sqlx::query_as(
+        "SELECT r.status,
+                ARRAY(SELECT sku FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY sku),
+                ARRAY(SELECT quantity FROM reservation_lines l WHERE l.order_id = r.order_id
+                       ORDER BY sku)
+           FROM reservations r WHERE r.order_id = $1 FOR UPDATE OF r",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(current.and_then(|(status, skus, quantities)| {
+        let lines = skus
+            .into_iter()
+            .zip(quantities)
+            .map(|(sku, quantity)| Requested { sku, quantity })
+            .collect();
+        ReservationStatus::parse(&status).map(|status| (status, lines))
+    }))
 }
 
 /// Whether an order was decided already (it has a reservation).
@@ -156,58 +169,45 @@ pub async fn has_reservation(tx: &mut PgConnection, order_id: &str) -> Result<bo
     Ok(exists.is_some())
 }
 
-/// Stores a new reservation of `lines` for an order, expiring at `expires_at`.
+/// Stores a new reservation of `lines` for an order, expiring at `expires_at`, in one statement.
 pub async fn insert_reservation(
     tx: &mut PgConnection,
     order_id: &str,
     lines: &[Requested],
     expires_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO reservations (order_id, status, expires_at) VALUES ($1, $2, $3)")
-        .bind(order_id)
-        .bind(ReservationStatus::Reserved.as_str())
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await?;
-    for line in lines {
-        sqlx::query("INSERT INTO reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)")
-            .bind(order_id)
-            .bind(&line.sku)
-            .bind(line.quantity)
-            .execute(&mut *tx)
-            .await?;
-    }
+    sqlx::query(
+        "WITH reservation AS (
+             INSERT INTO reservations (order_id, status, expires_at) VALUES ($1, $2, $3)
+         )
+         INSERT INTO reservation_lines (order_id, sku, quantity)
+         SELECT $1, sku, quantity FROM unnest($4::text[], $5::bigint[]) AS line (sku, quantity)",
+    )
+    .bind(order_id)
+    .bind(ReservationStatus::Reserved.as_str())
+    .bind(expires_at)
+    .bind(
+        lines
+            .iter()
+            .map(|line| line.sku.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(lines.iter().map(|line| line.quantity).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
-/// The lines of an order's reservation, in SKU order.
-pub async fn reservation_lines(
-    tx: &mut PgConnection,
-    order_id: &str,
-) -> Result<Vec<Requested>, sqlx::Error> {
-    let lines: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku",
-    )
-    .bind(order_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(lines
-        .into_iter()
-        .map(|(sku, quantity)| Requested { sku, quantity })
-        .collect())
-}
-
-/// Moves `line`'s units of stock as `movement` says and publishes the SKU's new level. The
-/// table's CHECK (`reserved <= on_hand`, nothing negative) makes overselling impossible even if
-/// a rule were wrong.
+/// Moves `line`'s units of stock as `movement` says and returns the SKU's new level, which the
+/// caller publishes with the rest of its events. The table's CHECK (`reserved <= on_hand`,
+/// nothing negative) makes overselling impossible even if a rule were wrong.
 pub async fn move_stock(
     tx: &mut PgConnection,
     line: &Requested,
     movement: StockMovement,
-    cause: Cause<'_>,
 ) -> Result<StockLevel, StockError> {
     let (on_hand, reserved) = movement.deltas(line.quantity);
-    let level: StockLevel = sqlx::query_as::<Postgres, LevelRow>(
+    Ok(sqlx::query_as::<Postgres, LevelRow>(
         "UPDATE stock SET on_hand = on_hand + $2, reserved = reserved + $3, updated_at = now()
           WHERE sku = $1 RETURNING sku, on_hand, reserved",
     )
@@ -216,9 +216,7 @@ pub async fn move_stock(
     .bind(reserved)
     .fetch_one(&mut *tx)
     .await?
-    .into();
-    publish_level(tx, &level, cause).await?;
-    Ok(level)
+    .into())
 }
 
 /// Stores the new status of an order's reservation.

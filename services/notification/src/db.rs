@@ -50,21 +50,18 @@ pub async fn remember_order(
     facts: &OrderFacts,
 ) -> Result<(), sqlx::Error> {
     lock_order(tx, order_id).await?;
-    sqlx::query(
-        "INSERT INTO customer_orders (order_id, user_id, total_minor, currency)
-         VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING",
+    // One statement, after the lock's: its snapshot then sees every notice committed before.
+    let addressed = sqlx::query(
+        "WITH remembered AS (
+             INSERT INTO customer_orders (order_id, user_id, total_minor, currency)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING
+         )
+         UPDATE notifications SET user_id = $2 WHERE order_id = $1 AND user_id IS NULL",
     )
     .bind(order_id)
     .bind(user_id)
     .bind(facts.total_minor)
     .bind(&facts.currency)
-    .execute(&mut *tx)
-    .await?;
-    let addressed = sqlx::query(
-        "UPDATE notifications SET user_id = $2 WHERE order_id = $1 AND user_id IS NULL",
-    )
-    .bind(order_id)
-    .bind(user_id)
     .execute(&mut *tx)
     .await?
     .rows_affected();

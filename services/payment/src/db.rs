@@ -65,12 +65,28 @@ pub async fn lock_payment(
         )
         .bind(order_id)
     };
-    let stored = match lock().fetch_optional(&mut *tx).await? {
-        Some(stored) => stored,
-        None => {
-            lock_payments(tx, &[order_id]).await?;
-            lock().fetch_one(&mut *tx).await?
-        }
+    if let Some(stored) = lock().fetch_optional(&mut *tx).await? {
+        return Ok(stored.0.0);
+    }
+    // A new order: the row this transaction inserts is locked by it until commit. Another
+    // transaction may have inserted it meanwhile; the conflict then waits for that one, and
+    // the row is locked as it stands.
+    let new = PaymentState::default();
+    let created = sqlx::query_as::<_, (sqlx::types::Json<PaymentState>,)>(
+        "INSERT INTO payments (order_id, state, charge_status, refund_status)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (order_id) DO NOTHING
+         RETURNING state",
+    )
+    .bind(order_id)
+    .bind(sqlx::types::Json(&new))
+    .bind(new.charge.as_str())
+    .bind(new.refund.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let stored = match created {
+        Some(created) => created,
+        None => lock().fetch_one(&mut *tx).await?,
     };
     Ok(stored.0.0)
 }
@@ -138,9 +154,7 @@ pub async fn save(
         .execute(&mut *tx)
         .await?;
     }
-    for event in &decision.emit {
-        outbox::publish(tx, event, cause).await?;
-    }
+    outbox::publish_all(tx, &decision.emit, cause).await?;
     Ok(())
 }
 

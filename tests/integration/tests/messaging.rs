@@ -9,6 +9,7 @@ use bazaar_integration_tests::{eventually, fresh_database, isolated_kafka, stop_
 use events::{Event, EventMetadata, OrderCancelled, StockLevelChanged};
 use futures::StreamExt;
 use messaging::consumer::ConsumerSettings;
+use messaging::outbox::Cause;
 use messaging::relay::MarkPublished;
 use messaging::{
     EventHandler, HandlerError, IdempotentConsumer, ReceivedEvent, Relay, RelaySettings,
@@ -55,14 +56,12 @@ impl Fixture {
         Self { pool, kafka }
     }
 
+    /// Appends `events` in one transaction and one statement, each starting a flow of its own.
     async fn append(&self, events: &[Event]) {
         let mut tx = self.pool.begin().await.expect("begin");
-        for event in events {
-            let metadata = EventMetadata::originating(event.type_name(), event.key(), None);
-            messaging::outbox::append(&mut tx, event, &metadata)
-                .await
-                .expect("append");
-        }
+        messaging::outbox::publish_all(&mut tx, events, Cause::SERVICE)
+            .await
+            .expect("append");
         tx.commit().await.expect("commit");
     }
 
@@ -328,6 +327,67 @@ async fn a_round_marks_what_the_previous_round_published_and_never_publishes_it_
         3,
         "each event once"
     );
+}
+
+#[tokio::test]
+async fn events_published_together_keep_their_order_and_each_its_lineage() {
+    let fixture = Fixture::new("publish_all").await;
+    let cause = EventMetadata::originating("OrderCancelled", "order-7", None);
+    let events = vec![
+        level("SKU-B", 3),
+        level("SKU-A", 1),
+        Event::OrderCancelled(OrderCancelled {
+            order_id: "order-7".into(),
+            reason: "test".into(),
+        }),
+    ];
+    let mut tx = fixture.pool.begin().await.expect("begin");
+    messaging::outbox::publish_all(&mut tx, &events, Cause::Event(&cause))
+        .await
+        .expect("publish");
+    tx.commit().await.expect("commit");
+
+    let rows: Vec<(String, String, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT message_key, event_type, topic, headers FROM messaging_outbox ORDER BY id",
+    )
+    .fetch_all(&fixture.pool)
+    .await
+    .expect("outbox");
+    let appended: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|(key, event_type, topic, _)| (key.as_str(), event_type.as_str(), topic.as_str()))
+        .collect();
+    assert_eq!(
+        appended,
+        [
+            ("SKU-B", "StockLevelChanged", "stock-levels"),
+            ("SKU-A", "StockLevelChanged", "stock-levels"),
+            ("order-7", "OrderCancelled", "order-events"),
+        ]
+    );
+    let header = |headers: &serde_json::Value, name: &str| {
+        headers
+            .as_array()
+            .and_then(|pairs| pairs.iter().find(|pair| pair[0] == name))
+            .and_then(|pair| pair[1].as_str().map(str::to_owned))
+    };
+    let mut event_ids = std::collections::HashSet::new();
+    for (_, _, _, headers) in &rows {
+        assert_eq!(
+            header(headers, "correlation-id").as_deref(),
+            Some(cause.correlation_id.as_str()),
+            "every event continues the cause's flow: {headers}"
+        );
+        assert_eq!(
+            header(headers, "causation-id"),
+            Some(cause.event_id.to_string()),
+            "every event is caused by the consumed one: {headers}"
+        );
+        assert!(
+            event_ids.insert(header(headers, "event-id")),
+            "event ids differ"
+        );
+    }
 }
 
 #[tokio::test]

@@ -122,9 +122,7 @@ pub async fn insert_order(
     .execute(&mut *tx)
     .await?;
     record_status_metrics(id, state.status());
-    for event in emit {
-        outbox::publish(tx, event, cause).await?;
-    }
+    outbox::publish_all(tx, emit, cause).await?;
     Ok(())
 }
 
@@ -256,9 +254,7 @@ pub async fn save(
     if status_changed {
         record_status_metrics(id, next.status());
     }
-    for event in &decision.emit {
-        outbox::publish(tx, event, cause).await?;
-    }
+    outbox::publish_all(tx, &decision.emit, cause).await?;
     Ok(())
 }
 
