@@ -346,7 +346,7 @@ impl Relay {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     notification = listener.try_recv() => {
-                        woken(notification).await;
+                        woken(notification, &mut listener).await;
                         continue;
                     }
                     () = tokio::time::sleep(MARK_WITHIN) => {
@@ -358,7 +358,7 @@ impl Relay {
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                notification = listener.try_recv() => woken(notification).await,
+                notification = listener.try_recv() => woken(notification, &mut listener).await,
                 () = tokio::time::sleep(self.settings.poll_interval) => {}
             }
         }
@@ -539,12 +539,19 @@ impl Relay {
 }
 
 /// What a wake-up of the outbox listener means for the loop.
-async fn woken(notification: Result<Option<sqlx::postgres::PgNotification>, sqlx::Error>) {
-    // Ok(None): the connection was lost and is re-established by the next call; the loop looks
-    // at the outbox at once for what was committed meanwhile.
-    if let Err(error) = notification {
-        tracing::warn!(%error, "outbox listener failed; looking again shortly");
-        tokio::time::sleep(LISTENER_RETRY).await;
+async fn woken(
+    notification: Result<Option<sqlx::postgres::PgNotification>, sqlx::Error>,
+    listener: &mut sqlx::postgres::PgListener,
+) {
+    match notification {
+        Ok(Some(_)) => crate::worker::drain_arrived(listener),
+        // The connection was lost and is re-established by the next call; the loop looks at
+        // the outbox at once for what was committed meanwhile.
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, "outbox listener failed; looking again shortly");
+            tokio::time::sleep(LISTENER_RETRY).await;
+        }
     }
 }
 

@@ -161,8 +161,9 @@ impl Wakeups {
         tokio::select! {
             _ = self.fallback.tick() => {}
             notification = listener.try_recv() => match notification {
+                Ok(Some(_)) => drain_arrived(listener),
                 // Ok(None): the connection was lost; the next call reconnects.
-                Ok(_) => {}
+                Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(channel = self.channel, %error, "listener failed; looking at the fallback interval");
                     self.listener = None;
@@ -175,9 +176,25 @@ impl Wakeups {
 /// Resolves on a notification (`true`) or a lost connection (`false`); never without a listener.
 async fn wake_up(listener: Option<&mut PgListener>) -> bool {
     match listener {
-        Some(listener) => matches!(listener.try_recv().await, Ok(Some(_))),
+        Some(listener) => {
+            let woken = matches!(listener.try_recv().await, Ok(Some(_)));
+            if woken {
+                drain_arrived(listener);
+            }
+            woken
+        }
         None => std::future::pending().await,
     }
+}
+
+/// Consumes, without waiting, the notifications that have already arrived on `listener`. A
+/// notification is only a wake-up, delivered after its commit: the one look at the database
+/// that follows sees all their work. Left queued, each would wake a round of its own, most of
+/// them finding nothing, their work taken by the round they were announced during.
+pub(crate) fn drain_arrived(listener: &mut PgListener) {
+    use futures::FutureExt;
+    // `try_recv` is cancel-safe: the look that finds nothing arrived is dropped half-way.
+    while let Some(Ok(Some(_))) = listener.try_recv().now_or_never() {}
 }
 
 #[cfg(test)]

@@ -870,3 +870,97 @@ async fn read_topic(
     }
     found
 }
+
+#[tokio::test]
+async fn a_worker_woken_by_a_burst_of_notifications_looks_once_not_once_per_notification() {
+    use messaging::worker::{PollingWorker, Round};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const CHANNEL: &str = "test_worker_burst";
+    const BURST: usize = 20;
+    let fixture = Fixture::new("worker_burst").await;
+    let rounds = Arc::new(AtomicUsize::new(0));
+    // The second round holds until the burst has been delivered, as a round does while the work
+    // it claimed announces itself.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn({
+        let (pool, rounds, gate, shutdown) = (
+            fixture.pool.clone(),
+            rounds.clone(),
+            gate.clone(),
+            shutdown.clone(),
+        );
+        PollingWorker::new("burst test", Duration::from_secs(600))
+            .woken_by(CHANNEL)
+            .run(pool, shutdown, move || {
+                let (rounds, gate) = (rounds.clone(), gate.clone());
+                async move {
+                    if rounds.fetch_add(1, Ordering::SeqCst) == 1 {
+                        gate.acquire()
+                            .await
+                            .map_err(|error| error.to_string())?
+                            .forget();
+                    }
+                    Ok::<_, String>(Round::Idle)
+                }
+            })
+    });
+    let rounds_reach = |wanted: usize| {
+        let rounds = rounds.clone();
+        async move {
+            eventually("the worker's rounds", Duration::from_secs(10), || {
+                let rounds = rounds.clone();
+                async move { (rounds.load(Ordering::SeqCst) >= wanted).then_some(()) }
+            })
+            .await
+        }
+    };
+    let notify = || async {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&fixture.pool)
+            .await
+            .expect("notify");
+    };
+    // The first round runs at start; a notification after it starts the held one. The worker
+    // listens before its first round, so nothing sent after that round is lost.
+    rounds_reach(1).await;
+    notify().await;
+    rounds_reach(2).await;
+
+    // A burst, each in its own transaction, proven delivered by a listener of the test's own.
+    let mut witness = platform::db::listener(&fixture.pool)
+        .await
+        .expect("listener");
+    witness.listen(CHANNEL).await.expect("listen");
+    for _ in 0..BURST {
+        notify().await;
+    }
+    for _ in 0..BURST {
+        tokio::time::timeout(Duration::from_secs(10), witness.recv())
+            .await
+            .expect("the burst is delivered in time")
+            .expect("notification");
+    }
+    gate.add_permits(1);
+    rounds_reach(3).await;
+    // Proof that the worker is waiting again: one more notification, one more round.
+    notify().await;
+    tokio::time::timeout(Duration::from_secs(10), witness.recv())
+        .await
+        .expect("delivered")
+        .expect("notification");
+    rounds_reach(4).await;
+    shutdown.cancel();
+    worker.await.expect("worker").expect("worker ends cleanly");
+
+    let rounds = rounds.load(Ordering::SeqCst);
+    // One look answers the whole burst (a notification caught mid-delivery may add one);
+    // a round per notification would make it BURST + 3.
+    assert!(
+        rounds <= 6,
+        "{rounds} rounds for a burst of {BURST} notifications delivered during one round"
+    );
+}
