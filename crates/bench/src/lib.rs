@@ -14,6 +14,7 @@ pub mod lag;
 pub mod load;
 pub mod pg;
 pub mod report;
+pub mod stalls;
 
 /// Latency percentiles of a sample, in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

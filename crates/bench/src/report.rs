@@ -52,6 +52,9 @@ pub struct RateReport {
     pub cpu_window_s: f64,
     pub load_average: f64,
     pub rustc_running: usize,
+    /// Statements the services logged as slow (over 1 s) during the rate: disk stalls.
+    #[serde(default)]
+    pub slow_statements: crate::stalls::SlowStatements,
     pub past_knee: Vec<String>,
 }
 
@@ -545,15 +548,22 @@ fn run_sections(out: &mut String, run: &RunReport, level: &str) {
     let loads: Vec<String> = rates
         .iter()
         .map(|r| {
+            let stalls = match r.slow_statements {
+                slow if slow.count == 0 => "no statement over 1 s".to_owned(),
+                slow => format!(
+                    "**{} statements over 1 s (slowest {:.1} s): disk stalls disturbed this rate**",
+                    slow.count, slow.slowest_s
+                ),
+            };
             format!(
-                "{:.0}/s: load {:.2}, {} rustc",
+                "{:.0}/s: load {:.2}, {} rustc, {stalls}",
                 r.offered, r.load_average, r.rustc_running
             )
         })
         .collect();
     let _ = writeln!(
         out,
-        "Machine load beside each rate (1-minute load average, rustc processes running at its end): {}.\n",
+        "Machine load beside each rate (1-minute load average, rustc processes running at its end; statements the services logged as slower than 1 s during it): {}.\n",
         loads.join("; ")
     );
 }

@@ -24,6 +24,7 @@ use bazaar_bench::pg::{self, Counters, Stats};
 use bazaar_bench::report::{
     self, IdleReport, RateReport, RunReport, ServiceStatements, StatementReport,
 };
+use bazaar_bench::stalls::LogMarks;
 use bazaar_bench::{Percentiles, kafka_end_to_end_latency};
 use chrono::{DateTime, Utc};
 use clap::Parser;
@@ -195,6 +196,8 @@ const DATABASES: [&str; 8] = [
 
 struct Bench {
     args: Args,
+    /// The services' logs, read for the slow statements of each rate.
+    log_dir: PathBuf,
     gateway: Gateway,
     customers: Arc<Vec<Customer>>,
     probe: Probe,
@@ -268,6 +271,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut bench = Bench {
         args,
+        log_dir: run_dir.join("logs"),
         gateway,
         customers: Arc::new(customers),
         probe,
@@ -721,6 +725,7 @@ impl Bench {
             stream_timeout: Duration::from_secs(self.args.stream_timeout),
         };
         let cpu_start = self.probe.sample();
+        let log_marks = LogMarks::now(&self.log_dir);
         let mut running = load::open_loop(&self.gateway, &self.customers, &shape).await;
         let load_end = Instant::now();
         let load_end_at = SystemTime::now();
@@ -741,6 +746,13 @@ impl Bench {
         let cpu_end = self.probe.sample();
         let used = self.probe.between(&cpu_start, &cpu_end);
         let (load_average, rustc_running) = cpu::machine_load();
+        let slow_statements = log_marks.slow_statements_since();
+        if slow_statements.count > 0 {
+            println!(
+                "    {} statements over 1 s during this rate (slowest {:.1} s): disk stalls; its figures are disturbed",
+                slow_statements.count, slow_statements.slowest_s
+            );
+        }
 
         // paid/s and shipping_scheduled/s over the steady part of the window: the first
         // quarter (at most 2 s) is left out, while the first orders are still on their way.
@@ -819,6 +831,7 @@ impl Bench {
             cpu_window_s: used.seconds,
             load_average,
             rustc_running,
+            slow_statements,
             past_knee: Vec::new(),
         })
     }
