@@ -26,6 +26,9 @@ pub const RELAY_EXIT_CODE: i32 = 86;
 /// Exit code of a consumer crash point.
 pub const CONSUMER_EXIT_CODE: i32 = 87;
 
+/// What a process logs just before a fault point exits it (the chaos harness reads it).
+pub const EXITING_NOW: &str = "fault injection: exiting now";
+
 /// A point where the process may exit on purpose.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CrashPoint {
@@ -82,7 +85,7 @@ impl CrashPoint {
             tracing::error!(
                 point = self.name,
                 exit_code = self.exit_code,
-                "fault injection: exiting now"
+                "{EXITING_NOW}"
             );
             std::process::exit(self.exit_code);
         }

@@ -237,10 +237,27 @@ impl Process {
             return Ok(None);
         };
         self.child = None;
-        let ending = Ending::of(status);
+        let ending = match (Ending::of(status), self.announced_exit_code()) {
+            // `std::process::exit` runs the C libraries' exit handlers while librdkafka's threads
+            // still run, and now and then one of them faults: the process was exiting on purpose
+            // already, so the ending is the injected one.
+            (Ending::Signal, Some(code)) => {
+                self.note(&format!(
+                    "ended by a signal while exiting on purpose with {code}: counted as that exit"
+                ));
+                Ending::Code(code)
+            }
+            (ending, _) => ending,
+        };
         self.note(&format!("exited by itself: {status}"));
         self.unplanned.push(ending);
         Ok(Some(ending))
+    }
+
+    /// The exit code of a fault injection this run of the process announced (`fault injection:
+    /// exiting now`, logged just before it exits), if it did.
+    fn announced_exit_code(&self) -> Option<i32> {
+        announced_exit_code(&std::fs::read_to_string(&self.log).unwrap_or_default())
     }
 
     /// The last lines of the log, for failure messages.
@@ -251,6 +268,22 @@ impl Process {
     }
 }
 
+/// The exit code a fault injection announced in the last run logged in `log`, if any.
+fn announced_exit_code(log: &str) -> Option<i32> {
+    // Only what the last run logged: the harness marks every start.
+    let last_run = log
+        .rsplit("==== chaos harness: starting")
+        .next()
+        .unwrap_or_default();
+    last_run.lines().rev().find_map(|line| {
+        let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+        if entry.get("message")?.as_str()? != messaging::fault::EXITING_NOW {
+            return None;
+        }
+        i32::try_from(entry.get("exit_code")?.as_i64()?).ok()
+    })
+}
+
 impl Drop for Process {
     /// A failed test must not leave services running.
     fn drop(&mut self) {
@@ -258,5 +291,24 @@ impl Drop for Process {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::announced_exit_code;
+
+    const ANNOUNCED: &str = r#"{"level":"ERROR","message":"fault injection: exiting now","point":"BAZAAR_FAULT_RELAY_EXIT_AFTER_ACK","exit_code":86}"#;
+    const STARTED: &str = "==== chaos harness: starting order []";
+    const RELAY_ACTIVE: &str = r#"{"level":"INFO","message":"outbox relay active"}"#;
+
+    #[test]
+    fn only_an_exit_announced_by_the_last_run_counts() {
+        let announced = format!("{STARTED}\n{RELAY_ACTIVE}\n{ANNOUNCED}\n");
+        assert_eq!(announced_exit_code(&announced), Some(86));
+        let by_an_earlier_run = format!("{STARTED}\n{ANNOUNCED}\n{STARTED}\n{RELAY_ACTIVE}\n");
+        assert_eq!(announced_exit_code(&by_an_earlier_run), None);
+        let never = format!("{STARTED}\n{RELAY_ACTIVE}\n");
+        assert_eq!(announced_exit_code(&never), None);
     }
 }
