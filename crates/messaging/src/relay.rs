@@ -29,6 +29,7 @@ use crate::fault::{self, CrashPoint};
 use crate::outbox::PayloadFormat;
 use crate::producer::DeliveryProducer;
 use crate::registry::SchemaRegistryClient;
+use crate::worker::next_notification;
 
 /// Any value works: each service has its own database, and advisory locks are per database.
 const RELAY_LOCK_KEY: i64 = 0x6261_7a61_6172; // "bazaar"
@@ -345,8 +346,8 @@ impl Relay {
                 // The next round's statement marks them, if a commit calls for one soon.
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    notification = listener.try_recv() => {
-                        woken(notification, &mut listener).await;
+                    notification = next_notification(&mut listener) => {
+                        woken(notification).await;
                         continue;
                     }
                     () = tokio::time::sleep(MARK_WITHIN) => {
@@ -358,7 +359,7 @@ impl Relay {
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                notification = listener.try_recv() => woken(notification, &mut listener).await,
+                notification = next_notification(&mut listener) => woken(notification).await,
                 () = tokio::time::sleep(self.settings.poll_interval) => {}
             }
         }
@@ -539,19 +540,12 @@ impl Relay {
 }
 
 /// What a wake-up of the outbox listener means for the loop.
-async fn woken(
-    notification: Result<Option<sqlx::postgres::PgNotification>, sqlx::Error>,
-    listener: &mut sqlx::postgres::PgListener,
-) {
-    match notification {
-        Ok(Some(_)) => crate::worker::drain_arrived(listener),
-        // The connection was lost and is re-established by the next call; the loop looks at
-        // the outbox at once for what was committed meanwhile.
-        Ok(None) => {}
-        Err(error) => {
-            tracing::warn!(%error, "outbox listener failed; looking again shortly");
-            tokio::time::sleep(LISTENER_RETRY).await;
-        }
+async fn woken(notification: Result<Option<sqlx::postgres::PgNotification>, sqlx::Error>) {
+    // Ok(None): the connection was lost and is re-established by the next call; the loop looks
+    // at the outbox at once for what was committed meanwhile.
+    if let Err(error) = notification {
+        tracing::warn!(%error, "outbox listener failed; looking again shortly");
+        tokio::time::sleep(LISTENER_RETRY).await;
     }
 }
 

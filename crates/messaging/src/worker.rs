@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgNotification};
 use tokio_util::sync::CancellationToken;
 
 /// What a round found.
@@ -160,10 +160,9 @@ impl Wakeups {
         };
         tokio::select! {
             _ = self.fallback.tick() => {}
-            notification = listener.try_recv() => match notification {
-                Ok(Some(_)) => drain_arrived(listener),
+            notification = next_notification(listener) => match notification {
                 // Ok(None): the connection was lost; the next call reconnects.
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(channel = self.channel, %error, "listener failed; looking at the fallback interval");
                     self.listener = None;
@@ -176,25 +175,26 @@ impl Wakeups {
 /// Resolves on a notification (`true`) or a lost connection (`false`); never without a listener.
 async fn wake_up(listener: Option<&mut PgListener>) -> bool {
     match listener {
-        Some(listener) => {
-            let woken = matches!(listener.try_recv().await, Ok(Some(_)));
-            if woken {
-                drain_arrived(listener);
-            }
-            woken
-        }
+        Some(listener) => matches!(next_notification(listener).await, Ok(Some(_))),
         None => std::future::pending().await,
     }
 }
 
-/// Consumes, without waiting, the notifications that have already arrived on `listener`. A
-/// notification is only a wake-up, delivered after its commit: the one look at the database
-/// that follows sees all their work. Left queued, each would wake a round of its own, most of
-/// them finding nothing, their work taken by the round they were announced during.
-pub(crate) fn drain_arrived(listener: &mut PgListener) {
+/// `listener`'s next notification (as [`PgListener::try_recv`]), with every other one that has
+/// already arrived consumed too. A notification is only a wake-up, delivered after its commit:
+/// the one look at the database that follows sees all their work. Left queued, each would wake
+/// a round of its own, most of them finding nothing, their work taken by the round they were
+/// announced during. Cancel-safe as `try_recv` is: the draining does not wait.
+pub(crate) async fn next_notification(
+    listener: &mut PgListener,
+) -> Result<Option<PgNotification>, sqlx::Error> {
     use futures::FutureExt;
-    // `try_recv` is cancel-safe: the look that finds nothing arrived is dropped half-way.
-    while let Some(Ok(Some(_))) = listener.try_recv().now_or_never() {}
+    let notification = listener.try_recv().await;
+    if matches!(notification, Ok(Some(_))) {
+        // The look that finds nothing arrived is dropped half-way, which `try_recv` allows.
+        while let Some(Ok(Some(_))) = listener.try_recv().now_or_never() {}
+    }
+    notification
 }
 
 #[cfg(test)]

@@ -33,18 +33,7 @@ pub async fn lock_payments(tx: &mut PgConnection, order_ids: &[&str]) -> Result<
     let mut sorted = order_ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    let new = PaymentState::default();
-    sqlx::query(
-        "INSERT INTO payments (order_id, state, charge_status, refund_status)
-         SELECT order_id, $2, $3, $4 FROM unnest($1::text[]) AS order_id
-         ON CONFLICT (order_id) DO NOTHING",
-    )
-    .bind(&sorted)
-    .bind(sqlx::types::Json(&new))
-    .bind(new.charge.as_str())
-    .bind(new.refund.as_str())
-    .execute(&mut *tx)
-    .await?;
+    create_payments(tx, &sorted).await?;
     sqlx::query(
         "SELECT order_id FROM payments WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
     )
@@ -52,6 +41,29 @@ pub async fn lock_payments(tx: &mut PgConnection, order_ids: &[&str]) -> Result<
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// Creates the payments of `order_ids` not seen before, waiting, each row locked by this
+/// transaction until it commits; returns the states of those it created. A payment another
+/// transaction is creating meanwhile is left to it: the conflict waits for that one.
+async fn create_payments(
+    tx: &mut PgConnection,
+    order_ids: &[&str],
+) -> Result<Vec<PaymentState>, sqlx::Error> {
+    let new = PaymentState::default();
+    let created: Vec<(sqlx::types::Json<PaymentState>,)> = sqlx::query_as(
+        "INSERT INTO payments (order_id, state, charge_status, refund_status)
+         SELECT order_id, $2, $3, $4 FROM unnest($1::text[]) AS order_id
+         ON CONFLICT (order_id) DO NOTHING
+         RETURNING state",
+    )
+    .bind(order_ids)
+    .bind(sqlx::types::Json(&new))
+    .bind(new.charge.as_str())
+    .bind(new.refund.as_str())
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(created.into_iter().map(|(state,)| state.0).collect())
 }
 
 /// An order's payment state, its row locked (created, waiting, when the order is new).
@@ -68,27 +80,12 @@ pub async fn lock_payment(
     if let Some(stored) = lock().fetch_optional(&mut *tx).await? {
         return Ok(stored.0.0);
     }
-    // A new order: the row this transaction inserts is locked by it until commit. Another
-    // transaction may have inserted it meanwhile; the conflict then waits for that one, and
-    // the row is locked as it stands.
-    let new = PaymentState::default();
-    let created = sqlx::query_as::<_, (sqlx::types::Json<PaymentState>,)>(
-        "INSERT INTO payments (order_id, state, charge_status, refund_status)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (order_id) DO NOTHING
-         RETURNING state",
-    )
-    .bind(order_id)
-    .bind(sqlx::types::Json(&new))
-    .bind(new.charge.as_str())
-    .bind(new.refund.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let stored = match created {
-        Some(created) => created,
-        None => lock().fetch_one(&mut *tx).await?,
-    };
-    Ok(stored.0.0)
+    // A new order. Another transaction may have created its row meanwhile: then it is locked
+    // as that one left it.
+    match create_payments(tx, &[order_id]).await?.pop() {
+        Some(created) => Ok(created),
+        None => Ok(lock().fetch_one(&mut *tx).await?.0.0),
+    }
 }
 
 /// The trace the worker continues for a payment changed by `cause`: the handling span when spans

@@ -237,18 +237,18 @@ impl Process {
             return Ok(None);
         };
         self.child = None;
-        let ending = match (Ending::of(status), self.announced_exit_code()) {
-            // `std::process::exit` runs the C libraries' exit handlers while librdkafka's threads
-            // still run, and now and then one of them faults: the process was exiting on purpose
-            // already, so the ending is the injected one.
-            (Ending::Signal, Some(code)) => {
-                self.note(&format!(
-                    "ended by a signal while exiting on purpose with {code}: counted as that exit"
-                ));
-                Ending::Code(code)
-            }
-            (ending, _) => ending,
-        };
+        let mut ending = Ending::of(status);
+        // `std::process::exit` runs the C libraries' exit handlers while librdkafka's threads
+        // still run, and now and then one of them faults: the process was exiting on purpose
+        // already, so the ending is the injected one.
+        if ending == Ending::Signal
+            && let Some(code) = self.announced_exit_code()
+        {
+            self.note(&format!(
+                "ended by a signal while exiting on purpose with {code}: counted as that exit"
+            ));
+            ending = Ending::Code(code);
+        }
         self.note(&format!("exited by itself: {status}"));
         self.unplanned.push(ending);
         Ok(Some(ending))
