@@ -151,6 +151,29 @@ pub trait EventHandler: Send + Sync + 'static {
         event: &ReceivedEvent,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
+    /// Handles `events`, several new events of one partition in their order, in the caller's
+    /// transaction. By default [`prepare`](Self::prepare), then [`handle`](Self::handle) for
+    /// each in turn. A handler that loads and saves a batch's rows with a statement each
+    /// overrides it: a batch then costs the same few round trips whatever its size, so a
+    /// consumer that fell behind catches up with larger batches instead of falling further
+    /// behind. When it fails, the consumer handles the events one at a time (through
+    /// `handle`), which isolates the one at fault.
+    fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ReceivedEvent],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async move {
+            self.prepare(tx, events).await?;
+            for received in events {
+                self.handle(tx, received)
+                    .instrument(handling_span(received))
+                    .await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Whether [`handle`](Self::handle) does anything with `event`. A consumed topic carries
     /// event types a service has no use for; they are passed over without a transaction (nothing
     /// in the inbox, nothing parked behind a parked key: they change nothing either way). All
@@ -619,25 +642,9 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         let Claimed { parked, mut new } = claim(&mut tx, &batch[0].topic, to_claim)
             .await
             .map_err(transient)?;
-        let to_handle: Vec<&ReceivedEvent> = to_claim
-            .iter()
-            .filter(|received| new.contains(&received.metadata.event_id))
-            .copied()
-            .collect();
-        // One event locks what it needs in its own order; only several can lock in a circle.
-        if to_handle.len() > 1 {
-            self.handler
-                .prepare(&mut tx, &to_handle)
-                .await
-                .map_err(Failure::from)?;
-        }
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut to_handle: Vec<(&Record, &ReceivedEvent)> = Vec::new();
         for ((record, received), &wanted) in batch.iter().zip(decoded).zip(wanted) {
-            // The whole batch is in the inbox already, so it commits whole or not at all: on
-            // shutdown it is rolled back and comes again after the restart.
-            if shutdown.is_some_and(CancellationToken::is_cancelled) {
-                return Ok(Vec::new());
-            }
             if !wanted {
                 outcomes.push(Handled::Ignored);
                 continue;
@@ -664,16 +671,40 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 outcomes.push(Handled::Duplicate);
                 continue;
             }
-            let span = self.span(record, 1);
-            record_trace(&span, received);
-            match self
-                .handler
-                .handle(&mut tx, received)
-                .instrument(span)
-                .await
-            {
-                Ok(()) => outcomes.push(Handled::Applied),
-                Err(error) => return Err(error.into()),
+            to_handle.push((record, received));
+            outcomes.push(Handled::Applied);
+        }
+        // The whole batch is in the inbox already, so it commits whole or not at all: on
+        // shutdown it is rolled back and comes again after the restart.
+        if shutdown.is_some_and(CancellationToken::is_cancelled) {
+            return Ok(Vec::new());
+        }
+        match to_handle.as_slice() {
+            [] => {}
+            [(record, received)] => {
+                let span = self.span(record, 1);
+                record_trace(&span, received);
+                self.handler
+                    .handle(&mut tx, received)
+                    .instrument(span)
+                    .await
+                    .map_err(Failure::from)?;
+            }
+            several => {
+                let events: Vec<&ReceivedEvent> =
+                    several.iter().map(|(_, received)| *received).collect();
+                let span = tracing::info_span!(
+                    "handle_batch",
+                    service = self.service,
+                    topic = %batch[0].topic,
+                    partition = batch[0].partition,
+                    events = events.len(),
+                );
+                self.handler
+                    .handle_batch(&mut tx, &events)
+                    .instrument(span)
+                    .await
+                    .map_err(Failure::from)?;
             }
         }
         tx.commit().await.map_err(transient)?;
@@ -895,6 +926,22 @@ fn count(outcome: Handled) {
         Handled::DeadLettered => "deadlettered",
     };
     metrics::counter!("consumer_messages_total", "outcome" => outcome).increment(1);
+}
+
+/// The span of one event's handling within a batch, joined to the event's trace.
+fn handling_span(received: &ReceivedEvent) -> tracing::Span {
+    let span = tracing::info_span!(
+        "handle_event",
+        topic = %received.topic,
+        partition = received.partition,
+        offset = received.offset,
+        event_type = received.event.type_name(),
+        event_id = %received.metadata.event_id,
+        trace_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+    );
+    record_trace(&span, received);
+    span
 }
 
 fn record_trace(span: &tracing::Span, received: &ReceivedEvent) {

@@ -100,16 +100,39 @@ pub async fn publish_all(
     events: &[Event],
     cause: Cause<'_>,
 ) -> Result<(), OutboxError> {
-    if events.is_empty() {
+    let caused: Vec<(&Event, Cause<'_>)> = events.iter().map(|event| (event, cause)).collect();
+    append_caused(tx, &caused).await
+}
+
+/// Appends `events`, in this order, each with the lineage of its own cause, in one statement:
+/// what a consumer publishes for a batch of the events it handled.
+pub async fn publish_caused(
+    tx: &mut PgConnection,
+    events: &[(Event, Cause<'_>)],
+) -> Result<(), OutboxError> {
+    let caused: Vec<(&Event, Cause<'_>)> = events
+        .iter()
+        .map(|(event, cause)| (event, *cause))
+        .collect();
+    append_caused(tx, &caused).await
+}
+
+async fn append_caused(
+    tx: &mut PgConnection,
+    events: &[(&Event, Cause<'_>)],
+) -> Result<(), OutboxError> {
+    let Some((first, _)) = events.first() else {
         return Ok(());
-    }
-    let mut metadata: Vec<EventMetadata> =
-        events.iter().map(|event| cause.metadata(event)).collect();
+    };
+    let mut metadata: Vec<EventMetadata> = events
+        .iter()
+        .map(|(event, cause)| cause.metadata(event))
+        .collect();
     let records = |metadata: &[EventMetadata]| {
         events
             .iter()
             .zip(metadata)
-            .map(|(event, metadata)| record(event, metadata))
+            .map(|((event, _), metadata)| record(event, metadata))
             .collect::<Result<Vec<_>, _>>()
     };
     if !platform::telemetry::exporting() {
@@ -120,11 +143,11 @@ pub async fn publish_all(
     // trace when the cause had none).
     let span = tracing::info_span!(
         "outbox_append",
-        event_type = events[0].type_name(),
+        event_type = first.type_name(),
         events = events.len()
     );
     if let Some(own) = platform::telemetry::trace_context(&span) {
-        for metadata in &mut metadata {
+        for (metadata, (_, cause)) in metadata.iter_mut().zip(events) {
             if own.trace_id == metadata.traceparent.trace_id || matches!(cause, Cause::Origin(None))
             {
                 metadata.traceparent = TraceParent {

@@ -1,11 +1,12 @@
 //! The inventory service's reactions to the checkout saga, its expiry worker, and stock set by
 //! hand. Each is one decide-then-save step: `inventory_rules` decides, `db` stores.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use events::Event;
-use inventory_rules::{InventoryInput, Requested, Reservation, ReservationInput, StockLevel};
+use inventory_rules::{Books, InventoryInput, ReservationInput, StockLevel};
 use messaging::outbox::{self, Cause};
 use messaging::worker::{PollingWorker, Round};
 use messaging::{EventHandler, HandlerError, ReceivedEvent};
@@ -21,29 +22,14 @@ pub struct InventoryHandler {
     pub reservation_ttl: Duration,
 }
 
-impl EventHandler for InventoryHandler {
-    /// Locks every stock row the batch will move, in SKU order. Each order's reservation locks
-    /// its SKUs in order, but a batch holds them from one order to the next: without this, two
-    /// batches sharing a popular SKU would deadlock.
-    async fn prepare(
-        &self,
-        tx: &mut PgConnection,
-        events: &[&ReceivedEvent],
-    ) -> Result<(), HandlerError> {
-        let mut skus = Vec::new();
-        let mut orders = Vec::new();
-        for received in events {
-            if let Event::OrderCreated(order) = &received.event {
-                skus.extend(order.lines.iter().map(|line| line.sku.as_str()));
-            } else if let Some((order_id, InventoryInput::Reservation(_))) =
-                inventory_rules::input_of(&received.event)
-            {
-                orders.push(order_id);
-            }
-        }
-        Ok(db::lock_stock(tx, &skus, &orders).await?)
+impl InventoryHandler {
+    /// When a reservation made now expires.
+    fn expires_at(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::from_std(self.reservation_ttl).unwrap_or_default()
     }
+}
 
+impl EventHandler for InventoryHandler {
     fn handles(&self, event: &Event) -> bool {
         inventory_rules::HANDLES.contains(&event.event_type())
     }
@@ -53,85 +39,65 @@ impl EventHandler for InventoryHandler {
         tx: &mut PgConnection,
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        let Some((order_id, input)) = inventory_rules::input_of(&received.event) else {
-            return Ok(());
-        };
-        let cause = Cause::Event(&received.metadata);
-        let outcome = match input {
-            InventoryInput::OrderCreated(lines) => {
-                let ttl = chrono::Duration::from_std(self.reservation_ttl).unwrap_or_default();
-                reserve(tx, order_id, &lines, Utc::now() + ttl, cause)
-                    .await
-                    .map(drop)
-            }
-            InventoryInput::Reservation(input) => apply(tx, order_id, input, cause).await,
-        };
-        outcome.map_err(HandlerError::classify)
+        self.handle_batch(tx, &[received]).await
+    }
+
+    /// The whole batch in five statements whatever its size: its reservations locked and
+    /// read, then its stock rows in SKU order, the events applied in memory ([`Books`]), then
+    /// what changed saved in one statement and what they publish in another.
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ReceivedEvent],
+    ) -> Result<(), HandlerError> {
+        let inputs: Vec<(&str, InventoryInput, Cause<'_>)> = events
+            .iter()
+            .filter_map(|received| {
+                let (order_id, input) = inventory_rules::input_of(&received.event)?;
+                Some((order_id, input, Cause::Event(&received.metadata)))
+            })
+            .collect();
+        settle(tx, &inputs, self.expires_at())
+            .await
+            .map_err(HandlerError::classify)
     }
 }
 
-/// Decides an order's reservation, all or nothing, and publishes the outcome; `None` when the
-/// order was decided already.
-pub async fn reserve(
+/// Applies `inputs` in their order, each order's new reservation expiring at `expires_at`:
+/// locks what they touch (their reservations in order id order, then the stock rows of those
+/// and of the lines asked for, in SKU order: every transaction locks in that order, so none
+/// waits on another in a circle), lets `inventory_rules` decide each in turn, then stores the
+/// changes and publishes each input's events with its own lineage.
+pub async fn settle(
     tx: &mut PgConnection,
-    order_id: &str,
-    lines: &[Requested],
+    inputs: &[(&str, InventoryInput, Cause<'_>)],
     expires_at: DateTime<Utc>,
-    cause: Cause<'_>,
-) -> Result<Option<Reservation>, StockError> {
-    let decided = db::has_reservation(tx, order_id).await?;
-    let levels = if decided {
-        Default::default()
-    } else {
-        db::lock_levels(tx, lines).await?
-    };
-    let Some((reservation, event)) = inventory_rules::on_order_created(
-        order_id,
-        decided,
-        &levels,
-        lines,
-        expires_at.timestamp_millis(),
-    ) else {
-        return Ok(None);
-    };
-    let mut emit = Vec::new();
-    if let Reservation::Granted(granted) = &reservation {
-        db::insert_reservation(tx, order_id, granted, expires_at).await?;
-        for line in granted {
-            let level = db::move_stock(tx, line, inventory_rules::StockMovement::Reserve).await?;
-            emit.push(level.changed());
-        }
-    }
-    emit.push(event);
-    outbox::publish_all(tx, &emit, cause).await?;
-    Ok(Some(reservation))
-}
-
-/// Applies a payment outcome, a cancellation or expiry to an order's reservation.
-pub async fn apply(
-    tx: &mut PgConnection,
-    order_id: &str,
-    input: ReservationInput,
-    cause: Cause<'_>,
 ) -> Result<(), StockError> {
-    let (status, lines) = match db::lock_reservation(tx, order_id).await? {
-        Some((status, lines)) => (Some(status), lines),
-        None => (None, Vec::new()),
-    };
-    let Some(decision) = inventory_rules::react(order_id, status, input) else {
+    if inputs.is_empty() {
         return Ok(());
-    };
-    let mut emit = Vec::new();
-    if let Some(movement) = decision.movement {
-        for line in &lines {
-            emit.push(db::move_stock(tx, line, movement).await?.changed());
+    }
+    let orders: Vec<&str> = inputs.iter().map(|(order_id, _, _)| *order_id).collect();
+    let held = db::lock_reservations(tx, &orders).await?;
+    let mut skus: BTreeSet<&str> = held
+        .values()
+        .flat_map(|held| held.lines.iter().map(|line| line.sku.as_str()))
+        .collect();
+    for (_, input, _) in inputs {
+        if let InventoryInput::OrderCreated(lines) = input {
+            skus.extend(lines.iter().map(|line| line.sku.as_str()));
         }
     }
-    if Some(decision.status) != status {
-        db::set_reservation_status(tx, order_id, decision.status).await?;
+    let skus: Vec<&str> = skus.into_iter().collect();
+    let levels = db::lock_levels(tx, &skus).await?;
+    let mut books = Books::new(levels, held);
+    let mut publish = Vec::new();
+    for (order_id, input, cause) in inputs {
+        for event in books.apply(order_id, input, expires_at.timestamp_millis())? {
+            publish.push((event, *cause));
+        }
     }
-    emit.extend(decision.emit);
-    outbox::publish_all(tx, &emit, cause).await?;
+    db::save(tx, &books.changes()).await?;
+    outbox::publish_caused(tx, &publish).await?;
     Ok(())
 }
 
@@ -151,15 +117,17 @@ pub async fn set_on_hand(
 pub async fn expire_due_reservations(pool: &PgPool, limit: i64) -> Result<usize, StockError> {
     let mut tx = pool.begin().await?;
     let due = db::due_reservations(&mut tx, limit).await?;
-    for order_id in &due {
-        apply(
-            &mut tx,
-            order_id,
-            ReservationInput::TimeRanOut,
-            Cause::SERVICE,
-        )
-        .await?;
-    }
+    let inputs: Vec<(&str, InventoryInput, Cause<'_>)> = due
+        .iter()
+        .map(|order_id| {
+            (
+                order_id.as_str(),
+                InventoryInput::Reservation(ReservationInput::TimeRanOut),
+                Cause::SERVICE,
+            )
+        })
+        .collect();
+    settle(&mut tx, &inputs, Utc::now()).await?;
     tx.commit().await?;
     Ok(due.len())
 }

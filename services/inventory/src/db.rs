@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use inventory_rules::{Requested, ReservationStatus, StockLevel, StockMovement, StockRuleError};
+use inventory_rules::{
+    Changes, Held, NeverStocked, Requested, ReservationStatus, StockLevel, StockRuleError,
+};
 use messaging::outbox::{self, Cause};
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool, Postgres};
@@ -15,6 +17,8 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub enum StockError {
     #[error(transparent)]
     Refused(#[from] StockRuleError),
+    #[error(transparent)]
+    NeverStocked(#[from] NeverStocked),
     #[error("database")]
     Database(#[from] sqlx::Error),
     #[error("outbox")]
@@ -91,145 +95,156 @@ pub async fn stock_level(pool: &PgPool, sku: &str) -> Result<Option<StockLevel>,
     .map(StockLevel::from))
 }
 
-/// Locks, in SKU order, the stock rows of `skus` and of the reservations of `orders`.
-pub async fn lock_stock(
-    tx: &mut PgConnection,
-    skus: &[&str],
-    orders: &[&str],
-) -> Result<(), sqlx::Error> {
-    if skus.is_empty() && orders.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "SELECT sku FROM stock
-          WHERE sku = ANY($1)
-             OR sku IN (SELECT sku FROM reservation_lines WHERE order_id = ANY($2))
-          ORDER BY sku FOR UPDATE",
-    )
-    .bind(skus)
-    .bind(orders)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// The levels of the SKUs `lines` ask for, their rows locked in SKU order (so concurrent orders
+/// The levels of `skus`, their rows locked in SKU order (so that concurrent transactions
 /// cannot deadlock); a SKU never stocked is absent.
 pub async fn lock_levels(
     tx: &mut PgConnection,
-    lines: &[Requested],
-) -> Result<HashMap<String, StockLevel>, sqlx::Error> {
-    let mut skus: Vec<&str> = lines.iter().map(|line| line.sku.as_str()).collect();
-    skus.sort_unstable();
-    skus.dedup();
+    skus: &[&str],
+) -> Result<Vec<StockLevel>, sqlx::Error> {
+    if skus.is_empty() {
+        return Ok(Vec::new());
+    }
     let locked = sqlx::query_as::<Postgres, LevelRow>(
         "SELECT sku, on_hand, reserved FROM stock WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
     )
-    .bind(&skus)
+    .bind(skus)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(locked
-        .into_iter()
-        .map(|row| (row.sku.clone(), row.into()))
-        .collect())
+    Ok(locked.into_iter().map(StockLevel::from).collect())
 }
 
-/// An order's reservation, its row locked: its status and its lines in SKU order; `None` when
-/// the order has none. One statement: each one a consumer's transaction saves is a round trip.
-pub async fn lock_reservation(
+/// The reservations of `orders` that exist, their rows locked in order id order: each one's
+/// status and its lines in SKU order, by order id. One statement whatever the number.
+pub async fn lock_reservations(
     tx: &mut PgConnection,
-    order_id: &str,
-) -> Result<Option<(ReservationStatus, Vec<Requested>)>, sqlx::Error> {
-    let current: Option<(String, Vec<String>, Vec<i64>)> = sqlx::query_as(
-        "SELECT r.status,
+    orders: &[&str],
+) -> Result<HashMap<String, Held>, sqlx::Error> {
+    let rows: Vec<(String, String, Vec<String>, Vec<i64>)> = sqlx::query_as(
+        "SELECT r.order_id, r.status,
                 ARRAY(SELECT sku FROM reservation_lines l WHERE l.order_id = r.order_id ORDER BY sku),
                 ARRAY(SELECT quantity FROM reservation_lines l WHERE l.order_id = r.order_id
                        ORDER BY sku)
-           FROM reservations r WHERE r.order_id = $1 FOR UPDATE OF r",
+           FROM reservations r WHERE r.order_id = ANY($1)
+          ORDER BY r.order_id FOR UPDATE OF r",
     )
-    .bind(order_id)
-    .fetch_optional(&mut *tx)
+    .bind(orders)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(current.and_then(|(status, skus, quantities)| {
-        let lines = skus
-            .into_iter()
-            .zip(quantities)
-            .map(|(sku, quantity)| Requested { sku, quantity })
-            .collect();
-        ReservationStatus::parse(&status).map(|status| (status, lines))
-    }))
+    Ok(rows
+        .into_iter()
+        .filter_map(|(order_id, status, skus, quantities)| {
+            let lines = skus
+                .into_iter()
+                .zip(quantities)
+                .map(|(sku, quantity)| Requested { sku, quantity })
+                .collect();
+            let status = ReservationStatus::parse(&status)?;
+            Some((order_id, Held { status, lines }))
+        })
+        .collect())
 }
 
-/// Whether an order was decided already (it has a reservation).
-pub async fn has_reservation(tx: &mut PgConnection, order_id: &str) -> Result<bool, sqlx::Error> {
-    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM reservations WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    Ok(exists.is_some())
-}
-
-/// Stores a new reservation of `lines` for an order, expiring at `expires_at`, in one statement.
-pub async fn insert_reservation(
-    tx: &mut PgConnection,
-    order_id: &str,
-    lines: &[Requested],
-    expires_at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+/// Stores what a transaction's events changed, in one statement: new reservations and their
+/// lines, the new status of existing ones, and each moved SKU's level. The levels are written
+/// as computed from rows this transaction locked; the table's CHECK (`reserved <= on_hand`,
+/// nothing negative) still refuses an oversold level even if a rule were wrong.
+pub async fn save(tx: &mut PgConnection, changes: &Changes) -> Result<(), sqlx::Error> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let created = &changes.created;
+    let expires_at: Vec<DateTime<Utc>> = created
+        .iter()
+        .map(|new| DateTime::from_timestamp_millis(new.expires_at_ms).unwrap_or_default())
+        .collect();
+    let lines: Vec<(&str, &Requested)> = created
+        .iter()
+        .flat_map(|new| new.lines.iter().map(|line| (new.order_id.as_str(), line)))
+        .collect();
     sqlx::query(
-        "WITH reservation AS (
-             INSERT INTO reservations (order_id, status, expires_at) VALUES ($1, $2, $3)
+        "WITH created AS (
+             INSERT INTO reservations (order_id, status, expires_at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+         ), created_lines AS (
+             INSERT INTO reservation_lines (order_id, sku, quantity)
+             SELECT * FROM unnest($4::text[], $5::text[], $6::bigint[])
+         ), restatused AS (
+             UPDATE reservations r SET status = changed.status, updated_at = now()
+               FROM unnest($7::text[], $8::text[]) AS changed (order_id, status)
+              WHERE r.order_id = changed.order_id
          )
-         INSERT INTO reservation_lines (order_id, sku, quantity)
-         SELECT $1, sku, quantity FROM unnest($4::text[], $5::bigint[]) AS line (sku, quantity)",
+         UPDATE stock s SET on_hand = level.on_hand, reserved = level.reserved, updated_at = now()
+           FROM unnest($9::text[], $10::bigint[], $11::bigint[]) AS level (sku, on_hand, reserved)
+          WHERE s.sku = level.sku",
     )
-    .bind(order_id)
-    .bind(ReservationStatus::Reserved.as_str())
+    .bind(
+        created
+            .iter()
+            .map(|new| new.order_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        created
+            .iter()
+            .map(|new| new.status.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind(expires_at)
     .bind(
         lines
             .iter()
-            .map(|line| line.sku.as_str())
+            .map(|(order_id, _)| *order_id)
             .collect::<Vec<_>>(),
     )
-    .bind(lines.iter().map(|line| line.quantity).collect::<Vec<_>>())
+    .bind(
+        lines
+            .iter()
+            .map(|(_, line)| line.sku.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        lines
+            .iter()
+            .map(|(_, line)| line.quantity)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        changes
+            .statuses
+            .iter()
+            .map(|(order_id, _)| order_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        changes
+            .statuses
+            .iter()
+            .map(|(_, status)| status.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        changes
+            .levels
+            .iter()
+            .map(|level| level.sku.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        changes
+            .levels
+            .iter()
+            .map(|level| level.on_hand)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        changes
+            .levels
+            .iter()
+            .map(|level| level.reserved)
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *tx)
     .await?;
-    Ok(())
-}
-
-/// Moves `line`'s units of stock as `movement` says and returns the SKU's new level, which the
-/// caller publishes with the rest of its events. The table's CHECK (`reserved <= on_hand`,
-/// nothing negative) makes overselling impossible even if a rule were wrong.
-pub async fn move_stock(
-    tx: &mut PgConnection,
-    line: &Requested,
-    movement: StockMovement,
-) -> Result<StockLevel, StockError> {
-    let (on_hand, reserved) = movement.deltas(line.quantity);
-    Ok(sqlx::query_as::<Postgres, LevelRow>(
-        "UPDATE stock SET on_hand = on_hand + $2, reserved = reserved + $3, updated_at = now()
-          WHERE sku = $1 RETURNING sku, on_hand, reserved",
-    )
-    .bind(&line.sku)
-    .bind(on_hand)
-    .bind(reserved)
-    .fetch_one(&mut *tx)
-    .await?
-    .into())
-}
-
-/// Stores the new status of an order's reservation.
-pub async fn set_reservation_status(
-    tx: &mut PgConnection,
-    order_id: &str,
-    status: ReservationStatus,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1")
-        .bind(order_id)
-        .bind(status.as_str())
-        .execute(&mut *tx)
-        .await?;
     Ok(())
 }
 

@@ -93,13 +93,24 @@ impl Fixture {
         CancellationToken,
         tokio::task::JoinHandle<anyhow::Result<()>>,
     ) {
+        self.start_consumer_with(topics, RecordingHandler)
+    }
+
+    fn start_consumer_with(
+        &self,
+        topics: &[&str],
+        handler: impl EventHandler,
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
         let shutdown = CancellationToken::new();
         let consumer = IdempotentConsumer::new(
             "test",
             self.pool.clone(),
             self.kafka.clone(),
             ConsumerSettings::for_topics(topics),
-            RecordingHandler,
+            handler,
         );
         let task = tokio::spawn(consumer.run(shutdown.clone()));
         (shutdown, task)
@@ -183,6 +194,59 @@ impl EventHandler for RecordingHandler {
             .bind(value)
             .execute(&mut *tx)
             .await?;
+        Ok(())
+    }
+}
+
+/// [`RecordingHandler`] one event at a time; a batch in one INSERT, refused whole when it holds
+/// a poison. Remembers the size of every batch it was given.
+#[derive(Default)]
+struct BatchRecordingHandler {
+    batches: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl EventHandler for BatchRecordingHandler {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        received: &ReceivedEvent,
+    ) -> Result<(), HandlerError> {
+        RecordingHandler.handle(tx, received).await
+    }
+
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ReceivedEvent],
+    ) -> Result<(), HandlerError> {
+        self.batches.lock().expect("batches").push(events.len());
+        let mut values = Vec::new();
+        for received in events {
+            let Event::OrderCancelled(cancelled) = &received.event else {
+                continue;
+            };
+            let Ok(value) = cancelled.reason.trim_start_matches("step-").parse::<i64>() else {
+                return Err(HandlerError::Rejected(anyhow::anyhow!(
+                    "a batch holding {:?}",
+                    cancelled.reason
+                )));
+            };
+            values.push((received.metadata.event_id, received.key.as_str(), value));
+        }
+        sqlx::query(
+            "INSERT INTO effects (event_id, key, value)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[])",
+        )
+        .bind(values.iter().map(|(id, _, _)| *id).collect::<Vec<_>>())
+        .bind(values.iter().map(|(_, key, _)| *key).collect::<Vec<_>>())
+        .bind(
+            values
+                .iter()
+                .map(|(_, _, value)| *value)
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await?;
         Ok(())
     }
 }
@@ -963,4 +1027,71 @@ async fn a_worker_woken_by_a_burst_of_notifications_looks_once_not_once_per_noti
         rounds <= 6,
         "{rounds} rounds for a burst of {BURST} notifications delivered during one round"
     );
+}
+
+#[tokio::test]
+async fn a_batch_handled_whole_that_fails_is_handled_again_one_event_at_a_time() {
+    let fixture = Fixture::new("batch-whole").await;
+    let mut events = Vec::new();
+    for step in 1..=20 {
+        let a_reason = if step == 10 {
+            "poison".to_owned()
+        } else {
+            format!("step-{step}")
+        };
+        events.push(cancel("order-A", &a_reason));
+        events.push(cancel("order-B", &format!("step-{step}")));
+    }
+    fixture.append(&events).await;
+    // Everything is on the topic before the consumer starts: its first fetch brings it all.
+    let mut relay = fixture.relay();
+    let mut sent = 0;
+    while sent < events.len() {
+        sent += published(&mut relay).await;
+    }
+    let handler = BatchRecordingHandler::default();
+    let batches = handler.batches.clone();
+    let (consumer_stop, consumer_task) = fixture.start_consumer_with(&["order-events"], handler);
+
+    eventually("order-B to be handled", Duration::from_secs(30), || async {
+        (fixture.effects_of("order-B").await.len() == 20).then_some(())
+    })
+    .await;
+    eventually(
+        "order-A's poison and the ten messages behind it to be parked",
+        Duration::from_secs(30),
+        || async {
+            let (parked,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM messaging_parked_messages WHERE message_key = 'order-A'",
+            )
+            .fetch_one(&fixture.pool)
+            .await
+            .ok()?;
+            (parked == 11).then_some(())
+        },
+    )
+    .await;
+    stop_task(consumer_stop, consumer_task).await;
+
+    let batches = batches.lock().expect("batches").clone();
+    assert!(
+        batches.iter().any(|&size| size > 1),
+        "the handler was given whole batches: {batches:?}"
+    );
+    assert_eq!(
+        fixture.effects_of("order-B").await,
+        (1..=20).collect::<Vec<i64>>(),
+        "each of order-B's events once, in order"
+    );
+    assert_eq!(
+        fixture.effects_of("order-A").await,
+        (1..=9).collect::<Vec<i64>>(),
+        "order-A up to its poison, once each: the failed batch left nothing"
+    );
+    let keys = messaging::dead_letter::parked_keys(&fixture.pool)
+        .await
+        .expect("parked keys");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].message_key, "order-A");
+    assert!(keys[0].error.contains("poison"), "{}", keys[0].error);
 }

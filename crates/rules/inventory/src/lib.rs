@@ -11,7 +11,7 @@
 //! Each rule is a plain function, tested without Kafka or a database (Cargo keeps this crate
 //! free of them); the service, the invariant checker and the saga simulator share them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
@@ -417,6 +417,189 @@ pub fn react(
     status.map(|status| decide(order_id, status, input))
 }
 
+/// A reservation as a transaction holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub status: ReservationStatus,
+    /// Merged per SKU, in SKU order.
+    pub lines: Vec<Requested>,
+}
+
+/// A reservation made by the events a transaction applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReservation {
+    pub order_id: String,
+    /// The status the transaction leaves it in (a reservation made and paid in one batch is
+    /// stored committed).
+    pub status: ReservationStatus,
+    pub lines: Vec<Requested>,
+    pub expires_at_ms: i64,
+}
+
+/// What a transaction's events changed, to be stored in one go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub created: Vec<NewReservation>,
+    /// Reservations that existed before the transaction, with their new status, by order id.
+    pub statuses: Vec<(String, ReservationStatus)>,
+    /// The final level of every SKU that moved, in SKU order.
+    pub levels: Vec<StockLevel>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.created.is_empty() && self.statuses.is_empty() && self.levels.is_empty()
+    }
+}
+
+/// A reserved SKU with no stock row: the rules never grant one, so the data is broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("order {order_id} holds {sku}, which has no stock")]
+pub struct NeverStocked {
+    pub order_id: String,
+    pub sku: String,
+}
+
+/// The stock and reservations a transaction locked, and what the events it applies do to
+/// them: [`on_order_created`] and [`react`] folded over several orders, so that a consumer's
+/// batch is loaded once and saved once whatever its size. Each event sees what the ones
+/// before it did (two orders for the last unit: the first gets it).
+#[derive(Debug, Clone, Default)]
+pub struct Books {
+    levels: HashMap<String, StockLevel>,
+    reservations: HashMap<String, Held>,
+    /// Order ids of the reservations made here, with their expiry, in the order they were made.
+    created: Vec<(String, i64)>,
+    restatused: BTreeSet<String>,
+    moved: BTreeSet<String>,
+}
+
+impl Books {
+    /// `levels`: the locked stock rows (a SKU absent was never stocked); `reservations`: the
+    /// locked reservations, by order id (an order absent has none).
+    pub fn new(
+        levels: impl IntoIterator<Item = StockLevel>,
+        reservations: impl IntoIterator<Item = (String, Held)>,
+    ) -> Self {
+        Self {
+            levels: levels
+                .into_iter()
+                .map(|level| (level.sku.clone(), level))
+                .collect(),
+            reservations: reservations.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Applies `input` for `order_id`, a new reservation expiring at `expires_at_ms`, and
+    /// returns the events it publishes, in order: each moved SKU's new level, then the
+    /// outcome.
+    pub fn apply(
+        &mut self,
+        order_id: &str,
+        input: &InventoryInput,
+        expires_at_ms: i64,
+    ) -> Result<Vec<Event>, NeverStocked> {
+        match input {
+            InventoryInput::OrderCreated(lines) => {
+                let decided = self.reservations.contains_key(order_id);
+                let Some((reservation, outcome)) =
+                    on_order_created(order_id, decided, &self.levels, lines, expires_at_ms)
+                else {
+                    return Ok(Vec::new());
+                };
+                let mut emit = Vec::new();
+                if let Reservation::Granted(granted) = reservation {
+                    emit = self.move_lines(order_id, &granted, StockMovement::Reserve)?;
+                    self.reservations.insert(
+                        order_id.to_owned(),
+                        Held {
+                            status: ReservationStatus::Reserved,
+                            lines: granted,
+                        },
+                    );
+                    self.created.push((order_id.to_owned(), expires_at_ms));
+                }
+                emit.push(outcome);
+                Ok(emit)
+            }
+            InventoryInput::Reservation(input) => {
+                let Some(held) = self.reservations.get(order_id) else {
+                    return Ok(Vec::new());
+                };
+                let (status, lines) = (held.status, held.lines.clone());
+                let decision = decide(order_id, status, *input);
+                let mut emit = match decision.movement {
+                    Some(movement) => self.move_lines(order_id, &lines, movement)?,
+                    None => Vec::new(),
+                };
+                if decision.status != status {
+                    if let Some(held) = self.reservations.get_mut(order_id) {
+                        held.status = decision.status;
+                    }
+                    self.restatused.insert(order_id.to_owned());
+                }
+                emit.extend(decision.emit);
+                Ok(emit)
+            }
+        }
+    }
+
+    fn move_lines(
+        &mut self,
+        order_id: &str,
+        lines: &[Requested],
+        movement: StockMovement,
+    ) -> Result<Vec<Event>, NeverStocked> {
+        let mut emit = Vec::with_capacity(lines.len());
+        for line in lines {
+            let level = self.levels.get_mut(&line.sku).ok_or_else(|| NeverStocked {
+                order_id: order_id.to_owned(),
+                sku: line.sku.clone(),
+            })?;
+            *level = movement.apply(level, line.quantity);
+            emit.push(level.changed());
+            self.moved.insert(line.sku.clone());
+        }
+        Ok(emit)
+    }
+
+    /// Everything the applied events changed.
+    pub fn changes(&self) -> Changes {
+        let created: Vec<NewReservation> = self
+            .created
+            .iter()
+            .filter_map(|(order_id, expires_at_ms)| {
+                let held = self.reservations.get(order_id)?;
+                Some(NewReservation {
+                    order_id: order_id.clone(),
+                    status: held.status,
+                    lines: held.lines.clone(),
+                    expires_at_ms: *expires_at_ms,
+                })
+            })
+            .collect();
+        let statuses = self
+            .restatused
+            .iter()
+            .filter(|order_id| !created.iter().any(|new| &new.order_id == *order_id))
+            .filter_map(|order_id| {
+                Some((order_id.clone(), self.reservations.get(order_id)?.status))
+            })
+            .collect();
+        let levels = self
+            .moved
+            .iter()
+            .filter_map(|sku| self.levels.get(sku).cloned())
+            .collect();
+        Changes {
+            created,
+            statuses,
+            levels,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,6 +843,142 @@ mod tests {
         assert_eq!(
             (decision.status, decision.movement),
             (ReservationStatus::Committed, None)
+        );
+    }
+
+    fn level(sku: &str, on_hand: i64, reserved: i64) -> StockLevel {
+        StockLevel {
+            sku: sku.into(),
+            on_hand,
+            reserved,
+        }
+    }
+
+    fn created(lines: &[Requested]) -> InventoryInput {
+        InventoryInput::OrderCreated(lines.to_vec())
+    }
+
+    const PAID: InventoryInput = InventoryInput::Reservation(ReservationInput::PaymentSucceeded);
+
+    #[test]
+    fn two_orders_for_the_last_unit_in_one_batch_the_first_gets_it() {
+        // Given one unit of A
+        let mut books = Books::new([level("A", 1, 0)], []);
+        // When two orders ask for it in one batch
+        let first = books
+            .apply("o1", &created(&[want("A", 1)]), 7)
+            .expect("applied");
+        let second = books
+            .apply("o2", &created(&[want("A", 1)]), 7)
+            .expect("applied");
+        // Then the first reserves it and the second is refused with nothing left
+        assert_eq!(
+            first,
+            vec![
+                level("A", 1, 1).changed(),
+                reservation_event("o1", &Reservation::Granted(vec![want("A", 1)]), 7)
+            ]
+        );
+        assert_eq!(
+            second,
+            vec![
+                StockReservationFailed {
+                    order_id: "o2".into(),
+                    sku: "A".into(),
+                    requested: 1,
+                    available: 0
+                }
+                .into()
+            ]
+        );
+        assert_eq!(
+            books.changes(),
+            Changes {
+                created: vec![NewReservation {
+                    order_id: "o1".into(),
+                    status: ReservationStatus::Reserved,
+                    lines: vec![want("A", 1)],
+                    expires_at_ms: 7
+                }],
+                statuses: vec![],
+                levels: vec![level("A", 1, 1)],
+            }
+        );
+    }
+
+    #[test]
+    fn an_order_reserved_and_paid_in_one_batch_is_stored_committed_and_its_stock_sold() {
+        let mut books = Books::new([level("A", 5, 0), level("B", 9, 0)], []);
+        books
+            .apply("o", &created(&[want("A", 2)]), 7)
+            .expect("reserved");
+        let paid = books.apply("o", &PAID, 7).expect("paid");
+        assert_eq!(
+            paid,
+            vec![
+                level("A", 3, 0).changed(),
+                StockCommitted {
+                    order_id: "o".into()
+                }
+                .into()
+            ]
+        );
+        let changes = books.changes();
+        assert_eq!(changes.created.len(), 1);
+        assert_eq!(changes.created[0].status, ReservationStatus::Committed);
+        // A reservation made here is stored once, with its last status.
+        assert_eq!(changes.statuses, vec![]);
+        // B never moved, so it is not written.
+        assert_eq!(changes.levels, vec![level("A", 3, 0)]);
+    }
+
+    #[test]
+    fn an_existing_reservation_moves_once_and_replays_change_nothing() {
+        let held = Held {
+            status: ReservationStatus::Reserved,
+            lines: vec![want("A", 2)],
+        };
+        let mut books = Books::new([level("A", 5, 2)], [("o".to_owned(), held)]);
+        assert_eq!(books.apply("o", &PAID, 7).expect("paid").len(), 2);
+        assert_eq!(books.apply("o", &PAID, 7).expect("again"), vec![]);
+        assert_eq!(
+            books
+                .apply("o", &created(&[want("A", 1)]), 7)
+                .expect("replayed"),
+            vec![]
+        );
+        assert_eq!(
+            books.changes(),
+            Changes {
+                created: vec![],
+                statuses: vec![("o".to_owned(), ReservationStatus::Committed)],
+                levels: vec![level("A", 3, 0)],
+            }
+        );
+    }
+
+    #[test]
+    fn an_order_without_a_reservation_has_nothing_to_undo() {
+        let mut books = Books::new([level("A", 5, 0)], []);
+        let cancel = InventoryInput::Reservation(ReservationInput::OrderCancelled);
+        assert_eq!(books.apply("o", &cancel, 7).expect("nothing"), vec![]);
+        assert!(books.changes().is_empty());
+    }
+
+    #[test]
+    fn a_reserved_sku_without_stock_is_an_error_not_a_silent_loss() {
+        let held = Held {
+            status: ReservationStatus::Reserved,
+            lines: vec![want("GONE", 1)],
+        };
+        let mut books = Books::new([], [("o".to_owned(), held)]);
+        let failed = InventoryInput::Reservation(ReservationInput::PaymentFailed);
+        assert_eq!(
+            books.apply("o", &failed, 7),
+            Err(NeverStocked {
+                order_id: "o".into(),
+                sku: "GONE".into()
+            })
         );
     }
 }
