@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use events::Event;
-use messaging::outbox::Cause;
+use messaging::outbox::{self, Cause};
 use messaging::worker::{PollingWorker, Round};
 use messaging::{EventHandler, HandlerError, ReceivedEvent};
-use order_rules::{Decision, OrderInput, OrderState};
+use order_rules::{Decision, OrderBook, OrderInput, OrderState};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -51,22 +51,6 @@ pub async fn place(
 pub struct OrderHandler;
 
 impl EventHandler for OrderHandler {
-    /// Locks every order the batch moves, in id order: the inventory, payment and shipment
-    /// topics are handled side by side, and each event locks its order.
-    async fn prepare(
-        &self,
-        tx: &mut PgConnection,
-        events: &[&ReceivedEvent],
-    ) -> Result<(), HandlerError> {
-        let ids: Vec<Uuid> = events
-            .iter()
-            .filter_map(|received| order_rules::order_of(&received.event))
-            // A malformed id is the handler's to reject.
-            .filter_map(|order_id| Uuid::parse_str(order_id).ok())
-            .collect();
-        Ok(db::lock_orders(tx, &ids).await?)
-    }
-
     fn handles(&self, event: &Event) -> bool {
         order_rules::HANDLES.contains(&event.event_type())
     }
@@ -76,35 +60,56 @@ impl EventHandler for OrderHandler {
         tx: &mut PgConnection,
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        let event = &received.event;
-        if let Event::ProductSnapshot(snapshot) = event {
-            return Ok(db::apply_snapshot(tx, snapshot).await?);
-        }
-        let Some(order_id) = order_rules::order_of(event) else {
-            return Ok(());
-        };
-        let id = Uuid::parse_str(order_id).map_err(|_| {
-            HandlerError::Rejected(anyhow::anyhow!("order id {order_id:?} is not a UUID"))
-        })?;
-        let Some((_, state)) = db::lock_order(tx, id).await? else {
-            // Events only follow an OrderCreated this service committed first.
-            return Err(HandlerError::Rejected(anyhow::anyhow!(
-                "unknown order {order_id}"
-            )));
-        };
-        if order_rules::shipment_order(event).is_some() {
-            let current = db::shipment(tx, id).await?;
-            let at = received.metadata.occurred_at;
-            if let Some(next) = order_rules::track_shipment(current.as_ref(), event, at) {
-                db::save_shipment(tx, id, &next).await?;
+        self.handle_batch(tx, &[received]).await
+    }
+
+    /// The whole batch in a few statements whatever its size: its orders locked and read in id
+    /// order (the inventory, payment and shipment topics are handled side by side, so every
+    /// transaction locks in that order), their shipments read when the batch reports any, the
+    /// events applied in memory ([`OrderBook`]), then the changes stored and the events
+    /// published, each with its own lineage. Catalog snapshots are a replica's rows, each its
+    /// own upsert.
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ReceivedEvent],
+    ) -> Result<(), HandlerError> {
+        let mut about = Vec::with_capacity(events.len());
+        for received in events {
+            if let Event::ProductSnapshot(snapshot) = &received.event {
+                db::apply_snapshot(tx, snapshot).await?;
+                continue;
             }
+            let Some(order_id) = order_rules::order_of(&received.event) else {
+                continue;
+            };
+            let id = Uuid::parse_str(order_id).map_err(|_| {
+                HandlerError::Rejected(anyhow::anyhow!("order id {order_id:?} is not a UUID"))
+            })?;
+            about.push((id, *received));
         }
-        let Some((_, input)) = OrderInput::from_event(event) else {
+        if about.is_empty() {
             return Ok(());
-        };
-        apply(tx, id, &state, &input, Cause::Event(&received.metadata))
-            .await
-            .map_err(HandlerError::classify)?;
+        }
+        let ids: Vec<Uuid> = about.iter().map(|(id, _)| *id).collect();
+        let states = db::lock_states(tx, &ids).await?;
+        let reporting_shipments: Vec<Uuid> = about
+            .iter()
+            .filter(|(_, received)| order_rules::shipment_order(&received.event).is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        let shipments = db::shipments_known(tx, &reporting_shipments).await?;
+        let mut book = OrderBook::new(states, shipments);
+        let mut publish = Vec::new();
+        for (id, received) in &about {
+            let emitted = book
+                .apply(id, &received.event, received.metadata.occurred_at)
+                .map_err(|unknown| HandlerError::Rejected(unknown.into()))?;
+            let cause = Cause::Event(&received.metadata);
+            publish.extend(emitted.into_iter().map(|event| (event, cause)));
+        }
+        db::store(tx, &book.changes()).await?;
+        outbox::publish_caused(tx, &publish).await?;
         Ok(())
     }
 }

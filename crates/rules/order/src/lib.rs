@@ -20,6 +20,7 @@
 //!   and pick-up date from ShipmentScheduled, then dispatched and delivered. Its status, too,
 //!   only moves forward.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
@@ -411,6 +412,140 @@ pub fn track_shipment(
         ShipmentStatus::Scheduled => {}
     }
     (current != Some(&next)).then_some(next)
+}
+
+/// A status an order moved to, for its history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry<K> {
+    pub order_id: K,
+    pub status: OrderStatus,
+    pub reason: Option<String>,
+}
+
+/// What a transaction's events changed, to be stored in one go; `K` is how the service names
+/// an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderChanges<K> {
+    /// The final state of every order that changed.
+    pub states: Vec<(K, OrderState)>,
+    /// Every status change, in the order they happened (two for one order are two entries).
+    pub history: Vec<HistoryEntry<K>>,
+    /// The final shipment of every order whose shipment changed.
+    pub shipments: Vec<(K, Shipment)>,
+}
+
+impl<K> OrderChanges<K> {
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty() && self.history.is_empty() && self.shipments.is_empty()
+    }
+}
+
+/// An event about an order the service does not have: events only follow an OrderCreated the
+/// service committed first, so the event (or the data) is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown order {0}")]
+pub struct UnknownOrder(pub String);
+
+/// The orders (and their shipments) a transaction locked, and what the events it applies do to
+/// them: [`decide`] and [`track_shipment`] folded over several events, so that a consumer's
+/// batch is loaded once and saved once whatever its size. Each event sees what the ones
+/// before it did. `K` is how the service names an order (its id, written as in the events).
+#[derive(Debug, Clone)]
+pub struct OrderBook<K> {
+    states: HashMap<K, OrderState>,
+    shipments: HashMap<K, Shipment>,
+    changed: BTreeSet<K>,
+    history: Vec<HistoryEntry<K>>,
+    shipped: BTreeSet<K>,
+}
+
+impl<K> Default for OrderBook<K> {
+    fn default() -> Self {
+        Self {
+            states: HashMap::new(),
+            shipments: HashMap::new(),
+            changed: BTreeSet::new(),
+            history: Vec::new(),
+            shipped: BTreeSet::new(),
+        }
+    }
+}
+
+impl<K: Clone + Ord + std::hash::Hash + fmt::Display> OrderBook<K> {
+    /// `states`: the locked orders; `shipments`: what is known of their shipments.
+    pub fn new(
+        states: impl IntoIterator<Item = (K, OrderState)>,
+        shipments: impl IntoIterator<Item = (K, Shipment)>,
+    ) -> Self {
+        Self {
+            states: states.into_iter().collect(),
+            shipments: shipments.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Applies `input` to the order `order`: what [`decide`] decides, kept for
+    /// [`changes`](Self::changes).
+    pub fn decide(&mut self, order: &K, input: &OrderInput) -> Result<Decision, UnknownOrder> {
+        let state = self
+            .states
+            .get_mut(order)
+            .ok_or_else(|| UnknownOrder(order.to_string()))?;
+        let decision = decide(&order.to_string(), state, input);
+        if decision.state != *state {
+            if decision.state.status() != state.status() {
+                self.history.push(HistoryEntry {
+                    order_id: order.clone(),
+                    status: decision.state.status(),
+                    reason: decision.state.reason.clone(),
+                });
+            }
+            *state = decision.state.clone();
+            self.changed.insert(order.clone());
+        }
+        Ok(decision)
+    }
+
+    /// Applies an event about the order `order` (the one [`order_of`] names) that happened at
+    /// `at`: the shipment it reports, then the input it stands for. Returns the events to
+    /// publish.
+    pub fn apply(
+        &mut self,
+        order: &K,
+        event: &Event,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Event>, UnknownOrder> {
+        if !self.states.contains_key(order) {
+            return Err(UnknownOrder(order.to_string()));
+        }
+        if shipment_order(event).is_some()
+            && let Some(next) = track_shipment(self.shipments.get(order), event, at)
+        {
+            self.shipments.insert(order.clone(), next);
+            self.shipped.insert(order.clone());
+        }
+        let Some((_, input)) = OrderInput::from_event(event) else {
+            return Ok(Vec::new());
+        };
+        Ok(self.decide(order, &input)?.emit)
+    }
+
+    /// Everything the applied events changed.
+    pub fn changes(&self) -> OrderChanges<K> {
+        fn pick<K: Clone + Ord + std::hash::Hash, T: Clone>(
+            ids: &BTreeSet<K>,
+            from: &HashMap<K, T>,
+        ) -> Vec<(K, T)> {
+            ids.iter()
+                .filter_map(|id| Some((id.clone(), from.get(id)?.clone())))
+                .collect()
+        }
+        OrderChanges {
+            states: pick(&self.changed, &self.states),
+            history: self.history.clone(),
+            shipments: pick(&self.shipped, &self.shipments),
+        }
+    }
 }
 
 /// A line of a checkout, priced from the catalog replica.
@@ -1124,6 +1259,76 @@ mod tests {
         assert_eq!(
             price_order(&[line("A", 100, i64::MAX / 10, "EUR")]),
             Err(CheckoutError::TotalOverflow)
+        );
+    }
+
+    fn committed() -> Event {
+        events::StockCommitted {
+            order_id: ORDER.into(),
+        }
+        .into()
+    }
+
+    fn payment_succeeded() -> Event {
+        events::PaymentSucceeded {
+            order_id: ORDER.into(),
+            payment_id: "p-1".into(),
+            amount_minor: 100,
+            currency: "EUR".into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_batch_that_pays_and_schedules_an_order_stores_it_once_with_each_status_in_its_history() {
+        // Given a pending order
+        let mut book = OrderBook::new([(ORDER.to_owned(), OrderState::pending())], []);
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let order = ORDER.to_owned();
+        // When its stock, payment and shipment events come in one batch
+        let mut emitted = Vec::new();
+        for event in [committed(), payment_succeeded(), scheduled()] {
+            emitted.extend(book.apply(&order, &event, at).expect("a known order"));
+        }
+        // Then it is paid once, and stored once at its last state with both moves in its history
+        assert_eq!(emitted, vec![paid()]);
+        let changes = book.changes();
+        assert_eq!(changes.states.len(), 1);
+        assert_eq!(changes.states[0].1.status(), OrderStatus::ShippingScheduled);
+        assert_eq!(
+            changes
+                .history
+                .iter()
+                .map(|change| change.status)
+                .collect::<Vec<_>>(),
+            vec![OrderStatus::Paid, OrderStatus::ShippingScheduled]
+        );
+        assert_eq!(changes.shipments.len(), 1);
+        assert_eq!(
+            changes.shipments[0].1.carrier.as_deref(),
+            Some("Bazaar Post")
+        );
+    }
+
+    #[test]
+    fn events_that_change_nothing_leave_nothing_to_store() {
+        let order = ORDER.to_owned();
+        let mut book = OrderBook::new([(order.clone(), OrderState::pending())], []);
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        book.apply(&order, &committed(), at).expect("committed");
+        let first = book.changes();
+        book.apply(&order, &committed(), at).expect("again");
+        assert_eq!(book.changes(), first, "a duplicate adds nothing");
+        assert!(first.history.is_empty(), "still pending");
+        assert!(OrderBook::<String>::default().changes().is_empty());
+    }
+
+    #[test]
+    fn an_event_about_an_order_the_book_does_not_hold_is_refused() {
+        let mut book = OrderBook::default();
+        assert_eq!(
+            book.apply(&ORDER.to_owned(), &committed(), DateTime::<Utc>::UNIX_EPOCH),
+            Err(UnknownOrder(ORDER.to_owned()))
         );
     }
 }

@@ -11,10 +11,10 @@ pub use cart::{CartLine, cart, clear_cart, remove_cart_item, set_cart_item};
 pub use catalog::{apply_snapshot, price_lines};
 pub use orders::{
     Existing, NewOrder, OrderLineRow, OrderRow, StatusChange, find_by_idempotency_key,
-    insert_order, lines_of, lock_order, lock_orders, order_of_user, orders_of_user, overdue,
-    past_deadline, save, status_changes,
+    insert_order, lines_of, lock_order, lock_states, order_of_user, orders_of_user, overdue,
+    past_deadline, save, status_changes, store,
 };
-pub use shipments::{ShipmentRow, save_shipment, shipment, shipments_of};
+pub use shipments::{ShipmentRow, save_shipments, shipments_known, shipments_of};
 
 use messaging::outbox;
 use sqlx::migrate::Migrator;

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use events::{Event, PostalAddress};
 use messaging::outbox::{self, Cause};
-use order_rules::{Checkout, Decision, OrderState, OrderStatus};
+use order_rules::{Checkout, Decision, HistoryEntry, OrderChanges, OrderState, OrderStatus};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
@@ -175,17 +175,47 @@ struct StateRow {
     refunded: bool,
 }
 
-/// Locks the orders among `ids`, in id order, so that transactions locking several orders
-/// never wait on each other in a circle.
-pub async fn lock_orders(tx: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
+#[derive(Debug, sqlx::FromRow)]
+struct LockedRow {
+    id: Uuid,
+    #[sqlx(flatten)]
+    state: StateRow,
+}
+
+impl StateRow {
+    fn into_state(self) -> OrderState {
+        OrderState {
+            status: self.status.parse().ok(),
+            reason: self.reason,
+            rejected_sku: self.rejected_sku,
+            stock_committed: self.stock_committed,
+            payment_captured: self.payment_captured,
+            refunded: self.refunded,
+        }
     }
-    sqlx::query("SELECT id FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(ids)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+}
+
+/// Locks the orders among `ids` that exist, in id order (so that transactions locking several
+/// orders never wait on each other in a circle), and returns their saga states.
+pub async fn lock_states(
+    tx: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, OrderState)>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query_as::<Postgres, LockedRow>(
+        "SELECT id, user_id, status, reason, rejected_sku, stock_committed, payment_captured,
+                refunded
+           FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.id, row.state.into_state()))
+        .collect())
 }
 
 /// Locks an order and returns its owner and saga state.
@@ -200,19 +230,7 @@ pub async fn lock_order(
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    Ok(row.map(|row| {
-        (
-            row.user_id,
-            OrderState {
-                status: row.status.parse().ok(),
-                reason: row.reason,
-                rejected_sku: row.rejected_sku,
-                stock_committed: row.stock_committed,
-                payment_captured: row.payment_captured,
-                refunded: row.refunded,
-            },
-        )
-    }))
+    Ok(row.map(|row| (row.user_id, row.into_state())))
 }
 
 /// Stores a decision about a locked order that was in `before`: its new state, a status change
@@ -228,34 +246,115 @@ pub async fn save(
         return Ok(());
     }
     let next = &decision.state;
-    let status_changed = next.status() != before.status();
-    // One statement for the row and, when the status moved, its history entry: each round trip
-    // costs PostgreSQL and this service more CPU than the work in it (docs/benchmarks.md).
-    sqlx::query(
-        "WITH updated AS (
-             UPDATE orders SET status = $2, reason = $3, rejected_sku = $4, stock_committed = $5,
-                               payment_captured = $6, refunded = $7, updated_at = now()
-              WHERE id = $1
-          RETURNING id
-         )
-         INSERT INTO order_status_history (order_id, status, reason)
-         SELECT id, $2, $3 FROM updated WHERE $8",
+    let history = (next.status() != before.status())
+        .then(|| HistoryEntry {
+            order_id: id,
+            status: next.status(),
+            reason: next.reason.clone(),
+        })
+        .into_iter()
+        .collect();
+    store(
+        tx,
+        &OrderChanges {
+            states: vec![(id, next.clone())],
+            history,
+            shipments: Vec::new(),
+        },
     )
-    .bind(id)
-    .bind(next.status().as_str())
-    .bind(&next.reason)
-    .bind(&next.rejected_sku)
-    .bind(next.stock_committed)
-    .bind(next.payment_captured)
-    .bind(next.refunded)
-    .bind(status_changed)
-    .execute(&mut *tx)
     .await?;
-    if status_changed {
-        record_status_metrics(id, next.status());
-    }
     outbox::publish_all(tx, &decision.emit, cause).await?;
     Ok(())
+}
+
+/// Stores what a transaction's events changed: the orders' new states and their status
+/// history in one statement (each round trip costs PostgreSQL and this service more CPU than
+/// the work in it: docs/benchmarks.md), and the shipments in another when any changed.
+pub async fn store(tx: &mut PgConnection, changes: &OrderChanges<Uuid>) -> Result<(), sqlx::Error> {
+    if !changes.states.is_empty() || !changes.history.is_empty() {
+        let states = &changes.states;
+        let history = &changes.history;
+        sqlx::query(
+            "WITH updated AS (
+                 UPDATE orders o
+                    SET status = s.status, reason = s.reason, rejected_sku = s.rejected_sku,
+                        stock_committed = s.stock_committed,
+                        payment_captured = s.payment_captured, refunded = s.refunded,
+                        updated_at = now()
+                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[],
+                               $6::bool[], $7::bool[])
+                        AS s (id, status, reason, rejected_sku, stock_committed,
+                              payment_captured, refunded)
+                  WHERE o.id = s.id
+             )
+             INSERT INTO order_status_history (order_id, status, reason)
+             SELECT order_id, status, reason
+               FROM unnest($8::uuid[], $9::text[], $10::text[]) WITH ORDINALITY
+                    AS entry (order_id, status, reason, position)
+              ORDER BY position",
+        )
+        .bind(states.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(
+            states
+                .iter()
+                .map(|(_, state)| state.status().as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            states
+                .iter()
+                .map(|(_, state)| state.reason.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            states
+                .iter()
+                .map(|(_, state)| state.rejected_sku.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            states
+                .iter()
+                .map(|(_, state)| state.stock_committed)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            states
+                .iter()
+                .map(|(_, state)| state.payment_captured)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            states
+                .iter()
+                .map(|(_, state)| state.refunded)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            history
+                .iter()
+                .map(|entry| entry.order_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            history
+                .iter()
+                .map(|entry| entry.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            history
+                .iter()
+                .map(|entry| entry.reason.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await?;
+        for entry in history {
+            record_status_metrics(entry.order_id, entry.status);
+        }
+    }
+    super::shipments::save_shipments(tx, &changes.shipments).await
 }
 
 /// Locks up to `limit` orders still pending past their deadline, oldest deadline first;

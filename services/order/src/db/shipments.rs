@@ -38,47 +38,70 @@ impl ShipmentRow {
 const SHIPMENT_COLUMNS: &str = "order_id, shipment_id, carrier, tracking_number, pickup_date, \
      status, dispatched_at, delivered_at, updated_at";
 
-/// What is known of an order's shipment, in the caller's transaction (which holds the order's
-/// row lock).
-pub async fn shipment(
+/// What is known of the shipments of `orders`, in the caller's transaction (which holds the
+/// orders' row locks).
+pub async fn shipments_known(
     tx: &mut PgConnection,
-    order_id: Uuid,
-) -> Result<Option<Shipment>, sqlx::Error> {
-    Ok(
-        sqlx::query_as::<Postgres, ShipmentRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {SHIPMENT_COLUMNS} FROM order_shipments WHERE order_id = $1"
-        )))
-        .bind(order_id)
-        .fetch_optional(&mut *tx)
+    orders: &[Uuid],
+) -> Result<Vec<(Uuid, Shipment)>, sqlx::Error> {
+    if orders.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(shipments_of(&mut *tx, orders)
         .await?
-        .and_then(|row| row.to_domain()),
-    )
+        .into_iter()
+        .filter_map(|row| Some((row.order_id, row.to_domain()?)))
+        .collect())
 }
 
-/// Stores what is known of an order's shipment.
-pub async fn save_shipment(
+/// Stores what is known of the shipments of several orders, in one statement.
+pub async fn save_shipments(
     tx: &mut PgConnection,
-    order_id: Uuid,
-    next: &Shipment,
+    shipments: &[(Uuid, Shipment)],
 ) -> Result<(), sqlx::Error> {
+    if shipments.is_empty() {
+        return Ok(());
+    }
+    let column = |field: fn(&Shipment) -> Option<&str>| {
+        shipments
+            .iter()
+            .map(|(_, shipment)| field(shipment))
+            .collect::<Vec<_>>()
+    };
     sqlx::query(
         "INSERT INTO order_shipments (order_id, shipment_id, carrier, tracking_number, pickup_date,
                                       status, dispatched_at, delivered_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::date[],
+                              $6::text[], $7::timestamptz[], $8::timestamptz[])
          ON CONFLICT (order_id) DO UPDATE
             SET shipment_id = EXCLUDED.shipment_id, carrier = EXCLUDED.carrier,
                 tracking_number = EXCLUDED.tracking_number, pickup_date = EXCLUDED.pickup_date,
                 status = EXCLUDED.status, dispatched_at = EXCLUDED.dispatched_at,
                 delivered_at = EXCLUDED.delivered_at, updated_at = now()",
     )
-    .bind(order_id)
-    .bind(&next.shipment_id)
-    .bind(&next.carrier)
-    .bind(&next.tracking_number)
-    .bind(next.pickup_date)
-    .bind(next.status.as_str())
-    .bind(next.dispatched_at)
-    .bind(next.delivered_at)
+    .bind(shipments.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(column(|shipment| Some(shipment.shipment_id.as_str())))
+    .bind(column(|shipment| shipment.carrier.as_deref()))
+    .bind(column(|shipment| shipment.tracking_number.as_deref()))
+    .bind(
+        shipments
+            .iter()
+            .map(|(_, shipment)| shipment.pickup_date)
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(|shipment| Some(shipment.status.as_str())))
+    .bind(
+        shipments
+            .iter()
+            .map(|(_, shipment)| shipment.dispatched_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        shipments
+            .iter()
+            .map(|(_, shipment)| shipment.delivered_at)
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *tx)
     .await?;
     Ok(())
