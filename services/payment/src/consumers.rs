@@ -2,6 +2,7 @@
 //! payment provider outside any database transaction. Each reaction and each provider answer is
 //! one decide-then-save step ([`apply`]): `payment_rules` decides, `db` stores.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +11,9 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use events::TraceParent;
-use messaging::outbox::Cause;
+use messaging::outbox::{self, Cause};
 use messaging::worker::{PollingWorker, Round};
-use payment_rules::{PaymentInput, PaymentState};
+use payment_rules::{PaymentBook, PaymentInput, PaymentState};
 use tracing::Instrument;
 
 use crate::config::WorkerSettings;
@@ -43,22 +44,6 @@ pub async fn apply(
 pub struct PaymentHandler;
 
 impl EventHandler for PaymentHandler {
-    /// Creates and locks every payment the batch moves, in order id order: the order and
-    /// inventory topics are handled side by side, and each event locks its order's payment.
-    async fn prepare(
-        &self,
-        tx: &mut PgConnection,
-        events: &[&ReceivedEvent],
-    ) -> Result<(), HandlerError> {
-        let order_ids: Vec<&str> = events
-            .iter()
-            .filter_map(|received| {
-                payment_rules::input_of(&received.event).map(|(order_id, _)| order_id)
-            })
-            .collect();
-        Ok(db::lock_payments(tx, &order_ids).await?)
-    }
-
     fn handles(&self, event: &events::Event) -> bool {
         payment_rules::HANDLES.contains(&event.event_type())
     }
@@ -74,6 +59,44 @@ impl EventHandler for PaymentHandler {
         apply(tx, order_id, input, Cause::Event(&received.metadata))
             .await
             .map_err(HandlerError::classify)?;
+        Ok(())
+    }
+
+    /// The whole batch in four statements whatever its size: its payments created where new
+    /// and locked in order id order (the order and inventory topics are handled side by side,
+    /// so every transaction locks in that order), the inputs applied in memory
+    /// ([`PaymentBook`]), the changes stored in one statement and the events published in
+    /// another, each with its own lineage. The worker continues the trace of the last event
+    /// that changed a payment.
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ReceivedEvent],
+    ) -> Result<(), HandlerError> {
+        let inputs: Vec<(&str, PaymentInput, &ReceivedEvent)> = events
+            .iter()
+            .filter_map(|received| {
+                let (order_id, input) = payment_rules::input_of(&received.event)?;
+                Some((order_id, input, *received))
+            })
+            .collect();
+        let order_ids: Vec<&str> = inputs.iter().map(|(order_id, _, _)| *order_id).collect();
+        let mut book = PaymentBook::new(db::lock_states(tx, &order_ids).await?);
+        let mut publish = Vec::new();
+        let mut traces: HashMap<&str, TraceParent> = HashMap::new();
+        for (order_id, input, received) in inputs {
+            let (emitted, changed) = book.apply(order_id, input);
+            if changed {
+                traces.insert(order_id, received.metadata.traceparent);
+            }
+            let cause = Cause::Event(&received.metadata);
+            publish.extend(emitted.into_iter().map(|event| (event, cause)));
+        }
+        db::store(tx, &book.changes(), |order_id| {
+            traces.get(order_id).copied()
+        })
+        .await?;
+        outbox::publish_caused(tx, &publish).await?;
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 
 use events::TraceParent;
 use messaging::outbox::{self, Cause};
-use payment_rules::{ChargeStatus, Decision, PaymentState, RefundStatus};
+use payment_rules::{ChargeStatus, Decision, PaymentChanges, PaymentState, RefundStatus};
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool};
 
@@ -23,24 +23,31 @@ pub enum PaymentDbError {
     Corrupt(#[from] serde_json::Error),
 }
 
-/// Creates the payments of `order_ids` not seen before and locks them all, in order id order,
-/// so that transactions handling several orders never wait on each other in a circle; two
-/// inputs for a new order serialise on its row.
-pub async fn lock_payments(tx: &mut PgConnection, order_ids: &[&str]) -> Result<(), sqlx::Error> {
+/// Creates the payments of `order_ids` not seen before, then locks them all, in order id order
+/// (so that transactions handling several orders never wait on each other in a circle; two
+/// inputs for a new order serialise on its row), and returns their states.
+pub async fn lock_states(
+    tx: &mut PgConnection,
+    order_ids: &[&str],
+) -> Result<Vec<(String, PaymentState)>, sqlx::Error> {
     if order_ids.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut sorted = order_ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
     create_payments(tx, &sorted).await?;
-    sqlx::query(
-        "SELECT order_id FROM payments WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
+    let locked: Vec<(String, sqlx::types::Json<PaymentState>)> = sqlx::query_as(
+        "SELECT order_id, state FROM payments WHERE order_id = ANY($1)
+          ORDER BY order_id FOR UPDATE",
     )
     .bind(&sorted)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(())
+    Ok(locked
+        .into_iter()
+        .map(|(order_id, state)| (order_id, state.0))
+        .collect())
 }
 
 /// Creates the payments of `order_ids` not seen before, waiting, each row locked by this
@@ -113,45 +120,140 @@ pub async fn save(
     decision: &Decision,
     cause: Cause<'_>,
 ) -> Result<(), PaymentDbError> {
-    let after = &decision.state;
-    if after != before {
-        // The row and, when a provider call became due, the worker's wake-up (delivered at
-        // commit) in one round trip.
-        sqlx::query(
-            "WITH updated AS (
-                 UPDATE payments SET state = $2, charge_status = $3, refund_status = $4, updated_at = now(),
-                                     traceparent = COALESCE($5, traceparent)
-                  WHERE order_id = $1
-              RETURNING order_id
-             )
-             SELECT pg_notify($6, '') FROM updated WHERE $7",
-        )
-        .bind(order_id)
-        .bind(sqlx::types::Json(after))
-        .bind(after.charge.as_str())
-        .bind(after.refund.as_str())
-        .bind(trace_of(cause).map(|trace| trace.to_string()))
-        .bind(WORK_CHANNEL)
-        .bind(decision.newly_due)
-        .execute(&mut *tx)
-        .await?;
-    }
-    if let Some(record) = &decision.record {
-        sqlx::query(
-            "INSERT INTO payment_transactions (id, order_id, kind, status, amount_minor, currency, provider_reference)
-             VALUES ($1, $2::uuid, $3, $4, $5, $6, $7)",
-        )
-        .bind(uuid::Uuid::now_v7())
-        .bind(order_id)
-        .bind(record.kind.as_str())
-        .bind(record.status.as_str())
-        .bind(record.amount_minor)
-        .bind(&record.currency)
-        .bind(&record.provider_reference)
-        .execute(&mut *tx)
-        .await?;
-    }
+    let changed = decision.state != *before;
+    let changes = PaymentChanges {
+        states: if changed {
+            vec![(order_id.to_owned(), decision.state.clone())]
+        } else {
+            Vec::new()
+        },
+        records: decision
+            .record
+            .iter()
+            .map(|record| (order_id.to_owned(), record.clone()))
+            .collect(),
+        newly_due: decision.newly_due && changed,
+    };
+    let trace = trace_of(cause);
+    store(tx, &changes, |_| trace).await?;
     outbox::publish_all(tx, &decision.emit, cause).await?;
+    Ok(())
+}
+
+/// Stores what a transaction's inputs changed, in one statement: the payments' new states
+/// (each with the trace its worker continues, `trace`), the transactions they settled, and,
+/// when a provider call became due, the workers' wake-up (delivered at commit).
+pub async fn store(
+    tx: &mut PgConnection,
+    changes: &PaymentChanges,
+    trace: impl Fn(&str) -> Option<TraceParent>,
+) -> Result<(), sqlx::Error> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let states = &changes.states;
+    let records = &changes.records;
+    let (updated, _): (i64, i64) = sqlx::query_as(
+        "WITH updated AS (
+             UPDATE payments p
+                SET state = s.state, charge_status = s.charge_status,
+                    refund_status = s.refund_status, updated_at = now(),
+                    traceparent = COALESCE(s.traceparent, p.traceparent)
+               FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[])
+                    AS s (order_id, state, charge_status, refund_status, traceparent)
+              WHERE p.order_id = s.order_id
+          RETURNING p.order_id
+         ), recorded AS (
+             INSERT INTO payment_transactions (id, order_id, kind, status, amount_minor, currency,
+                                               provider_reference)
+             SELECT id, order_id::uuid, kind, status, amount_minor, currency, provider_reference
+               FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[], $10::bigint[],
+                           $11::text[], $12::text[])
+                    AS r (id, order_id, kind, status, amount_minor, currency, provider_reference)
+         )
+         SELECT (SELECT count(*) FROM updated),
+                (SELECT count(*) FROM (SELECT pg_notify($13, '') WHERE $14) AS woken)",
+    )
+    .bind(states.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+    .bind(
+        states
+            .iter()
+            .map(|(_, state)| sqlx::types::Json(state))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        states
+            .iter()
+            .map(|(_, state)| state.charge.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        states
+            .iter()
+            .map(|(_, state)| state.refund.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        states
+            .iter()
+            .map(|(id, _)| trace(id).map(|trace| trace.to_string()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|_| uuid::Uuid::now_v7())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(_, record)| record.kind.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(_, record)| record.status.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(_, record)| record.amount_minor)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(_, record)| record.currency.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(_, record)| record.provider_reference.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(WORK_CHANNEL)
+    .bind(changes.newly_due)
+    .fetch_one(&mut *tx)
+    .await?;
+    // Every payment stored was locked (and created) first: one that matched no row would be a
+    // change lost.
+    if updated != states.len() as i64 {
+        return Err(sqlx::Error::Protocol(format!(
+            "{} of {} payments stored",
+            updated,
+            states.len()
+        )));
+    }
     Ok(())
 }
 

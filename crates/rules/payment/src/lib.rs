@@ -12,6 +12,7 @@
 //!   One whose charge outcome is unknown is resolved first (the idempotent retry returns the
 //!   original outcome), then refunded if it was charged.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
@@ -358,6 +359,74 @@ fn settle_charge(state: &PaymentState) -> ChargeStatus {
     }
 }
 
+/// What a transaction's events changed in the payments, to be stored in one go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentChanges {
+    /// The final state of every payment that changed, by order id.
+    pub states: Vec<(String, PaymentState)>,
+    /// The processor's answers settled, by order id, in the order they were applied.
+    pub records: Vec<(String, TransactionRecord)>,
+    /// A charge or a refund became due: wake the workers.
+    pub newly_due: bool,
+}
+
+impl PaymentChanges {
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty() && self.records.is_empty() && !self.newly_due
+    }
+}
+
+/// The payments a transaction locked, and what the inputs it applies do to them: [`decide`]
+/// folded over several orders, so that a consumer's batch is loaded once and saved once
+/// whatever its size. Each input sees what the ones before it did. A payment absent from the
+/// book starts as a new one ([`PaymentState::default`]).
+#[derive(Debug, Clone, Default)]
+pub struct PaymentBook {
+    states: HashMap<String, PaymentState>,
+    changed: BTreeSet<String>,
+    records: Vec<(String, TransactionRecord)>,
+    newly_due: bool,
+}
+
+impl PaymentBook {
+    pub fn new(states: impl IntoIterator<Item = (String, PaymentState)>) -> Self {
+        Self {
+            states: states.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Applies `input` to the payment of `order_id`; returns the events to publish and whether
+    /// the payment changed.
+    pub fn apply(&mut self, order_id: &str, input: PaymentInput) -> (Vec<Event>, bool) {
+        let state = self.states.entry(order_id.to_owned()).or_default();
+        let decision = decide(order_id, state, input);
+        let changed = decision.state != *state;
+        if changed {
+            *state = decision.state;
+            self.changed.insert(order_id.to_owned());
+        }
+        if let Some(record) = decision.record {
+            self.records.push((order_id.to_owned(), record));
+        }
+        self.newly_due |= decision.newly_due;
+        (decision.emit, changed)
+    }
+
+    /// Everything the applied inputs changed.
+    pub fn changes(&self) -> PaymentChanges {
+        PaymentChanges {
+            states: self
+                .changed
+                .iter()
+                .filter_map(|id| Some((id.clone(), self.states.get(id)?.clone())))
+                .collect(),
+            records: self.records.clone(),
+            newly_due: self.newly_due,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,5 +626,39 @@ mod tests {
             PaymentInput::OrderCreated(other),
         ]);
         assert_eq!(state.terms.map(|t| t.amount_minor), Some(3998));
+    }
+
+    #[test]
+    fn terms_and_stock_in_one_batch_make_one_charge_due_and_wake_the_workers() {
+        // Given no payment yet for the order
+        let mut book = PaymentBook::default();
+        // When its terms and its stock arrive in one batch, the stock twice
+        let (_, created) = book.apply(ORDER, PaymentInput::OrderCreated(terms()));
+        let (_, reserved) = book.apply(ORDER, PaymentInput::StockReserved);
+        let (_, again) = book.apply(ORDER, PaymentInput::StockReserved);
+        // Then the payment is stored once, due, and the workers are woken
+        assert_eq!((created, reserved, again), (true, true, false));
+        let changes = book.changes();
+        assert_eq!(changes.states.len(), 1);
+        assert_eq!(changes.states[0].1.charge, ChargeStatus::Due);
+        assert!(changes.newly_due);
+        assert!(changes.records.is_empty());
+    }
+
+    #[test]
+    fn a_settled_charge_is_recorded_with_its_order_and_published() {
+        let (due, _) = given(&[
+            PaymentInput::OrderCreated(terms()),
+            PaymentInput::StockReserved,
+        ]);
+        let mut book = PaymentBook::new([(ORDER.to_owned(), claim_charge(&due))]);
+        let (emitted, changed) = book.apply(ORDER, succeeded());
+        assert!(changed);
+        assert!(matches!(emitted.as_slice(), [Event::PaymentSucceeded(_)]));
+        let changes = book.changes();
+        assert_eq!(changes.records.len(), 1);
+        assert_eq!(changes.records[0].0, ORDER);
+        assert_eq!(changes.records[0].1.status, TransactionStatus::Succeeded);
+        assert!(PaymentBook::default().changes().is_empty());
     }
 }
