@@ -15,7 +15,9 @@ use uuid::Uuid;
 use crate::config::DeliverySettings;
 use crate::db::{self, DueEmail, Source};
 use crate::mail::{MailError, Mailer};
-use notification_rules::{Attempt, EmailState, EmailStatus, NotificationInput, RetryPolicy};
+use notification_rules::{
+    Attempt, EmailState, EmailStatus, NoticeBook, NotificationInput, OrderFacts, RetryPolicy,
+};
 
 /// Topics the notification service consumes: declared with its rules.
 pub const TOPICS: &[&str] = notification_rules::SUBSCRIPTIONS;
@@ -31,28 +33,25 @@ fn parse_id(what: &str, text: &str) -> Result<Uuid, HandlerError> {
         .map_err(|_| HandlerError::Rejected(anyhow::anyhow!("{what} {text:?} is not a UUID")))
 }
 
-impl EventHandler for NotificationHandler {
-    /// Takes the lock of every order the batch concerns, in id order (see `db::lock_orders`).
-    async fn prepare(
-        &self,
-        tx: &mut PgConnection,
-        events: &[&ReceivedEvent],
-    ) -> Result<(), HandlerError> {
-        let orders: Vec<Uuid> = events
-            .iter()
-            .filter_map(
-                |received| match notification_rules::input_of(&received.event)? {
-                    NotificationInput::Order { order_id, .. }
-                    | NotificationInput::Lifecycle { order_id } => Some(order_id),
-                    NotificationInput::Customer { .. } => None,
-                },
-            )
-            // A malformed id is the handler's to reject.
-            .filter_map(|order_id| Uuid::parse_str(order_id).ok())
-            .collect();
-        Ok(db::lock_orders(tx, &orders).await?)
-    }
+/// One event's part in a batch, its ids parsed.
+enum Step<'a> {
+    Customer {
+        user_id: Uuid,
+        email: &'a str,
+        display_name: &'a str,
+    },
+    Order {
+        order_id: Uuid,
+        user_id: Uuid,
+        facts: OrderFacts,
+    },
+    Lifecycle {
+        order_id: Uuid,
+        received: &'a ReceivedEvent,
+    },
+}
 
+impl EventHandler for NotificationHandler {
     fn handles(&self, event: &events::Event) -> bool {
         notification_rules::HANDLES.contains(&event.event_type())
     }
@@ -62,48 +61,102 @@ impl EventHandler for NotificationHandler {
         tx: &mut PgConnection,
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        let Some(input) = notification_rules::input_of(&received.event) else {
-            return Ok(());
-        };
-        match input {
-            NotificationInput::Customer {
-                user_id,
-                email,
-                display_name,
-            } => {
-                let user_id = parse_id("user id", user_id)?;
-                db::remember_customer(tx, user_id, email, display_name).await?;
-            }
-            NotificationInput::Order {
-                order_id,
-                user_id,
-                facts,
-            } => {
-                let order_id = parse_id("order id", order_id)?;
-                let user_id = parse_id("user id", user_id)?;
-                db::remember_order(tx, order_id, user_id, &facts).await?;
-            }
-            NotificationInput::Lifecycle { order_id } => {
-                let order_id = parse_id("order id", order_id)?;
-                let (known, noticed) = db::order_facts(tx, order_id).await?;
-                let facts = known.as_ref().map(|(_, facts)| facts);
-                let Some(notice) = notification_rules::new_notice(&received.event, facts, &noticed)
-                else {
-                    return Ok(());
-                };
-                let source = Source {
-                    event_id: received.metadata.event_id,
-                    occurred_at: received.metadata.occurred_at,
-                    message_id: notification_rules::message_id(
-                        received.metadata.event_id,
-                        &self.message_domain,
-                    ),
-                };
-                let user = known.map(|(user, _)| user);
-                if db::record_notice(tx, order_id, user, &notice, &source).await? {
-                    tracing::info!(order_id = %order_id, kind = %notice.kind, addressed = user.is_some(), "notice recorded");
+        self.handle_batch(tx, &[received]).await
+    }
+
+    /// The whole batch in three statements whatever its size: the locks of its orders (in id
+    /// order, see `db::lock_orders`), what is known of the orders it notices, then the orders
+    /// learnt and the notices with their e-mails in one; the events are applied in memory in
+    /// between ([`NoticeBook`]). Customers (a topic of their own) are an upsert each.
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ReceivedEvent],
+    ) -> Result<(), HandlerError> {
+        let mut steps = Vec::with_capacity(events.len());
+        for received in events {
+            let Some(input) = notification_rules::input_of(&received.event) else {
+                continue;
+            };
+            steps.push(match input {
+                NotificationInput::Customer {
+                    user_id,
+                    email,
+                    display_name,
+                } => Step::Customer {
+                    user_id: parse_id("user id", user_id)?,
+                    email,
+                    display_name,
+                },
+                NotificationInput::Order {
+                    order_id,
+                    user_id,
+                    facts,
+                } => Step::Order {
+                    order_id: parse_id("order id", order_id)?,
+                    user_id: parse_id("user id", user_id)?,
+                    facts,
+                },
+                NotificationInput::Lifecycle { order_id } => Step::Lifecycle {
+                    order_id: parse_id("order id", order_id)?,
+                    received,
+                },
+            });
+        }
+        let mut orders = Vec::new();
+        let mut noticing = Vec::new();
+        for step in &steps {
+            match step {
+                Step::Customer {
+                    user_id,
+                    email,
+                    display_name,
+                } => db::remember_customer(tx, *user_id, email, display_name).await?,
+                Step::Order { order_id, .. } => orders.push(*order_id),
+                Step::Lifecycle { order_id, .. } => {
+                    orders.push(*order_id);
+                    noticing.push(*order_id);
                 }
             }
+        }
+        if orders.is_empty() {
+            return Ok(());
+        }
+        db::lock_orders(tx, &orders).await?;
+        let mut book = NoticeBook::new(db::known_orders(tx, &noticing).await?);
+        let mut notices = Vec::new();
+        for step in &steps {
+            match step {
+                Step::Customer { .. } => {}
+                Step::Order {
+                    order_id,
+                    user_id,
+                    facts,
+                } => book.remember(order_id, user_id, facts),
+                Step::Lifecycle { order_id, received } => {
+                    let Some((user_id, notice)) = book.notice(order_id, &received.event) else {
+                        continue;
+                    };
+                    let source = Source {
+                        event_id: received.metadata.event_id,
+                        occurred_at: received.metadata.occurred_at,
+                        message_id: notification_rules::message_id(
+                            received.metadata.event_id,
+                            &self.message_domain,
+                        ),
+                    };
+                    notices.push(db::NewNotice {
+                        order_id: *order_id,
+                        user_id,
+                        notice,
+                        source,
+                    });
+                }
+            }
+        }
+        let stored = db::record(tx, book.remembered(), &notices).await?;
+        for (new, _) in notices.iter().zip(stored).filter(|(_, stored)| *stored) {
+            tracing::info!(order_id = %new.order_id, kind = %new.notice.kind, addressed = new.user_id.is_some(), "notice recorded");
         }
         Ok(())
     }

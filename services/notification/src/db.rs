@@ -6,7 +6,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
-use notification_rules::{AfterAttempt, EmailStatus, Kind, Notice, OrderFacts};
+use notification_rules::{AfterAttempt, EmailStatus, KnownOrder, Notice, OrderFacts};
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -42,87 +42,184 @@ pub async fn remember_customer(
     wake_sender(tx).await
 }
 
-/// Records whose an order is, and hands that customer the notices that arrived before.
-pub async fn remember_order(
+/// An order, its customer, total and currency once known, and the kinds of its notices.
+type KnownRow = (Uuid, Option<Uuid>, Option<i64>, Option<String>, Vec<String>);
+
+/// What is known of `orders` (whose each is and what it costs, once its OrderCreated was read,
+/// and the kinds of notice each has), in one statement. The caller holds the orders' locks
+/// ([`lock_orders`]), taken in a statement before this one: its snapshot then sees every notice
+/// and customer committed before.
+pub async fn known_orders(
     tx: &mut PgConnection,
-    order_id: Uuid,
-    user_id: Uuid,
-    facts: &OrderFacts,
-) -> Result<(), sqlx::Error> {
-    lock_order(tx, order_id).await?;
-    // One statement, after the lock's: its snapshot then sees every notice committed before.
-    let addressed = sqlx::query(
+    orders: &[Uuid],
+) -> Result<Vec<(Uuid, KnownOrder<Uuid>)>, sqlx::Error> {
+    if orders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<KnownRow> = sqlx::query_as(
+        "SELECT wanted.order_id, c.user_id, c.total_minor, c.currency,
+                    ARRAY(SELECT kind FROM notifications n WHERE n.order_id = wanted.order_id)
+               FROM (SELECT DISTINCT order_id FROM unnest($1::uuid[]) AS listed (order_id))
+                    AS wanted
+               LEFT JOIN customer_orders c USING (order_id)",
+    )
+    .bind(orders)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(order_id, user_id, total_minor, currency, noticed)| {
+            let customer =
+                user_id
+                    .zip(total_minor)
+                    .zip(currency)
+                    .map(|((user_id, total_minor), currency)| {
+                        (
+                            user_id,
+                            OrderFacts {
+                                total_minor,
+                                currency,
+                            },
+                        )
+                    });
+            // A kind this version does not know cannot be one it would notice again.
+            let noticed = noticed
+                .iter()
+                .filter_map(|kind| kind.parse().ok())
+                .collect();
+            (order_id, KnownOrder { customer, noticed })
+        })
+        .collect())
+}
+
+/// A notice to store, for its order's customer when known, with where it came from.
+#[derive(Debug, Clone)]
+pub struct NewNotice {
+    pub order_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub notice: Notice,
+    pub source: Source,
+}
+
+/// Stores, in one statement, the orders learnt (`remembered`: order, customer, facts; a
+/// replay keeps the first) with the notices that waited for their customer addressed to it,
+/// and the new notices each with its pending e-mail, and wakes the sender when an e-mail may
+/// have become sendable. The unique indexes keep a second notice of an event (or of its kind
+/// for its order) out even if two transactions raced. Says of each notice whether it was
+/// stored.
+pub async fn record(
+    tx: &mut PgConnection,
+    remembered: &[(Uuid, Uuid, OrderFacts)],
+    notices: &[NewNotice],
+) -> Result<Vec<bool>, sqlx::Error> {
+    if remembered.is_empty() && notices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = notices.iter().map(|_| Uuid::now_v7()).collect();
+    let (stored, _): (Vec<Uuid>, i64) = sqlx::query_as(
         "WITH remembered AS (
              INSERT INTO customer_orders (order_id, user_id, total_minor, currency)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[])
+             ON CONFLICT (order_id) DO NOTHING
+         ), addressed AS (
+             UPDATE notifications n SET user_id = learnt.user_id
+               FROM unnest($1::uuid[], $2::uuid[]) AS learnt (order_id, user_id)
+              WHERE n.order_id = learnt.order_id AND n.user_id IS NULL
+          RETURNING n.id
+         ), notice AS (
+             INSERT INTO notifications (id, user_id, order_id, kind, subject, body,
+                                        source_event_id, created_at)
+             SELECT * FROM unnest($5::uuid[], $6::uuid[], $7::uuid[], $8::text[], $9::text[],
+                                  $10::text[], $11::uuid[], $12::timestamptz[])
+             ON CONFLICT DO NOTHING
+             RETURNING id
+         ), email AS (
+             INSERT INTO outgoing_emails (notification_id, message_id)
+             SELECT notice.id, mail.message_id
+               FROM notice JOIN unnest($5::uuid[], $13::text[]) AS mail (id, message_id)
+                    USING (id)
+             RETURNING notification_id
          )
-         UPDATE notifications SET user_id = $2 WHERE order_id = $1 AND user_id IS NULL",
+         SELECT ARRAY(SELECT id FROM notice),
+                (SELECT count(*) FROM (SELECT pg_notify($14, '')
+                  WHERE EXISTS (SELECT 1 FROM email) OR EXISTS (SELECT 1 FROM addressed))
+                 AS woken)",
     )
-    .bind(order_id)
-    .bind(user_id)
-    .bind(facts.total_minor)
-    .bind(&facts.currency)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if addressed > 0 {
-        wake_sender(tx).await?;
-    }
-    Ok(())
-}
-
-/// The customer and facts of an order, once its OrderCreated has been read, and the kinds of
-/// notice it has already. Holds the order's lock to the end of the transaction, so a notice
-/// recorded without its customer is addressed by the OrderCreated that follows.
-pub async fn order_facts(
-    tx: &mut PgConnection,
-    order_id: Uuid,
-) -> Result<(Option<(Uuid, OrderFacts)>, Vec<Kind>), sqlx::Error> {
-    lock_order(tx, order_id).await?;
-    let (user_id, total_minor, currency, noticed): (
-        Option<Uuid>,
-        Option<i64>,
-        Option<String>,
-        Vec<String>,
-    ) = sqlx::query_as(
-        "SELECT c.user_id, c.total_minor, c.currency,
-                ARRAY(SELECT kind FROM notifications WHERE order_id = $1)
-           FROM (SELECT $1::uuid AS order_id) AS wanted
-           LEFT JOIN customer_orders c USING (order_id)",
+    .bind(
+        remembered
+            .iter()
+            .map(|(order, _, _)| *order)
+            .collect::<Vec<_>>(),
     )
-    .bind(order_id)
+    .bind(
+        remembered
+            .iter()
+            .map(|(_, user, _)| *user)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        remembered
+            .iter()
+            .map(|(_, _, facts)| facts.total_minor)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        remembered
+            .iter()
+            .map(|(_, _, facts)| facts.currency.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(&ids)
+    .bind(notices.iter().map(|new| new.user_id).collect::<Vec<_>>())
+    .bind(notices.iter().map(|new| new.order_id).collect::<Vec<_>>())
+    .bind(
+        notices
+            .iter()
+            .map(|new| new.notice.kind.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        notices
+            .iter()
+            .map(|new| new.notice.subject.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        notices
+            .iter()
+            .map(|new| new.notice.body.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        notices
+            .iter()
+            .map(|new| new.source.event_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        notices
+            .iter()
+            .map(|new| new.source.occurred_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        notices
+            .iter()
+            .map(|new| new.source.message_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(MAIL_CHANNEL)
     .fetch_one(&mut *tx)
     .await?;
-    let facts = user_id
-        .zip(total_minor)
-        .zip(currency)
-        .map(|((user_id, total_minor), currency)| {
-            (
-                user_id,
-                OrderFacts {
-                    total_minor,
-                    currency,
-                },
-            )
-        });
-    // A kind this version does not know cannot be one it would notice again.
-    let noticed = noticed
-        .iter()
-        .filter_map(|kind| kind.parse().ok())
-        .collect();
-    Ok((facts, noticed))
+    Ok(ids.iter().map(|id| stored.contains(id)).collect())
 }
 
-/// Serialises what is learnt of one order with the notices about it. OrderCreated and the
+/// Serialises what is learnt of orders with the notices about them. OrderCreated and the
 /// events that become notices arrive on different topics, handled side by side (by partition,
 /// and by instance): without the lock, a notice could miss a customer committed at the same
 /// moment, and the OrderCreated miss the notice to address, leaving it unaddressed for good.
-async fn lock_order(tx: &mut PgConnection, order_id: Uuid) -> Result<(), sqlx::Error> {
-    lock_orders(tx, &[order_id]).await
-}
-
-/// Takes the locks of [`lock_order`] for several orders, in id order, so that transactions
-/// handling several orders never wait on each other in a circle. A session may take the same
+/// The locks are taken in id order, so that transactions handling several orders never wait on
+/// each other in a circle. A session may take the same
 /// advisory lock again; it is held to the end of the transaction.
 pub async fn lock_orders(tx: &mut PgConnection, order_ids: &[Uuid]) -> Result<(), sqlx::Error> {
     if order_ids.is_empty() {
@@ -147,9 +244,8 @@ pub struct Source {
     pub message_id: String,
 }
 
-/// Stores a notice and its pending e-mail. The unique indexes keep a second notice of this event
-/// (or of its kind for its order) out even if two transactions raced; returns whether it was
-/// stored.
+/// Stores one notice and its pending e-mail ([`record`]); returns whether it was stored (not a
+/// second notice of its event, or of its kind for its order).
 pub async fn record_notice(
     tx: &mut PgConnection,
     order_id: Uuid,
@@ -157,36 +253,18 @@ pub async fn record_notice(
     notice: &Notice,
     source: &Source,
 ) -> Result<bool, sqlx::Error> {
-    let id = Uuid::now_v7();
-    // The notice, its e-mail and the sender's wake-up in one round trip; a notice already
-    // stored inserts nothing, and so queues and wakes nothing.
-    let inserted = sqlx::query(
-        "WITH notice AS (
-             INSERT INTO notifications (id, user_id, order_id, kind, subject, body, source_event_id, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT DO NOTHING
-             RETURNING id
-         ), email AS (
-             INSERT INTO outgoing_emails (notification_id, message_id)
-             SELECT id, $9 FROM notice
-             RETURNING notification_id
-         )
-         SELECT pg_notify($10, '') FROM email",
+    let stored = record(
+        tx,
+        &[],
+        &[NewNotice {
+            order_id,
+            user_id,
+            notice: notice.clone(),
+            source: source.clone(),
+        }],
     )
-    .bind(id)
-    .bind(user_id)
-    .bind(order_id)
-    .bind(notice.kind.as_str())
-    .bind(&notice.subject)
-    .bind(&notice.body)
-    .bind(source.event_id)
-    .bind(source.occurred_at)
-    .bind(&source.message_id)
-    .bind(MAIL_CHANNEL)
-    .fetch_optional(&mut *tx)
-    .await?
-    .is_some();
-    Ok(inserted)
+    .await?;
+    Ok(stored.first().copied().unwrap_or(false))
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]

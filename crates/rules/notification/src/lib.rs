@@ -504,6 +504,74 @@ pub fn after_attempt(state: EmailState, attempt: Attempt, policy: &RetryPolicy) 
     }
 }
 
+/// What a transaction knows of some orders: whose each is and what it costs (once its
+/// OrderCreated was read) and the kinds of notice it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownOrder<K> {
+    pub customer: Option<(K, OrderFacts)>,
+    pub noticed: Vec<Kind>,
+}
+
+impl<K> Default for KnownOrder<K> {
+    fn default() -> Self {
+        Self {
+            customer: None,
+            noticed: Vec::new(),
+        }
+    }
+}
+
+/// What the events of a transaction learn and notice about orders: [`new_notice`] folded over
+/// several events, so that a consumer's batch is loaded once and saved once whatever its size.
+/// Each event sees what the ones before it did (an OrderCreated, then the order's OrderPaid:
+/// the notice is addressed to its customer). `K` is how the service names orders and users.
+#[derive(Debug, Clone)]
+pub struct NoticeBook<K> {
+    orders: std::collections::HashMap<K, KnownOrder<K>>,
+    /// Orders learnt here: order, customer, facts.
+    remembered: Vec<(K, K, OrderFacts)>,
+}
+
+impl<K: Clone + Eq + std::hash::Hash> NoticeBook<K> {
+    /// `orders`: what the transaction read, under the orders' locks.
+    pub fn new(orders: impl IntoIterator<Item = (K, KnownOrder<K>)>) -> Self {
+        Self {
+            orders: orders.into_iter().collect(),
+            remembered: Vec::new(),
+        }
+    }
+
+    /// Learns whose `order` is (OrderCreated). The first OrderCreated read stays: a replay
+    /// changes nothing.
+    pub fn remember(&mut self, order: &K, customer: &K, facts: &OrderFacts) {
+        let known = self.orders.entry(order.clone()).or_default();
+        if known.customer.is_none() {
+            known.customer = Some((customer.clone(), facts.clone()));
+            self.remembered
+                .push((order.clone(), customer.clone(), facts.clone()));
+        }
+    }
+
+    /// The notice a lifecycle event of `order` becomes, with its customer when known; `None`
+    /// when the order has a notice of that kind already.
+    pub fn notice(&mut self, order: &K, event: &Event) -> Option<(Option<K>, Notice)> {
+        let known = self.orders.entry(order.clone()).or_default();
+        let facts = known.customer.as_ref().map(|(_, facts)| facts);
+        let notice = new_notice(event, facts, &known.noticed)?;
+        known.noticed.push(notice.kind);
+        let customer = known
+            .customer
+            .as_ref()
+            .map(|(customer, _)| customer.clone());
+        Some((customer, notice))
+    }
+
+    /// The orders learnt by [`remember`](Self::remember), in order: order, customer, facts.
+    pub fn remembered(&self) -> &[(K, K, OrderFacts)] {
+        &self.remembered
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use events::{
@@ -836,5 +904,41 @@ mod tests {
     fn the_delay_never_overflows_however_long_the_outage() {
         assert_eq!(POLICY.delay_after(1_000_000), Duration::from_secs(5));
         assert_eq!(POLICY.delay_after(0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_order_learnt_and_paid_in_one_batch_gets_one_addressed_notice() {
+        // Given nothing known of the order
+        let mut book: NoticeBook<&str> = NoticeBook::new([]);
+        // When its OrderCreated and then its OrderPaid (twice) come in one batch
+        book.remember(&ORDER, &"user-1", &facts());
+        let first = book.notice(&ORDER, &paid());
+        let again = book.notice(&ORDER, &paid());
+        // Then one notice, addressed to the customer, and the order learnt once
+        let (customer, notice) = first.expect("a notice");
+        assert_eq!(customer, Some("user-1"));
+        assert_eq!(notice.kind, Kind::OrderPaid);
+        assert_eq!(again, None);
+        book.remember(&ORDER, &"user-2", &facts());
+        assert_eq!(book.remembered(), &[(ORDER, "user-1", facts())]);
+    }
+
+    #[test]
+    fn a_notice_before_its_order_is_known_waits_unaddressed() {
+        let mut book: NoticeBook<&str> = NoticeBook::new([(
+            ORDER,
+            KnownOrder {
+                customer: None,
+                noticed: vec![Kind::OrderPaid],
+            },
+        )]);
+        assert_eq!(book.notice(&ORDER, &paid()), None, "noticed before");
+        let cancelled: Event = OrderCancelled {
+            order_id: ORDER.into(),
+            reason: "timeout".into(),
+        }
+        .into();
+        let (customer, notice) = book.notice(&ORDER, &cancelled).expect("a notice");
+        assert_eq!((customer, notice.kind), (None, Kind::OrderCancelled));
     }
 }
