@@ -3,7 +3,7 @@
 //! the service's own API (and `seed-demo`), and each change publishes the product's
 //! ProductSnapshot through the outbox, in the transaction that saves it.
 
-use events::Event;
+use events::{Event, StockLevelChanged};
 use messaging::{EventHandler, HandlerError, ReceivedEvent};
 use sqlx::PgConnection;
 
@@ -18,16 +18,28 @@ impl EventHandler for StockLevelHandler {
         product_rules::HANDLES.contains(&event.event_type())
     }
 
-    /// One SKU's row per event; SKUs are the topic's keys, so batches of different partitions
-    /// never touch the same row and need no lock order.
     async fn handle(
         &self,
         tx: &mut PgConnection,
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        if let Event::StockLevelChanged(level) = &received.event {
-            crate::db::save_stock_level(tx, level).await?;
-        }
-        Ok(())
+        self.handle_batch(tx, &[received]).await
+    }
+
+    /// The batch's last level of each SKU in one statement. SKUs are the topic's keys, so
+    /// batches of different partitions never touch the same row and need no lock order.
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ReceivedEvent],
+    ) -> Result<(), HandlerError> {
+        let levels: Vec<&StockLevelChanged> = events
+            .iter()
+            .filter_map(|received| match &received.event {
+                Event::StockLevelChanged(level) => Some(level),
+                _ => None,
+            })
+            .collect();
+        Ok(crate::db::save_stock_levels(tx, &levels).await?)
     }
 }

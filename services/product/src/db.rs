@@ -243,21 +243,43 @@ pub async fn variants_of(
     .await
 }
 
-/// Stores the latest level of a SKU from inventory's `stock-levels` topic. Each SKU's levels
-/// arrive in the order inventory committed them (one key, one partition), and the inbox drops
-/// redeliveries, so the last one written is the current one.
-pub async fn save_stock_level(
+/// Stores the latest levels of SKUs from inventory's `stock-levels` topic, in one statement.
+/// Each SKU's levels arrive in the order inventory committed them (one key, one partition),
+/// and the inbox drops redeliveries, so the last one of each SKU in `levels` is its current
+/// one; the earlier ones are passed over (a statement may write a row only once).
+pub async fn save_stock_levels(
     tx: &mut PgConnection,
-    level: &StockLevelChanged,
+    levels: &[&StockLevelChanged],
 ) -> Result<(), sqlx::Error> {
+    let mut latest: Vec<&StockLevelChanged> = Vec::with_capacity(levels.len());
+    for level in levels {
+        match latest.iter_mut().find(|kept| kept.sku == level.sku) {
+            Some(kept) => *kept = level,
+            None => latest.push(level),
+        }
+    }
+    if latest.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "INSERT INTO stock_levels (sku, on_hand, reserved) VALUES ($1, $2, $3)
+        "INSERT INTO stock_levels (sku, on_hand, reserved)
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
          ON CONFLICT (sku) DO UPDATE
             SET on_hand = EXCLUDED.on_hand, reserved = EXCLUDED.reserved, updated_at = now()",
     )
-    .bind(&level.sku)
-    .bind(level.on_hand)
-    .bind(level.reserved)
+    .bind(
+        latest
+            .iter()
+            .map(|level| level.sku.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(latest.iter().map(|level| level.on_hand).collect::<Vec<_>>())
+    .bind(
+        latest
+            .iter()
+            .map(|level| level.reserved)
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *tx)
     .await?;
     Ok(())

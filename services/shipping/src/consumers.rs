@@ -2,8 +2,8 @@
 //! shipment of each paid one; admins move shipments on. Each is one decide-then-save step:
 //! `shipping_rules` decides, `db` stores.
 
-use chrono::NaiveDate;
-use messaging::outbox::Cause;
+use events::Event;
+use messaging::outbox::{self, Cause};
 use messaging::{EventHandler, HandlerError, ReceivedEvent};
 use shipping_rules::{Advance, Scheduling, ShippingInput, Step};
 use sqlx::{PgConnection, PgPool};
@@ -26,7 +26,7 @@ fn order_id(text: &str) -> Result<Uuid, HandlerError> {
 }
 
 impl EventHandler for ShippingHandler {
-    fn handles(&self, event: &events::Event) -> bool {
+    fn handles(&self, event: &Event) -> bool {
         shipping_rules::HANDLES.contains(&event.event_type())
     }
 
@@ -35,61 +35,87 @@ impl EventHandler for ShippingHandler {
         tx: &mut PgConnection,
         received: &ReceivedEvent,
     ) -> Result<(), HandlerError> {
-        let Some((order, input)) = shipping_rules::input_of(&received.event) else {
+        self.handle_batch(tx, &[received]).await
+    }
+
+    /// The whole batch in four statements whatever its size: the orders it learns, then what
+    /// is known of the orders it pays (which sees those just learnt), the shipments
+    /// `shipping_rules` plans for them, and the ShipmentScheduled of each one stored.
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ReceivedEvent],
+    ) -> Result<(), HandlerError> {
+        let mut learnt = Vec::new();
+        let mut paid = Vec::new();
+        for received in events {
+            let Some((order, input)) = shipping_rules::input_of(&received.event) else {
+                continue;
+            };
+            let id = order_id(order)?;
+            match input {
+                ShippingInput::OrderCreated(facts) => learnt.push((id, facts)),
+                ShippingInput::OrderPaid => paid.push((id, *received)),
+            }
+        }
+        db::remember_orders(tx, &learnt).await?;
+        if paid.is_empty() {
             return Ok(());
-        };
-        let id = order_id(order)?;
-        match input {
-            ShippingInput::OrderCreated(facts) => db::remember_order(tx, id, &facts).await?,
-            ShippingInput::OrderPaid => {
-                // The day of the payment, not of handling: a replay or a lagging consumer plans
-                // the same pick-up.
-                let paid_on = received.metadata.occurred_at.date_naive();
-                let cause = Cause::Event(&received.metadata);
-                match schedule(tx, id, paid_on, &self.home_country, cause).await {
-                    Ok(Some(shipment)) => {
-                        tracing::info!(order_id = %id, %shipment, "shipment scheduled");
-                    }
-                    Ok(None) => tracing::debug!(order_id = %id, "already scheduled"),
-                    Err(ShippingError::Database(error)) => return Err(error.into()),
-                    Err(ShippingError::Outbox(error)) => return Err(error.into()),
-                    // Without its OrderCreated there is no address to ship to.
-                    Err(other) => return Err(HandlerError::Rejected(other.into())),
+        }
+        let ids: Vec<Uuid> = paid.iter().map(|(id, _)| *id).collect();
+        let known = db::orders_to_ship(tx, &ids).await?;
+        let mut planned: Vec<(db::NewShipment, Event, Cause<'_>)> = Vec::new();
+        for (id, received) in paid {
+            let (order, scheduled) = known.get(&id).cloned().unwrap_or((None, false));
+            let scheduled = scheduled || planned.iter().any(|(new, _, _)| new.order_id == id);
+            let shipment_id = Uuid::now_v7();
+            // The day of the payment, not of handling: a replay or a lagging consumer plans
+            // the same pick-up.
+            let paid_on = received.metadata.occurred_at.date_naive();
+            match shipping_rules::schedule(
+                &id.to_string(),
+                order.as_ref(),
+                scheduled,
+                paid_on,
+                shipment_id,
+                &self.home_country,
+            ) {
+                Scheduling::AlreadyScheduled => {
+                    tracing::debug!(order_id = %id, "already scheduled");
+                }
+                // Without its OrderCreated there is no address to ship to.
+                Scheduling::UnknownOrder => {
+                    return Err(HandlerError::Rejected(
+                        ShippingError::UnknownOrder(id).into(),
+                    ));
+                }
+                Scheduling::Schedule { plan, emit } => {
+                    let order = order
+                        .ok_or(ShippingError::UnknownOrder(id))
+                        .map_err(|error| HandlerError::Rejected(error.into()))?;
+                    let new = db::NewShipment {
+                        id: shipment_id,
+                        order_id: id,
+                        order,
+                        plan,
+                    };
+                    planned.push((new, emit, Cause::Event(&received.metadata)));
                 }
             }
         }
-        Ok(())
-    }
-}
-
-/// Schedules the one shipment of a paid order and publishes ShipmentScheduled, unless the order
-/// has its shipment already. Returns the new shipment's id.
-pub async fn schedule(
-    tx: &mut PgConnection,
-    order_id: Uuid,
-    paid_on: NaiveDate,
-    home_country: &str,
-    cause: Cause<'_>,
-) -> Result<Option<Uuid>, ShippingError> {
-    let (order, scheduled) = db::order_to_ship(tx, order_id).await?;
-    let shipment_id = Uuid::now_v7();
-    let id = order_id.to_string();
-    match shipping_rules::schedule(
-        &id,
-        order.as_ref(),
-        scheduled,
-        paid_on,
-        shipment_id,
-        home_country,
-    ) {
-        Scheduling::AlreadyScheduled => Ok(None),
-        Scheduling::UnknownOrder => Err(ShippingError::UnknownOrder(order_id)),
-        Scheduling::Schedule { plan, emit } => {
-            let order = order.ok_or(ShippingError::UnknownOrder(order_id))?;
-            let inserted =
-                db::insert_shipment(tx, order_id, shipment_id, &order, &plan, &emit, cause).await?;
-            Ok(inserted.then_some(shipment_id))
+        let shipments: Vec<db::NewShipment> =
+            planned.iter().map(|(new, _, _)| new.clone()).collect();
+        let stored = db::insert_shipments(tx, &shipments).await?;
+        let mut publish = Vec::new();
+        for (new, emit, cause) in planned {
+            // An order that got its shipment meanwhile publishes nothing more.
+            if stored.contains(&new.order_id) {
+                tracing::info!(order_id = %new.order_id, shipment = %new.id, "shipment scheduled");
+                publish.push((emit, cause));
+            }
         }
+        outbox::publish_caused(tx, &publish).await?;
+        Ok(())
     }
 }
 

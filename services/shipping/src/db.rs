@@ -1,6 +1,8 @@
 //! The shipping database: the orders it learnt and their shipments. Loading and storing only:
 //! what changes is decided by `shipping_rules`, in `crate::consumers`.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use events::Event;
 use messaging::outbox::{self, Cause};
@@ -26,97 +28,164 @@ pub enum ShippingError {
     Outbox(#[from] outbox::OutboxError),
 }
 
-/// Remembers where an order goes and what is in it.
-pub async fn remember_order(
+/// Remembers where orders go and what is in them, in one statement; an order remembered before
+/// keeps what it was first told.
+pub async fn remember_orders(
     tx: &mut PgConnection,
-    order_id: Uuid,
-    order: &OrderFacts,
+    orders: &[(Uuid, OrderFacts)],
 ) -> Result<(), sqlx::Error> {
-    let lines: Vec<serde_json::Value> = order
-        .lines
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<sqlx::types::Json<Vec<serde_json::Value>>> = orders
         .iter()
-        .map(|(sku, quantity)| serde_json::json!({ "sku": sku, "quantity": quantity }))
+        .map(|(_, order)| {
+            sqlx::types::Json(
+                order
+                    .lines
+                    .iter()
+                    .map(|(sku, quantity)| serde_json::json!({ "sku": sku, "quantity": quantity }))
+                    .collect(),
+            )
+        })
         .collect();
     sqlx::query(
         "INSERT INTO orders (order_id, shipping_address, country, item_count, lines)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id) DO NOTHING",
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::jsonb[])
+         ON CONFLICT (order_id) DO NOTHING",
     )
-    .bind(order_id)
-    .bind(&order.shipping_address)
-    .bind(&order.country)
-    .bind(i32::try_from(order.item_count).unwrap_or(i32::MAX))
-    .bind(sqlx::types::Json(lines))
+    .bind(orders.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(
+        orders
+            .iter()
+            .map(|(_, order)| order.shipping_address.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        orders
+            .iter()
+            .map(|(_, order)| order.country.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        orders
+            .iter()
+            .map(|(_, order)| i32::try_from(order.item_count).unwrap_or(i32::MAX))
+            .collect::<Vec<_>>(),
+    )
+    .bind(lines)
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-/// What the service knows of an order before scheduling it: what its OrderCreated said (`None`
-/// if it was never seen) and whether it has its shipment already.
-pub async fn order_to_ship(
+/// What the service knows of orders before scheduling them, by order id: what each one's
+/// OrderCreated said (`None` if it was never seen) and whether it has its shipment already.
+/// One statement whatever the number; it sees what this transaction remembered before it.
+pub async fn orders_to_ship(
     tx: &mut PgConnection,
-    order_id: Uuid,
-) -> Result<(Option<OrderFacts>, bool), sqlx::Error> {
-    // (address, country, item count) of the order if it was seen; whether it has its shipment.
-    type Known = (Option<String>, Option<String>, Option<i32>, bool);
-    let row: Option<Known> = sqlx::query_as(
-        "SELECT o.shipping_address, o.country, o.item_count,
-                EXISTS (SELECT 1 FROM shipments s WHERE s.order_id = $1)
-           FROM (SELECT $1::uuid AS order_id) AS wanted
+    order_ids: &[Uuid],
+) -> Result<HashMap<Uuid, (Option<OrderFacts>, bool)>, sqlx::Error> {
+    // The order; (address, country, item count) if it was seen; whether it has its shipment.
+    type Known = (Uuid, Option<String>, Option<String>, Option<i32>, bool);
+    let rows: Vec<Known> = sqlx::query_as(
+        "SELECT wanted.order_id, o.shipping_address, o.country, o.item_count,
+                EXISTS (SELECT 1 FROM shipments s WHERE s.order_id = wanted.order_id)
+           FROM (SELECT DISTINCT order_id FROM unnest($1::uuid[]) AS listed (order_id))
+                AS wanted
            LEFT JOIN orders o USING (order_id)",
     )
-    .bind(order_id)
-    .fetch_optional(&mut *tx)
+    .bind(order_ids)
+    .fetch_all(&mut *tx)
     .await?;
-    let Some((address, country, item_count, scheduled)) = row else {
-        return Ok((None, false));
-    };
-    let facts = address
-        .zip(item_count)
-        .map(|(shipping_address, item_count)| OrderFacts {
-            shipping_address,
-            country,
-            item_count: i64::from(item_count),
-            lines: Vec::new(),
-        });
-    Ok((facts, scheduled))
+    Ok(rows
+        .into_iter()
+        .map(|(order_id, address, country, item_count, scheduled)| {
+            let facts = address
+                .zip(item_count)
+                .map(|(shipping_address, item_count)| OrderFacts {
+                    shipping_address,
+                    country,
+                    item_count: i64::from(item_count),
+                    lines: Vec::new(),
+                });
+            (order_id, (facts, scheduled))
+        })
+        .collect())
 }
 
-/// Stores the shipment `shipment_id` of an order as planned, and publishes `emit` (its
-/// ShipmentScheduled). Returns false, publishing nothing, when the order got its shipment
-/// meanwhile.
-pub async fn insert_shipment(
+/// A shipment planned for an order, to store.
+#[derive(Debug, Clone)]
+pub struct NewShipment {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub order: OrderFacts,
+    pub plan: Plan,
+}
+
+/// Stores planned shipments in one statement and returns the orders whose shipment was stored:
+/// an order that got its shipment meanwhile keeps that one.
+pub async fn insert_shipments(
     tx: &mut PgConnection,
-    order_id: Uuid,
-    shipment_id: Uuid,
-    order: &OrderFacts,
-    plan: &Plan,
-    emit: &Event,
-    cause: Cause<'_>,
-) -> Result<bool, ShippingError> {
-    let inserted = sqlx::query(
+    shipments: &[NewShipment],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if shipments.is_empty() {
+        return Ok(Vec::new());
+    }
+    let inserted: Vec<(Uuid,)> = sqlx::query_as(
         "INSERT INTO shipments (id, order_id, carrier, tracking_number, pickup_date, status,
                                 shipping_address, country, item_count)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (order_id) DO NOTHING",
+         SELECT id, order_id, carrier, tracking_number, pickup_date, $6, shipping_address,
+                country, item_count
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::date[], $7::text[],
+                       $8::text[], $9::int[])
+                AS planned (id, order_id, carrier, tracking_number, pickup_date,
+                            shipping_address, country, item_count)
+         ON CONFLICT (order_id) DO NOTHING
+         RETURNING order_id",
     )
-    .bind(shipment_id)
-    .bind(order_id)
-    .bind(plan.carrier.name())
-    .bind(&plan.tracking_number)
-    .bind(plan.pickup_date)
+    .bind(shipments.iter().map(|new| new.id).collect::<Vec<_>>())
+    .bind(shipments.iter().map(|new| new.order_id).collect::<Vec<_>>())
+    .bind(
+        shipments
+            .iter()
+            .map(|new| new.plan.carrier.name())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        shipments
+            .iter()
+            .map(|new| new.plan.tracking_number.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        shipments
+            .iter()
+            .map(|new| new.plan.pickup_date)
+            .collect::<Vec<_>>(),
+    )
     .bind(ShipmentStatus::Scheduled.as_str())
-    .bind(&order.shipping_address)
-    .bind(&order.country)
-    .bind(i32::try_from(order.item_count).unwrap_or(i32::MAX))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(false);
-    }
-    outbox::publish(tx, emit, cause).await?;
-    Ok(true)
+    .bind(
+        shipments
+            .iter()
+            .map(|new| new.order.shipping_address.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        shipments
+            .iter()
+            .map(|new| new.order.country.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        shipments
+            .iter()
+            .map(|new| i32::try_from(new.order.item_count).unwrap_or(i32::MAX))
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(inserted.into_iter().map(|(order_id,)| order_id).collect())
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
