@@ -131,20 +131,6 @@ pub struct ReceivedEvent {
 /// A service's reaction to events. It runs inside the transaction that also records the event
 /// in the inbox; everything it writes (including outbox events) commits or rolls back with it.
 pub trait EventHandler: Send + Sync + 'static {
-    /// Runs once per transaction that handles several events, before [`handle`](Self::handle)
-    /// sees any of `events` (the new ones, in order): the place to lock, in one fixed order,
-    /// every row the transaction will lock. Batches of different partitions (and instances) run side by side; two that lock
-    /// the same rows in different orders deadlock, and PostgreSQL breaks the tie only after
-    /// `deadlock_timeout` (1 s). Nothing by default.
-    fn prepare(
-        &self,
-        tx: &mut PgConnection,
-        events: &[&ReceivedEvent],
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
-        let _ = (tx, events);
-        std::future::ready(Ok(()))
-    }
-
     fn handle(
         &self,
         tx: &mut PgConnection,
@@ -152,19 +138,20 @@ pub trait EventHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
     /// Handles `events`, several new events of one partition in their order, in the caller's
-    /// transaction. By default [`prepare`](Self::prepare), then [`handle`](Self::handle) for
-    /// each in turn. A handler that loads and saves a batch's rows with a statement each
-    /// overrides it: a batch then costs the same few round trips whatever its size, so a
-    /// consumer that fell behind catches up with larger batches instead of falling further
-    /// behind. When it fails, the consumer handles the events one at a time (through
-    /// `handle`), which isolates the one at fault.
+    /// transaction. By default [`handle`](Self::handle) for each in turn. A handler overrides
+    /// it to load and save a batch's rows with a statement each: a batch then costs the same
+    /// few round trips whatever its size, so a consumer that fell behind catches up with larger
+    /// batches instead of falling further behind. It must also lock, in one fixed order, every
+    /// row the batch locks: batches of different partitions (and instances) run side by side,
+    /// two that lock the same rows in different orders deadlock, and PostgreSQL breaks the tie
+    /// only after `deadlock_timeout` (1 s). When it fails, the consumer handles the events one
+    /// at a time (through `handle`), which isolates the one at fault.
     fn handle_batch(
         &self,
         tx: &mut PgConnection,
         events: &[&ReceivedEvent],
     ) -> impl Future<Output = Result<(), HandlerError>> + Send {
         async move {
-            self.prepare(tx, events).await?;
             for received in events {
                 self.handle(tx, received)
                     .instrument(handling_span(received))
