@@ -131,35 +131,20 @@ pub struct ReceivedEvent {
 /// A service's reaction to events. It runs inside the transaction that also records the event
 /// in the inbox; everything it writes (including outbox events) commits or rolls back with it.
 pub trait EventHandler: Send + Sync + 'static {
+    /// Handles `events`, new events of one partition in their order, in the caller's
+    /// transaction: a whole batch, or one event when the consumer handles a failed batch's
+    /// events one at a time, which isolates the one at fault. A handler loads and saves the
+    /// rows of all of them with a statement each, so that a batch costs the same few round
+    /// trips whatever its size: a consumer that fell behind then catches up with larger
+    /// batches instead of falling further behind. It locks, in one fixed order, every row the
+    /// batch locks: batches of different partitions (and instances) run side by side, two that
+    /// lock the same rows in different orders deadlock, and PostgreSQL breaks the tie only
+    /// after `deadlock_timeout` (1 s).
     fn handle(
         &self,
         tx: &mut PgConnection,
-        event: &ReceivedEvent,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
-
-    /// Handles `events`, several new events of one partition in their order, in the caller's
-    /// transaction. By default [`handle`](Self::handle) for each in turn. A handler overrides
-    /// it to load and save a batch's rows with a statement each: a batch then costs the same
-    /// few round trips whatever its size, so a consumer that fell behind catches up with larger
-    /// batches instead of falling further behind. It must also lock, in one fixed order, every
-    /// row the batch locks: batches of different partitions (and instances) run side by side,
-    /// two that lock the same rows in different orders deadlock, and PostgreSQL breaks the tie
-    /// only after `deadlock_timeout` (1 s). When it fails, the consumer handles the events one
-    /// at a time (through `handle`), which isolates the one at fault.
-    fn handle_batch(
-        &self,
-        tx: &mut PgConnection,
         events: &[&ReceivedEvent],
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
-        async move {
-            for received in events {
-                self.handle(tx, received)
-                    .instrument(handling_span(received))
-                    .await?;
-            }
-            Ok(())
-        }
-    }
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
     /// Whether [`handle`](Self::handle) does anything with `event`. A consumed topic carries
     /// event types a service has no use for; they are passed over without a transaction (nothing
@@ -672,7 +657,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 let span = self.span(record, 1);
                 record_trace(&span, received);
                 self.handler
-                    .handle(&mut tx, received)
+                    .handle(&mut tx, &[*received])
                     .instrument(span)
                     .await
                     .map_err(Failure::from)?;
@@ -688,7 +673,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                     events = events.len(),
                 );
                 self.handler
-                    .handle_batch(&mut tx, &events)
+                    .handle(&mut tx, &events)
                     .instrument(span)
                     .await
                     .map_err(Failure::from)?;
@@ -913,22 +898,6 @@ fn count(outcome: Handled) {
         Handled::DeadLettered => "deadlettered",
     };
     metrics::counter!("consumer_messages_total", "outcome" => outcome).increment(1);
-}
-
-/// The span of one event's handling within a batch, joined to the event's trace.
-fn handling_span(received: &ReceivedEvent) -> tracing::Span {
-    let span = tracing::info_span!(
-        "handle_event",
-        topic = %received.topic,
-        partition = received.partition,
-        offset = received.offset,
-        event_type = received.event.type_name(),
-        event_id = %received.metadata.event_id,
-        trace_id = tracing::field::Empty,
-        parent_span_id = tracing::field::Empty,
-    );
-    record_trace(&span, received);
-    span
 }
 
 fn record_trace(span: &tracing::Span, received: &ReceivedEvent) {

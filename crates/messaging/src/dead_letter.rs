@@ -285,7 +285,7 @@ async fn redrive_key<H: EventHandler>(
         }
         let new = record_in_inbox(&mut tx, &[&received]).await?;
         if !new.is_empty() {
-            match consumer.handler().handle(&mut tx, &received).await {
+            match consumer.handler().handle(&mut tx, &[&received]).await {
                 Ok(()) => {}
                 Err(HandlerError::Transient(error))
                     if !crate::consumer::refused_by_the_database(&error) =>

@@ -34,18 +34,10 @@ impl EventHandler for InventoryHandler {
         inventory_rules::HANDLES.contains(&event.event_type())
     }
 
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
-        received: &ReceivedEvent,
-    ) -> Result<(), HandlerError> {
-        self.handle_batch(tx, &[received]).await
-    }
-
-    /// The whole batch in five statements whatever its size: its reservations locked and
+    /// The whole batch in four statements whatever its size: its reservations locked and
     /// read, then its stock rows in SKU order, the events applied in memory ([`Books`]), then
     /// what changed saved in one statement and what they publish in another.
-    async fn handle_batch(
+    async fn handle(
         &self,
         tx: &mut PgConnection,
         events: &[&ReceivedEvent],

@@ -56,19 +56,11 @@ impl EventHandler for NotificationHandler {
         notification_rules::HANDLES.contains(&event.event_type())
     }
 
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
-        received: &ReceivedEvent,
-    ) -> Result<(), HandlerError> {
-        self.handle_batch(tx, &[received]).await
-    }
-
     /// The whole batch in three statements whatever its size: the locks of its orders (in id
     /// order, see `db::lock_orders`), what is known of the orders it notices, then the orders
     /// learnt and the notices with their e-mails in one; the events are applied in memory in
     /// between ([`NoticeBook`]). Customers (a topic of their own) are an upsert each.
-    async fn handle_batch(
+    async fn handle(
         &self,
         tx: &mut PgConnection,
         events: &[&ReceivedEvent],

@@ -55,21 +55,13 @@ impl EventHandler for OrderHandler {
         order_rules::HANDLES.contains(&event.event_type())
     }
 
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
-        received: &ReceivedEvent,
-    ) -> Result<(), HandlerError> {
-        self.handle_batch(tx, &[received]).await
-    }
-
     /// The whole batch in a few statements whatever its size: its orders locked and read in id
     /// order (the inventory, payment and shipment topics are handled side by side, so every
     /// transaction locks in that order), their shipments read when the batch reports any, the
     /// events applied in memory ([`OrderBook`]), then the changes stored and the events
     /// published, each with its own lineage. Catalog snapshots are a replica's rows, each its
     /// own upsert.
-    async fn handle_batch(
+    async fn handle(
         &self,
         tx: &mut PgConnection,
         events: &[&ReceivedEvent],

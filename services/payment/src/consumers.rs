@@ -48,27 +48,13 @@ impl EventHandler for PaymentHandler {
         payment_rules::HANDLES.contains(&event.event_type())
     }
 
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
-        received: &ReceivedEvent,
-    ) -> Result<(), HandlerError> {
-        let Some((order_id, input)) = payment_rules::input_of(&received.event) else {
-            return Ok(());
-        };
-        apply(tx, order_id, input, Cause::Event(&received.metadata))
-            .await
-            .map_err(HandlerError::classify)?;
-        Ok(())
-    }
-
-    /// The whole batch in four statements whatever its size: its payments created where new
-    /// and locked in order id order (the order and inventory topics are handled side by side,
-    /// so every transaction locks in that order), the inputs applied in memory
+    /// The whole batch in three statements whatever its size when its payments exist (one or
+    /// two more to create new ones): its payments locked (see `db::lock_states`: the order and
+    /// inventory topics are handled side by side), the inputs applied in memory
     /// ([`PaymentBook`]), the changes stored in one statement and the events published in
     /// another, each with its own lineage. The worker continues the trace of the last event
     /// that changed a payment.
-    async fn handle_batch(
+    async fn handle(
         &self,
         tx: &mut PgConnection,
         events: &[&ReceivedEvent],

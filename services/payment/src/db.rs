@@ -23,9 +23,12 @@ pub enum PaymentDbError {
     Corrupt(#[from] serde_json::Error),
 }
 
-/// Creates the payments of `order_ids` not seen before, then locks them all, in order id order
-/// (so that transactions handling several orders never wait on each other in a circle; two
-/// inputs for a new order serialise on its row), and returns their states.
+/// The payments of `order_ids`, their rows locked, each created (and so locked) where the order
+/// is new; one statement when every payment exists, two or three otherwise. Existing rows are
+/// locked first, in order id order, then new ones are created in that order: a transaction
+/// waits on an existing row only before it holds a new one, so transactions handling several
+/// orders never wait on each other in a circle, and two inputs for a new order serialise on
+/// its row.
 pub async fn lock_states(
     tx: &mut PgConnection,
     order_ids: &[&str],
@@ -36,12 +39,38 @@ pub async fn lock_states(
     let mut sorted = order_ids.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    create_payments(tx, &sorted).await?;
+    let mut states = lock_existing(tx, &sorted).await?;
+    let missing: Vec<&str> = sorted
+        .iter()
+        .copied()
+        .filter(|id| !states.iter().any(|(known, _)| known == id))
+        .collect();
+    if missing.is_empty() {
+        return Ok(states);
+    }
+    let created = create_payments(tx, &missing).await?;
+    // Created meanwhile by another transaction: locked as that one left it.
+    let raced: Vec<&str> = missing
+        .into_iter()
+        .filter(|id| !created.iter().any(|(new, _)| new == id))
+        .collect();
+    states.extend(created);
+    if !raced.is_empty() {
+        states.extend(lock_existing(tx, &raced).await?);
+    }
+    Ok(states)
+}
+
+/// The payments of `order_ids` that exist, their rows locked in order id order.
+async fn lock_existing(
+    tx: &mut PgConnection,
+    order_ids: &[&str],
+) -> Result<Vec<(String, PaymentState)>, sqlx::Error> {
     let locked: Vec<(String, sqlx::types::Json<PaymentState>)> = sqlx::query_as(
         "SELECT order_id, state FROM payments WHERE order_id = ANY($1)
           ORDER BY order_id FOR UPDATE",
     )
-    .bind(&sorted)
+    .bind(order_ids)
     .fetch_all(&mut *tx)
     .await?;
     Ok(locked
@@ -56,13 +85,13 @@ pub async fn lock_states(
 async fn create_payments(
     tx: &mut PgConnection,
     order_ids: &[&str],
-) -> Result<Vec<PaymentState>, sqlx::Error> {
+) -> Result<Vec<(String, PaymentState)>, sqlx::Error> {
     let new = PaymentState::default();
-    let created: Vec<(sqlx::types::Json<PaymentState>,)> = sqlx::query_as(
+    let created: Vec<(String, sqlx::types::Json<PaymentState>)> = sqlx::query_as(
         "INSERT INTO payments (order_id, state, charge_status, refund_status)
          SELECT order_id, $2, $3, $4 FROM unnest($1::text[]) AS order_id
          ON CONFLICT (order_id) DO NOTHING
-         RETURNING state",
+         RETURNING order_id, state",
     )
     .bind(order_ids)
     .bind(sqlx::types::Json(&new))
@@ -70,7 +99,10 @@ async fn create_payments(
     .bind(new.refund.as_str())
     .fetch_all(&mut *tx)
     .await?;
-    Ok(created.into_iter().map(|(state,)| state.0).collect())
+    Ok(created
+        .into_iter()
+        .map(|(order_id, state)| (order_id, state.0))
+        .collect())
 }
 
 /// An order's payment state, its row locked (created, waiting, when the order is new).
@@ -78,21 +110,11 @@ pub async fn lock_payment(
     tx: &mut PgConnection,
     order_id: &str,
 ) -> Result<PaymentState, PaymentDbError> {
-    let lock = || {
-        sqlx::query_as::<_, (sqlx::types::Json<PaymentState>,)>(
-            "SELECT state FROM payments WHERE order_id = $1 FOR UPDATE",
-        )
-        .bind(order_id)
-    };
-    if let Some(stored) = lock().fetch_optional(&mut *tx).await? {
-        return Ok(stored.0.0);
-    }
-    // A new order. Another transaction may have created its row meanwhile: then it is locked
-    // as that one left it.
-    match create_payments(tx, &[order_id]).await?.pop() {
-        Some(created) => Ok(created),
-        None => Ok(lock().fetch_one(&mut *tx).await?.0.0),
-    }
+    let (_, state) = lock_states(tx, &[order_id])
+        .await?
+        .pop()
+        .ok_or(sqlx::Error::RowNotFound)?;
+    Ok(state)
 }
 
 /// The trace the worker continues for a payment changed by `cause`: the handling span when spans

@@ -18,17 +18,9 @@ impl EventHandler for StockLevelHandler {
         product_rules::HANDLES.contains(&event.event_type())
     }
 
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
-        received: &ReceivedEvent,
-    ) -> Result<(), HandlerError> {
-        self.handle_batch(tx, &[received]).await
-    }
-
     /// The batch's last level of each SKU in one statement. SKUs are the topic's keys, so
     /// batches of different partitions never touch the same row and need no lock order.
-    async fn handle_batch(
+    async fn handle(
         &self,
         tx: &mut PgConnection,
         events: &[&ReceivedEvent],

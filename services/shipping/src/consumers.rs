@@ -30,18 +30,10 @@ impl EventHandler for ShippingHandler {
         shipping_rules::HANDLES.contains(&event.event_type())
     }
 
-    async fn handle(
-        &self,
-        tx: &mut PgConnection,
-        received: &ReceivedEvent,
-    ) -> Result<(), HandlerError> {
-        self.handle_batch(tx, &[received]).await
-    }
-
     /// The whole batch in four statements whatever its size: the orders it learns, then what
     /// is known of the orders it pays (which sees those just learnt), the shipments
     /// `shipping_rules` plans for them, and the ShipmentScheduled of each one stored.
-    async fn handle_batch(
+    async fn handle(
         &self,
         tx: &mut PgConnection,
         events: &[&ReceivedEvent],

@@ -53,11 +53,13 @@ impl EventHandler for ArrivalProbe {
     async fn handle(
         &self,
         _tx: &mut PgConnection,
-        event: &ReceivedEvent,
+        events: &[&ReceivedEvent],
     ) -> Result<(), HandlerError> {
         let now = Instant::now();
         if let Ok(mut arrived) = self.arrived.lock() {
-            arrived.entry(event.metadata.event_id).or_insert(now);
+            for event in events {
+                arrived.entry(event.metadata.event_id).or_insert(now);
+            }
         }
         Ok(())
     }

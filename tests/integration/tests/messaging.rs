@@ -163,8 +163,8 @@ impl Fixture {
 /// rejected until the `fixed` table has a row, like a bug fixed by a deploy.
 struct RecordingHandler;
 
-impl EventHandler for RecordingHandler {
-    async fn handle(
+impl RecordingHandler {
+    async fn record(
         &self,
         tx: &mut PgConnection,
         received: &ReceivedEvent,
@@ -198,8 +198,21 @@ impl EventHandler for RecordingHandler {
     }
 }
 
-/// [`RecordingHandler`] one event at a time; a batch in one INSERT, refused whole when it holds
-/// a poison. Remembers the size of every batch it was given.
+impl EventHandler for RecordingHandler {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ReceivedEvent],
+    ) -> Result<(), HandlerError> {
+        for received in events {
+            self.record(tx, received).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One event as [`RecordingHandler`] records it; several in one INSERT, refused whole when they
+/// hold a poison. Remembers the size of every batch of several it was given.
 #[derive(Default)]
 struct BatchRecordingHandler {
     batches: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
@@ -209,16 +222,11 @@ impl EventHandler for BatchRecordingHandler {
     async fn handle(
         &self,
         tx: &mut PgConnection,
-        received: &ReceivedEvent,
-    ) -> Result<(), HandlerError> {
-        RecordingHandler.handle(tx, received).await
-    }
-
-    async fn handle_batch(
-        &self,
-        tx: &mut PgConnection,
         events: &[&ReceivedEvent],
     ) -> Result<(), HandlerError> {
+        if let [received] = events {
+            return RecordingHandler.record(tx, received).await;
+        }
         self.batches.lock().expect("batches").push(events.len());
         let mut values = Vec::new();
         for received in events {

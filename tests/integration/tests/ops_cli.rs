@@ -803,8 +803,8 @@ async fn a_rebuild_restores_the_catalog_replica_from_its_topic_and_swaps_it_in_l
 /// table has a row, as a bug fixed by a deploy.
 struct StepHandler;
 
-impl EventHandler for StepHandler {
-    async fn handle(
+impl StepHandler {
+    async fn record(
         &self,
         tx: &mut PgConnection,
         received: &ReceivedEvent,
@@ -830,6 +830,19 @@ impl EventHandler for StepHandler {
             .bind(step)
             .execute(&mut *tx)
             .await?;
+        Ok(())
+    }
+}
+
+impl EventHandler for StepHandler {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&ReceivedEvent],
+    ) -> Result<(), HandlerError> {
+        for received in events {
+            self.record(tx, received).await?;
+        }
         Ok(())
     }
 }
