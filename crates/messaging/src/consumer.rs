@@ -651,33 +651,29 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         if shutdown.is_some_and(CancellationToken::is_cancelled) {
             return Ok(Vec::new());
         }
-        match to_handle.as_slice() {
-            [] => {}
-            [(record, received)] => {
-                let span = self.span(record, 1);
-                record_trace(&span, received);
-                self.handler
-                    .handle(&mut tx, &[*received])
-                    .instrument(span)
-                    .await
-                    .map_err(Failure::from)?;
-            }
-            several => {
-                let events: Vec<&ReceivedEvent> =
-                    several.iter().map(|(_, received)| *received).collect();
-                let span = tracing::info_span!(
+        if !to_handle.is_empty() {
+            // One event keeps the span it has on its own; several share a span of the batch.
+            let span = match to_handle.as_slice() {
+                [(record, received)] => {
+                    let span = self.span(record, 1);
+                    record_trace(&span, received);
+                    span
+                }
+                several => tracing::info_span!(
                     "handle_batch",
                     service = self.service,
                     topic = %batch[0].topic,
                     partition = batch[0].partition,
-                    events = events.len(),
-                );
-                self.handler
-                    .handle(&mut tx, &events)
-                    .instrument(span)
-                    .await
-                    .map_err(Failure::from)?;
-            }
+                    events = several.len(),
+                ),
+            };
+            let events: Vec<&ReceivedEvent> =
+                to_handle.iter().map(|(_, received)| *received).collect();
+            self.handler
+                .handle(&mut tx, &events)
+                .instrument(span)
+                .await
+                .map_err(Failure::from)?;
         }
         tx.commit().await.map_err(transient)?;
         Ok(outcomes)

@@ -145,6 +145,18 @@ impl Fixture {
         .await;
     }
 
+    /// Messages of `key` parked (the one that failed and those behind it); `None` when the
+    /// database cannot say right now.
+    async fn parked_messages_of(&self, key: &str) -> Option<i64> {
+        let (parked,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM messaging_parked_messages WHERE message_key = $1")
+                .bind(key)
+                .fetch_one(&self.pool)
+                .await
+                .ok()?;
+        Some(parked)
+    }
+
     async fn effects_of(&self, key: &str) -> Vec<i64> {
         sqlx::query_as::<sqlx::Postgres, (i64,)>(
             "SELECT value FROM effects WHERE key = $1 ORDER BY seq",
@@ -523,12 +535,7 @@ async fn a_poison_message_parks_its_key_while_other_keys_flow_and_redrive_releas
         "order-A's later messages to be parked behind the poison",
         Duration::from_secs(30),
         || async {
-            let (parked,): (i64,) = sqlx::query_as(
-                "SELECT count(*) FROM messaging_parked_messages WHERE message_key = 'order-A'",
-            )
-            .fetch_one(&fixture.pool)
-            .await
-            .ok()?;
+            let parked = fixture.parked_messages_of("order-A").await?;
             (parked == 3).then_some(())
         },
     )
@@ -1069,12 +1076,7 @@ async fn a_batch_handled_whole_that_fails_is_handled_again_one_event_at_a_time()
         "order-A's poison and the ten messages behind it to be parked",
         Duration::from_secs(30),
         || async {
-            let (parked,): (i64,) = sqlx::query_as(
-                "SELECT count(*) FROM messaging_parked_messages WHERE message_key = 'order-A'",
-            )
-            .fetch_one(&fixture.pool)
-            .await
-            .ok()?;
+            let parked = fixture.parked_messages_of("order-A").await?;
             (parked == 11).then_some(())
         },
     )
