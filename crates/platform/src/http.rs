@@ -99,6 +99,20 @@ impl ApiError {
                 "text must not contain NUL characters",
             );
         }
+        if is_pool_exhausted(&cause) {
+            // Every connection stayed busy for the whole acquire timeout: the service is
+            // overloaded, and nothing of this request was written. 503 with Retry-After says
+            // so, where 500 would say the request itself broke something.
+            return Self {
+                retry_after_secs: Some(1),
+                cause: Some(cause),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "the service is busy; try again shortly",
+                )
+            };
+        }
         Self {
             cause: Some(cause),
             ..Self::new(
@@ -161,6 +175,12 @@ fn is_unstorable_text(cause: &anyhow::Error) -> bool {
             .and_then(|db| db.code())
             .is_some_and(|code| code == "22021" || code == "22P05")
     })
+}
+
+fn is_pool_exhausted(cause: &anyhow::Error) -> bool {
+    cause
+        .chain()
+        .any(|error| matches!(error.downcast_ref(), Some(sqlx::Error::PoolTimedOut)))
 }
 
 impl From<sqlx::Error> for ApiError {
@@ -524,6 +544,22 @@ mod tests {
         assert!(printed.contains("checkout: pool timed out"), "{printed}");
         assert!(!printed.contains('\n'), "{printed}");
         assert!(!printed.contains("Stack backtrace"), "{printed}");
+    }
+
+    #[test]
+    fn a_pool_that_timed_out_is_a_503_with_retry_after_and_the_cause_logged() {
+        let error = ApiError::from(sqlx::Error::PoolTimedOut);
+        assert_eq!(error.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.code(), "overloaded");
+        assert!(format!("{error:?}").contains("pool timed out"), "{error:?}");
+        let response = error.error_response();
+        assert_eq!(
+            response.headers().get(actix_web::http::header::RETRY_AFTER),
+            Some(&actix_web::http::header::HeaderValue::from_static("1"))
+        );
+
+        let other = ApiError::from(sqlx::Error::RowNotFound);
+        assert_eq!(other.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[tokio::test]
