@@ -67,7 +67,7 @@ impl ServiceSettings {
             database: DatabaseSettings {
                 url: format!("postgres://{role}:{role}@127.0.0.1:5432/{role}").into(),
                 max_connections: 10,
-                acquire_timeout_ms: 5_000,
+                acquire_timeout_ms: DatabaseSettings::DEFAULT_ACQUIRE_TIMEOUT_MS,
             },
             kafka: KafkaSettings::local_defaults(name),
             log: LogSettings::default(),
@@ -111,6 +111,11 @@ pub struct DatabaseSettings {
 }
 
 impl DatabaseSettings {
+    /// Below the gateway's upstream timeout (5 s): an overloaded service answers 503 itself,
+    /// with nothing written, before the gateway gives up with a 504 on a request that might
+    /// still go through after the client was told it failed.
+    pub const DEFAULT_ACQUIRE_TIMEOUT_MS: u64 = 3_000;
+
     pub fn url(&self) -> &str {
         self.url.expose_secret()
     }

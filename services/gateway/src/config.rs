@@ -200,6 +200,16 @@ mod tests {
     }
 
     #[test]
+    fn a_service_gives_up_waiting_for_a_connection_before_the_gateway_gives_up_on_it() {
+        // Else the client hears 504 about a checkout the service may still place, instead of
+        // the service's own 503 with nothing written.
+        assert!(
+            platform::config::DatabaseSettings::DEFAULT_ACQUIRE_TIMEOUT_MS
+                < Config::defaults().upstreams.timeout_ms
+        );
+    }
+
+    #[test]
     fn an_upstream_is_one_url_or_several() {
         assert_eq!(
             instances("http://127.0.0.1:8083"),
