@@ -100,16 +100,16 @@ impl ApiError {
             );
         }
         if is_pool_exhausted(&cause) {
-            // Every connection stayed busy for the whole acquire timeout: the service is
-            // overloaded, and nothing of this request was written. 503 with Retry-After says
-            // so, where 500 would say the request itself broke something.
+            // No connection for the whole acquire timeout: every one stayed busy (overload),
+            // or none could be opened (the database restarting). Nothing of this request was
+            // written; 503 with Retry-After says so, where 500 would blame the request.
             return Self {
                 retry_after_secs: Some(1),
                 cause: Some(cause),
                 ..Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
-                    "the service is busy; try again shortly",
+                    "unavailable",
+                    "the service is busy or cannot reach its database; try again shortly",
                 )
             };
         }
@@ -550,7 +550,7 @@ mod tests {
     fn a_pool_that_timed_out_is_a_503_with_retry_after_and_the_cause_logged() {
         let error = ApiError::from(sqlx::Error::PoolTimedOut);
         assert_eq!(error.status_code(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(error.code(), "overloaded");
+        assert_eq!(error.code(), "unavailable");
         assert!(format!("{error:?}").contains("pool timed out"), "{error:?}");
         let response = error.error_response();
         assert_eq!(
