@@ -166,21 +166,23 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// The database errors in `cause`'s chain.
+fn sqlx_errors(cause: &anyhow::Error) -> impl Iterator<Item = &sqlx::Error> {
+    cause.chain().filter_map(|error| error.downcast_ref())
+}
+
 /// PostgreSQL's "character not in repertoire" and "untranslatable character": text with NUL.
 fn is_unstorable_text(cause: &anyhow::Error) -> bool {
-    cause.chain().any(|error| {
+    sqlx_errors(cause).any(|error| {
         error
-            .downcast_ref::<sqlx::Error>()
-            .and_then(sqlx::Error::as_database_error)
+            .as_database_error()
             .and_then(|db| db.code())
             .is_some_and(|code| code == "22021" || code == "22P05")
     })
 }
 
 fn is_pool_exhausted(cause: &anyhow::Error) -> bool {
-    cause
-        .chain()
-        .any(|error| matches!(error.downcast_ref(), Some(sqlx::Error::PoolTimedOut)))
+    sqlx_errors(cause).any(|error| matches!(error, sqlx::Error::PoolTimedOut))
 }
 
 impl From<sqlx::Error> for ApiError {

@@ -179,6 +179,9 @@ struct Args {
     before: Option<PathBuf>,
 }
 
+/// The broker's label among the tracked processes; a cluster's brokers are "Kafka #1", ….
+const KAFKA: &str = "Kafka";
+
 const SERVICES: [(&str, &str); 10] = [
     ("gateway", "gateway"),
     ("auth", "auth"),
@@ -342,9 +345,10 @@ async fn main() -> anyhow::Result<()> {
         warm.placed,
         warm.cpu_total_ms_per_order,
         warm.cpu_ms_per_order
-            .get("Kafka")
-            .copied()
-            .unwrap_or_default(),
+            .iter()
+            .filter(|(label, _)| label.starts_with(KAFKA))
+            .map(|(_, ms)| ms)
+            .sum::<f64>(),
     )];
     let mut rates = Vec::new();
     let mut first_p50: Option<f64> = None;
@@ -560,7 +564,7 @@ fn find_processes(args: &Args, run_dir: &Path) -> anyhow::Result<Probe> {
     if kafka.is_none() && !nodes.is_empty() {
         for (i, pid) in nodes {
             processes.push(Tracked {
-                label: format!("Kafka #{i}"),
+                label: format!("{KAFKA} #{i}"),
                 pid,
                 in_total: true,
             });
@@ -575,7 +579,7 @@ fn find_processes(args: &Args, run_dir: &Path) -> anyhow::Result<Probe> {
                 )
             })?;
         processes.push(Tracked {
-            label: "Kafka".into(),
+            label: KAFKA.into(),
             pid: kafka,
             in_total: true,
         });
