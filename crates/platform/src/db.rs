@@ -21,8 +21,11 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// How to connect to the service's database: its URL, and the settings every connection of the
+/// service carries (sessions and listeners derive from the pool's options, so they carry them too).
 pub fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, DbError> {
-    settings.url().parse().map_err(DbError::InvalidUrl)
+    let options: PgConnectOptions = settings.url().parse().map_err(DbError::InvalidUrl)?;
+    Ok(options.options([("plan_cache_mode", settings.plan_cache_mode.as_setting())]))
 }
 
 /// A pooled connection idle for longer than this is checked with a round trip before it is

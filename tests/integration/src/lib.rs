@@ -67,6 +67,7 @@ pub async fn fresh_database(label: &str) -> anyhow::Result<DatabaseSettings> {
         url: format!("{base}/{name}").into(),
         max_connections: 5,
         acquire_timeout_ms: 5_000,
+        plan_cache_mode: platform::config::PlanCacheMode::default(),
     })
 }
 

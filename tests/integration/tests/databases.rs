@@ -1,6 +1,7 @@
 //! Each service owns a database that no other service's role can open.
 
-use bazaar_integration_tests::admin_database_url;
+use bazaar_integration_tests::{admin_database_url, fresh_database};
+use platform::config::PlanCacheMode;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
@@ -69,4 +70,70 @@ async fn no_service_can_open_another_services_database() {
             );
         }
     }
+}
+
+/// A statement with an array parameter, as the consumers' batch statements have.
+const BATCH_STATEMENT: &str = "SELECT n FROM unnest($1::int[]) AS n WHERE n = ANY($1)";
+
+/// Runs `BATCH_STATEMENT` `times` times on `connection` (as one prepared statement), then says
+/// how PostgreSQL planned it: (generic plans, custom plans).
+async fn plans_of_batch_statement(connection: &mut PgConnection, times: usize) -> (i64, i64) {
+    for _ in 0..times {
+        sqlx::query(BATCH_STATEMENT)
+            .bind(vec![1_i32])
+            .fetch_all(&mut *connection)
+            .await
+            .expect("batch statement");
+    }
+    sqlx::query_as(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+    )
+    .bind(BATCH_STATEMENT)
+    .fetch_one(&mut *connection)
+    .await
+    .expect("the statement is prepared on this connection")
+}
+
+#[tokio::test]
+async fn a_services_connections_plan_each_prepared_statement_once_unless_configured_otherwise() {
+    let settings = fresh_database("plans").await.expect("database");
+    assert_eq!(
+        settings.plan_cache_mode,
+        PlanCacheMode::ForceGenericPlan,
+        "the default"
+    );
+    let pool = platform::db::connect_and_migrate(&settings, &messaging::migrations::migrator())
+        .await
+        .expect("pool");
+
+    let mut pooled = pool.acquire().await.expect("pooled connection");
+    assert_eq!(
+        plans_of_batch_statement(&mut pooled, 8).await,
+        (8, 0),
+        "a pooled connection"
+    );
+    drop(pooled);
+    let mut session = platform::db::Session::beside(&pool, "test-plans");
+    let connection = session.connection().await.expect("session");
+    assert_eq!(
+        plans_of_batch_statement(connection, 8).await,
+        (8, 0),
+        "a session beside the pool"
+    );
+    session.close().await;
+    pool.close().await;
+
+    // PostgreSQL's own choice, when configured: it plans the first five executions for their
+    // values before it weighs a generic plan (the consumers' statements never got one).
+    let auto = platform::config::DatabaseSettings {
+        plan_cache_mode: PlanCacheMode::Auto,
+        ..settings
+    };
+    let options = platform::db::connect_options(&auto).expect("options");
+    let mut connection = PgConnection::connect_with(&options)
+        .await
+        .expect("connection");
+    let (_, custom) = plans_of_batch_statement(&mut connection, 8).await;
+    assert!(custom >= 5, "auto: {custom} custom plans of 8 executions");
+    connection.close().await.expect("close");
 }
