@@ -66,7 +66,14 @@ before=$(wc -l <"$results")
 say "running the fault scenarios (logs of each cluster under $BAZAAR_RUN_DIR/chaos/)"
 status=0
 started=$SECONDS
+tests_started_ms=$(date +%s%3N)
 cargo test -p bazaar-chaos --test chaos -- --ignored --test-threads=1 --nocapture "$@" || status=$?
+if [ "$status" = 0 ]; then
+  # The scenarios' databases, once they passed (a failure's are kept to look into): left
+  # behind, each costs the autovacuum launcher a worker start a minute, and a run leaves ~100,
+  # which the next hour's `make bench` would count as the idle stack's.
+  "$REPO_ROOT/infra/postgres/pgctl.sh" drop-test-dbs --since "$tests_started_ms"
+fi
 
 say "results ($((SECONDS - started)) s)"
 tail -n +"$((before + 1))" "$results" | python3 -c '
