@@ -107,6 +107,9 @@ pub async fn set_on_hand(
 
 /// Releases reservations past their time, oldest first; returns how many were due.
 pub async fn expire_due_reservations(pool: &PgPool, limit: i64) -> Result<usize, StockError> {
+    if !db::any_due_reservation(pool).await? {
+        return Ok(0);
+    }
     let mut tx = pool.begin().await?;
     let due = db::due_reservations(&mut tx, limit).await?;
     let inputs: Vec<(&str, InventoryInput, Cause<'_>)> = due

@@ -248,19 +248,29 @@ pub async fn save(tx: &mut PgConnection, changes: &Changes) -> Result<(), sqlx::
     Ok(())
 }
 
+/// Reservations still held past their time. The status is written into the statement, not
+/// bound: the planner then uses the partial index of live reservations by expiry.
+fn due_reservations_source() -> String {
+    format!(
+        "reservations WHERE status = '{}' AND expires_at <= now()",
+        ReservationStatus::Reserved.as_str()
+    )
+}
+
+/// Whether any reservation is past its time (without a transaction).
+pub async fn any_due_reservation(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    messaging::worker::any_due(pool, &due_reservations_source()).await
+}
+
 /// Locks up to `limit` reservations past their time, oldest first; reservations another
 /// transaction holds are skipped (several instances share the queue without waiting).
 pub async fn due_reservations(
     tx: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<String>, sqlx::Error> {
-    // The status is written into the statement, not bound: the planner then uses the partial
-    // index of live reservations by expiry.
     let due: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT order_id FROM reservations
-          WHERE status = '{}' AND expires_at <= now()
-          ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
-        ReservationStatus::Reserved.as_str()
+        "SELECT order_id FROM {} ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        due_reservations_source()
     )))
     .bind(limit)
     .fetch_all(&mut *tx)

@@ -108,6 +108,9 @@ impl EventHandler for OrderHandler {
 
 /// Cancels pending orders past their deadline; returns how many were due.
 pub async fn cancel_overdue(pool: &PgPool, limit: i64) -> Result<usize, OrderDbError> {
+    if !db::any_overdue(pool).await? {
+        return Ok(0);
+    }
     let mut tx = pool.begin().await?;
     let due = db::overdue(&mut tx, limit).await?;
     for id in &due {

@@ -10,7 +10,7 @@ mod shipments;
 pub use cart::{CartLine, cart, clear_cart, remove_cart_item, set_cart_item};
 pub use catalog::{apply_snapshot, price_lines};
 pub use orders::{
-    Existing, NewOrder, OrderLineRow, OrderRow, StatusChange, find_by_idempotency_key,
+    Existing, NewOrder, OrderLineRow, OrderRow, StatusChange, any_overdue, find_by_idempotency_key,
     insert_order, lines_of, lock_order, lock_states, order_of_user, orders_of_user, overdue,
     past_deadline, save, status_changes, store,
 };

@@ -357,15 +357,26 @@ pub async fn store(tx: &mut PgConnection, changes: &OrderChanges<Uuid>) -> Resul
     super::shipments::save_shipments(tx, &changes.shipments).await
 }
 
+/// Orders still pending past their deadline. The status is written into the statement, not
+/// bound: the planner then uses the partial index of pending orders by deadline.
+fn overdue_orders_source() -> String {
+    format!(
+        "orders WHERE status = '{}' AND deadline_at <= now()",
+        OrderStatus::Pending.as_str()
+    )
+}
+
+/// Whether any order is pending past its deadline (without a transaction).
+pub async fn any_overdue(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    messaging::worker::any_due(pool, &overdue_orders_source()).await
+}
+
 /// Locks up to `limit` orders still pending past their deadline, oldest deadline first;
 /// orders another transaction holds are skipped.
 pub async fn overdue(tx: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
-    // The status is written into the statement, not bound: the planner then uses the partial
-    // index of pending orders by deadline.
     let due: Vec<(Uuid,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT id FROM orders WHERE status = '{}' AND deadline_at <= now()
-          ORDER BY deadline_at LIMIT $1 FOR UPDATE SKIP LOCKED",
-        OrderStatus::Pending.as_str()
+        "SELECT id FROM {} ORDER BY deadline_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        overdue_orders_source()
     )))
     .bind(limit)
     .fetch_all(&mut *tx)
