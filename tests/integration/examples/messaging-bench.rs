@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bazaar_bench::{Percentiles, kafka_end_to_end_latency};
-use bazaar_integration_tests::{fresh_database, isolated_kafka};
+use bazaar_integration_tests::{fresh_messaging_database, isolated_kafka};
 use clap::Parser;
 use events::{Event, EventMetadata, StockLevelChanged};
 use messaging::consumer::ConsumerSettings;
@@ -91,9 +91,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     bazaar_integration_tests::init_test_logging();
     let repo_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let database = fresh_database("bench").await?;
-    let pool =
-        platform::db::connect_and_migrate(&database, &messaging::migrations::migrator()).await?;
+    let (_, pool) = fresh_messaging_database("bench").await?;
     let kafka = isolated_kafka("bench");
     messaging::topics::apply(&messaging::TopicCatalog::bundled()?, &kafka).await?;
 

@@ -71,6 +71,17 @@ pub async fn fresh_database(label: &str) -> anyhow::Result<DatabaseSettings> {
     })
 }
 
+/// A fresh database (as [`fresh_database`]) with the messaging tables migrated (outbox, inbox,
+/// parked keys): what a test of the messaging runtime runs on. Returns its settings and a pool.
+pub async fn fresh_messaging_database(
+    label: &str,
+) -> anyhow::Result<(DatabaseSettings, sqlx::PgPool)> {
+    let database = fresh_database(label).await?;
+    let pool =
+        platform::db::connect_and_migrate(&database, &messaging::migrations::migrator()).await?;
+    Ok((database, pool))
+}
+
 /// The Kafka principal the tests (and the services they start) authenticate as: it may do
 /// anything to topics and groups whose names start with `test-` or `chaos-`, and nothing else
 /// (`infra/kafka/access.txt`, from `bazaar access --local`). Which service may do what is the

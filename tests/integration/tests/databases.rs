@@ -1,6 +1,6 @@
 //! Each service owns a database that no other service's role can open.
 
-use bazaar_integration_tests::{admin_database_url, fresh_database};
+use bazaar_integration_tests::{admin_database_url, fresh_messaging_database};
 use platform::config::PlanCacheMode;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -96,15 +96,12 @@ async fn plans_of_batch_statement(connection: &mut PgConnection, times: usize) -
 
 #[tokio::test]
 async fn a_services_connections_plan_each_prepared_statement_once_unless_configured_otherwise() {
-    let settings = fresh_database("plans").await.expect("database");
+    let (settings, pool) = fresh_messaging_database("plans").await.expect("database");
     assert_eq!(
         settings.plan_cache_mode,
         PlanCacheMode::ForceGenericPlan,
         "the default"
     );
-    let pool = platform::db::connect_and_migrate(&settings, &messaging::migrations::migrator())
-        .await
-        .expect("pool");
 
     let mut pooled = pool.acquire().await.expect("pooled connection");
     assert_eq!(

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use bazaar_integration_tests::{
-    fresh_database, isolated_kafka, librdkafka_auth_properties, schema_registry_url,
+    fresh_messaging_database, isolated_kafka, librdkafka_auth_properties, schema_registry_url,
 };
 use events::{Event, EventMetadata, OrderCreated, OrderLine};
 use messaging::relay::MarkPublished;
@@ -20,10 +20,7 @@ fn python() -> String {
 }
 
 async fn publish_one_order() -> (platform::config::KafkaSettings, OrderCreated) {
-    let database = fresh_database("interop").await.expect("database");
-    let pool = platform::db::connect_and_migrate(&database, &messaging::migrations::migrator())
-        .await
-        .expect("migrations");
+    let (_, pool) = fresh_messaging_database("interop").await.expect("database");
     let kafka = isolated_kafka("interop");
     messaging::topics::apply(
         &messaging::TopicCatalog::bundled().expect("catalog"),

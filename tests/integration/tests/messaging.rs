@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bazaar_integration_tests::{eventually, fresh_database, isolated_kafka, stop_task};
+use bazaar_integration_tests::{eventually, fresh_messaging_database, isolated_kafka, stop_task};
 use events::{Event, EventMetadata, OrderCancelled, StockLevelChanged};
 use futures::StreamExt;
 use messaging::consumer::ConsumerSettings;
@@ -32,10 +32,7 @@ struct Fixture {
 impl Fixture {
     async fn new(label: &str) -> Self {
         bazaar_integration_tests::init_test_logging();
-        let database = fresh_database(label).await.expect("database");
-        let pool = platform::db::connect_and_migrate(&database, &messaging::migrations::migrator())
-            .await
-            .expect("messaging migrations");
+        let (_, pool) = fresh_messaging_database(label).await.expect("database");
         sqlx::query(
             "CREATE TABLE effects (seq BIGSERIAL PRIMARY KEY, event_id UUID NOT NULL, key TEXT NOT NULL, value BIGINT NOT NULL)",
         )

@@ -12,7 +12,9 @@ use std::time::Duration;
 use bazaar_integration_tests::offsets::wait_until_consumed;
 use bazaar_integration_tests::publisher::Publisher;
 use bazaar_integration_tests::stack::{Customer, Stack, StackOptions};
-use bazaar_integration_tests::{bazaar_binary, eventually, fresh_database, isolated_kafka};
+use bazaar_integration_tests::{
+    bazaar_binary, eventually, fresh_messaging_database, isolated_kafka,
+};
 use events::{
     Event, OrderCancelled, OrderCreated, OrderLine, PaymentRefunded, ReservationExpired,
     ShipmentDelivered, ShipmentDispatched, UserRegistered,
@@ -873,10 +875,7 @@ async fn a_dlq_redrive_releases_a_parked_key_in_order() {
     bazaar_integration_tests::init_test_logging();
     // A consumer of order-events as the inventory service would run it, on a database of its
     // own; the tool knows it as the inventory service.
-    let database = fresh_database("dlq").await.expect("database");
-    let pool = platform::db::connect_and_migrate(&database, &messaging::migrations::migrator())
-        .await
-        .expect("migrations");
+    let (database, pool) = fresh_messaging_database("dlq").await.expect("database");
     sqlx::raw_sql(
         "CREATE TABLE effects (seq BIGSERIAL PRIMARY KEY, key TEXT NOT NULL, value BIGINT NOT NULL);
          CREATE TABLE fixed (fixed BOOLEAN NOT NULL)",

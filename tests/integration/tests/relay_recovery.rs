@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bazaar_integration_tests::{eventually, fresh_database, isolated_kafka, stop_task};
+use bazaar_integration_tests::{eventually, fresh_messaging_database, isolated_kafka, stop_task};
 use events::{Event, EventMetadata, StockLevelChanged};
 use messaging::{Relay, RelaySettings};
 use sqlx::PgPool;
@@ -55,10 +55,7 @@ async fn running_relay(
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
-    let database = fresh_database(name).await.expect("database");
-    let pool = platform::db::connect_and_migrate(&database, &messaging::migrations::migrator())
-        .await
-        .expect("migrations");
+    let (_, pool) = fresh_messaging_database(name).await.expect("database");
     let kafka = isolated_kafka(name);
     messaging::topics::apply(
         &messaging::TopicCatalog::bundled().expect("catalog"),
@@ -187,10 +184,9 @@ async fn outbox_scans(pool: &PgPool) -> (i64, i64) {
 
 #[tokio::test]
 async fn the_purge_deletes_what_is_past_retention_reading_only_those_rows() {
-    let database = fresh_database("relay_purge").await.expect("database");
-    let pool = platform::db::connect_and_migrate(&database, &messaging::migrations::migrator())
+    let (_, pool) = fresh_messaging_database("relay_purge")
         .await
-        .expect("migrations");
+        .expect("database");
     // 20,000 published rows, the first 100 eight days old (past the default week), the rest an
     // hour old: a week's outbox is mostly rows to keep.
     sqlx::query(
